@@ -344,15 +344,10 @@ async fn unusable_reply_keeps_its_usage_for_the_ledger() {
     let cfg = agent_config(ProviderKind::OpenAi, Some(server.openai_base_url()));
     let mut proposer = from_config_with_env(&cfg, None, &with_key).unwrap();
     let err = proposer.propose(&context()).await.unwrap_err();
-    let ProposeError::BadReply {
-        error,
-        reply_text,
-        usage,
-        ..
-    } = &err
-    else {
+    let ProposeError::BadReply(bad) = &err else {
         panic!("expected BadReply, got {err:?}");
     };
+    let (error, reply_text, usage) = (&bad.error, &bad.reply_text, &bad.usage);
     assert_eq!(*error, patch::ParseError::NoPatch);
     assert_eq!(reply_text, "I think the learning rate is fine.");
     assert_eq!((usage.prompt_tokens, usage.completion_tokens), (700, 40));

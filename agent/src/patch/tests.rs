@@ -189,16 +189,18 @@ fn empty_search_creates_a_file_but_not_over_an_existing_one() {
         .contains("does not exist"));
 }
 
-const DIFF_OK: &str = "DESCRIPTION: deeper model\nRATIONALE: more capacity.\n\n```diff\n\
---- a/trainer/src/model.rs\n\
-+++ b/trainer/src/model.rs\n\
-@@ -4,4 +4,4 @@\n\
- \n\
- fn depth() -> usize {\n\
--    4\n\
-+    6\n\
- }\n\
-```\n";
+const DIFF_OK: &str = concat!(
+    "DESCRIPTION: deeper model\nRATIONALE: more capacity.\n\n```diff\n",
+    "--- a/trainer/src/model.rs\n",
+    "+++ b/trainer/src/model.rs\n",
+    "@@ -4,4 +4,4 @@\n",
+    " \n",
+    " fn depth() -> usize {\n",
+    "-    4\n",
+    "+    6\n",
+    " }\n",
+    "```\n"
+);
 
 #[test]
 fn unified_diff_applies_with_context() {

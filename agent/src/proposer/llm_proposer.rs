@@ -1,7 +1,7 @@
 //! A proposer that asks a language model: render the prompts, call the provider, parse the
 //! reply into a patch.
 
-use super::{Proposal, ProposalContext, ProposeError, Proposer};
+use super::{BadReply, Proposal, ProposalContext, ProposeError, Proposer};
 use crate::llm::LlmClient;
 use crate::patch::parse_reply;
 use crate::prompts::Templates;
@@ -35,13 +35,13 @@ impl Proposer for LlmProposer {
         let reply = match parse_reply(&completion.text) {
             Ok(r) => r,
             Err(error) => {
-                return Err(ProposeError::BadReply {
+                return Err(ProposeError::BadReply(Box::new(BadReply {
                     error,
                     reply_text: completion.text,
                     provider: self.client.provider().to_string(),
                     model: completion.model,
                     usage: completion.usage,
-                })
+                })))
             }
         };
         Ok(Proposal {

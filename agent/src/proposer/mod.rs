@@ -12,6 +12,7 @@ pub use config::{
     from_config, from_config_with_env, AgentConfig, AnyProposer, ConfigError, ProviderKind,
 };
 pub use llm_proposer::LlmProposer;
+
 pub use offline::OfflineProposer;
 pub use space::{OfflineSpace, SpaceParam};
 
@@ -99,14 +100,8 @@ pub enum ProposeError {
     #[error(transparent)]
     Prompt(#[from] PromptError),
     /// The model answered, but its reply is unusable; it was paid for, so usage is kept.
-    #[error("the {provider} reply could not be used: {error}")]
-    BadReply {
-        error: ParseError,
-        reply_text: String,
-        provider: String,
-        model: String,
-        usage: Usage,
-    },
+    #[error("the {} reply could not be used: {}", .0.provider, .0.error)]
+    BadReply(Box<BadReply>),
     /// The offline search space has nothing left that was not tried.
     #[error("the offline search space is exhausted: all {tried} candidate settings were tried")]
     Exhausted { tried: usize },
@@ -119,11 +114,22 @@ pub enum ProposeError {
     },
 }
 
+/// A reply that could not be parsed, with what it cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadReply {
+    /// The reason to send back to the model (`Request::Retry`).
+    pub error: ParseError,
+    pub reply_text: String,
+    pub provider: String,
+    pub model: String,
+    pub usage: Usage,
+}
+
 impl ProposeError {
     /// Tokens and cost spent on a failed proposal (zero when nothing was paid for).
     pub fn usage(&self) -> Usage {
         match self {
-            ProposeError::BadReply { usage, .. } => *usage,
+            ProposeError::BadReply(bad) => bad.usage,
             _ => Usage::default(),
         }
     }

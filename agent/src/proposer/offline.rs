@@ -331,7 +331,7 @@ mod tests {
         );
         assert_eq!(
             grid_distances(&vals, &toml::Value::Integer(5)),
-            vec![4, 3, 1, 2]
+            vec![4, 2, 1, 3]
         );
     }
 }
