@@ -1,6 +1,6 @@
 //! Prints the simulation table for the default decision rule.
 //!
-//! `cargo run --release -p agentloop-guardrails --example simulate -- [trials] [rho]`
+//! `cargo run --release -p agentloop-guardrails --example simulate -- [trials] [rho] [screen_reject_below_sd]`
 
 use agentloop_guardrails::decision::DecisionRule;
 use agentloop_guardrails::simulate::{run, SimConfig};
@@ -14,8 +14,12 @@ fn main() {
     if let Some(rho) = args.next() {
         config.rho = rho.parse().expect("rho must be a number in [0, 1]");
     }
+    let mut rule = DecisionRule::default();
+    if let Some(screen) = args.next() {
+        rule.screen_reject_below_sd = screen.parse().expect("screen threshold must be a number");
+    }
     let start = std::time::Instant::now();
-    let report = run(&config, &DecisionRule::default());
+    let report = run(&config, &rule);
     println!("{}", report.render_table());
     eprintln!(
         "{} decisions in {:.1} s",

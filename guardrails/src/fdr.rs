@@ -74,6 +74,17 @@ impl LordPlusPlus {
         level
     }
 
+    /// The rule for the next decision in FDR mode: `base` with its last stage's threshold
+    /// replaced by the LORD++ level (never loosened). The decision records this rule, so it
+    /// recomputes from the ledger; afterwards call `record(accepted)`.
+    pub fn rule_for_next(&self, base: &DecisionRule) -> DecisionRule {
+        let mut rule = base.clone();
+        if let Some(last) = rule.stages.last_mut() {
+            last.p_threshold = last.p_threshold.min(self.next_level());
+        }
+        rule
+    }
+
     /// Tests with `p` at the next level and records the result; true means discovery.
     pub fn test(&mut self, p: f64) -> bool {
         let discovered = p <= self.next_level();
@@ -162,6 +173,17 @@ mod tests {
         let back: LordPlusPlus = serde_json::from_str(&json).unwrap();
         assert_eq!(back, lord);
         assert_eq!(back.next_level(), lord.next_level());
+    }
+
+    #[test]
+    fn fdr_mode_tightens_only_the_last_stage() {
+        let lord = LordPlusPlus::new(0.05, None).unwrap();
+        let base = DecisionRule::default();
+        let rule = lord.rule_for_next(&base);
+        // First level: gamma_1 * w0 = 0.050046 * 0.025 = 0.0012512.
+        assert!((rule.stages[1].p_threshold - 0.050_046 * 0.025).abs() < 1e-6);
+        assert_eq!(rule.stages[0], base.stages[0]);
+        assert!(rule.validate().is_ok());
     }
 
     #[test]

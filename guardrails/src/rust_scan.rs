@@ -177,7 +177,7 @@ fn check_ident(name: &str, tokens: &[TokenTree], i: usize, in_macro: bool, scan:
     if STD_ROOTS.contains(&name) {
         let bare = in_macro
             && !is_path_sep(tokens, i + 1)
-            && !(i >= 2 && is_path_sep(tokens, i - 2))
+            && (i < 2 || !is_path_sep(tokens, i - 2))
             && !(after_use && is_punct(next, ';'))
             && ident_name_at(tokens, i + 1).as_deref() != Some("as");
         if bare {
@@ -237,7 +237,12 @@ fn is_path_continuation(tokens: &[TokenTree], i: usize) -> bool {
             let word = ident_name(tt).unwrap_or_default();
             !PATH_START_KEYWORDS.contains(&word.as_str())
         }
-        TokenTree::Punct(p) => p.as_char() == '>',
+        // `Vec<T>::new` continues a path; `=> ::x` and `-> ::x` start one.
+        TokenTree::Punct(p) => {
+            p.as_char() == '>'
+                && !(i >= 4
+                    && (is_punct(tokens.get(i - 4), '=') || is_punct(tokens.get(i - 4), '-')))
+        }
         TokenTree::Group(_) => false,
         TokenTree::Literal(_) => false,
     }

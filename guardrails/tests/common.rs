@@ -1,8 +1,6 @@
 // Shared fixtures (included with `mod common;`).
 #![allow(dead_code)]
 
-use std::path::Path;
-
 use agentloop_guardrails::target::TargetSpec;
 
 pub const TARGET_TOML: &str = r#"
@@ -42,8 +40,4 @@ pub fn load_err(text: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("agentloop.toml"), text).unwrap();
     TargetSpec::load(dir.path()).unwrap_err().to_string()
-}
-
-pub fn exists(p: &Path) -> bool {
-    p.exists()
 }

@@ -244,6 +244,10 @@ fn new_dependency_in_the_manifest_and_in_code() {
         RejectionCode::NewDependency,
     );
     assert_rejected(
+        model_with("pub fn f(x: u8) -> u8 { match x { 0 => ::ureq::get(), _ => 1 } }"),
+        RejectionCode::NewDependency,
+    );
+    assert_rejected(
         model_with("pub fn f() { let _ = ::ureq::get(\"x\"); }"),
         RejectionCode::NewDependency,
     );
