@@ -28,6 +28,13 @@ impl Default for AuditRule {
     }
 }
 
+impl AuditRule {
+    /// True when an audit is due after this many merges since the last audit.
+    pub fn is_due(&self, merges_since_audit: usize) -> bool {
+        self.every_merges > 0 && merges_since_audit >= self.every_merges
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditOutcome {
     pub holds_up: bool,
@@ -196,6 +203,13 @@ mod tests {
         assert!(out.reason.contains("0.018"), "{}", out.reason);
         assert!(!out.holds_up, "{}", out.reason);
         assert!(out.reason.contains("below 50%"), "{}", out.reason);
+    }
+
+    #[test]
+    fn audits_are_due_every_k_merges() {
+        let rule = AuditRule::default();
+        assert!(!rule.is_due(4));
+        assert!(rule.is_due(5));
     }
 
     #[test]

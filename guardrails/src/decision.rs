@@ -148,6 +148,12 @@ impl DecisionRule {
         self.stages.iter().map(|s| s.p_threshold).product()
     }
 
+    /// True when the baseline must be recalibrated after this many merges since the last one.
+    pub fn needs_recalibration(&self, merges_since_calibration: usize) -> bool {
+        self.recalibrate_every_merges > 0
+            && merges_since_calibration >= self.recalibrate_every_merges
+    }
+
     /// Total paired seeds if every stage runs.
     pub fn max_pairs(&self) -> usize {
         self.stages.iter().map(|s| s.pairs).sum()

@@ -440,3 +440,10 @@ fn a_non_finite_metric_is_refused_and_changes_nothing() {
         }
     );
 }
+
+#[test]
+fn recalibration_is_due_every_25_merges_by_default() {
+    let rule = DecisionRule::default();
+    assert!(!rule.needs_recalibration(24));
+    assert!(rule.needs_recalibration(25));
+}
