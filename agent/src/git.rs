@@ -108,6 +108,33 @@ impl Git {
         })
     }
 
+    /// Removes ref lock files a killed loop left in its own namespaces (`refs/heads/agentloop/`
+    /// and `refs/agentloop/`). Only called while holding the loop's lock, so no live writer of
+    /// ours can own them; the user's refs are never touched.
+    pub fn clear_stale_locks(&self) -> Result<usize> {
+        fn walk(dir: &Path, removed: &mut usize) -> std::io::Result<()> {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return Ok(());
+            };
+            for e in entries.flatten() {
+                let path = e.path();
+                if e.file_type()?.is_dir() {
+                    walk(&path, removed)?;
+                } else if path.extension().is_some_and(|x| x == "lock") {
+                    std::fs::remove_file(&path)?;
+                    *removed += 1;
+                }
+            }
+            Ok(())
+        }
+        let mut removed = 0;
+        for dir in ["refs/heads/agentloop", "refs/agentloop"] {
+            let dir = self.repo.path().join(dir);
+            walk(&dir, &mut removed).map_err(|source| GitError::Io { path: dir, source })?;
+        }
+        Ok(removed)
+    }
+
     /// The commit the user has checked out: the starting point of a new session's trunk.
     pub fn head_commit(&self) -> Result<Oid> {
         let head = self.repo.head().map_err(|_| GitError::UnbornHead)?;
@@ -278,6 +305,15 @@ impl Git {
                     .working_tree(true),
             ))?;
         }
+        // A worktree whose creation was killed half-way has an admin directory that libgit2
+        // cannot open (so cannot prune): remove it as `git worktree prune` would.
+        let admin = self.repo.path().join("worktrees").join(name);
+        if admin.exists() {
+            std::fs::remove_dir_all(&admin).map_err(|source| GitError::Io {
+                path: admin.clone(),
+                source,
+            })?;
+        }
         let path = self.worktrees_dir().join(name);
         if path.exists() {
             std::fs::remove_dir_all(&path).map_err(|source| GitError::Io { path, source })?;
@@ -285,9 +321,20 @@ impl Git {
         Ok(())
     }
 
-    /// Names of the worktrees under `.agentloop/worktrees/` (registered or merely on disk).
+    /// Names of the worktrees under `.agentloop/worktrees/` (registered, half-registered or
+    /// merely on disk).
     pub fn loop_worktrees(&self) -> Result<BTreeSet<String>> {
         let mut names = BTreeSet::new();
+        if let Ok(entries) = std::fs::read_dir(self.repo.path().join("worktrees")) {
+            for e in entries.flatten() {
+                let gitdir = std::fs::read_to_string(e.path().join("gitdir")).unwrap_or_default();
+                // Half-created ones may lack `gitdir`; ours are named after changes or trunks.
+                let ours = gitdir.is_empty() || Path::new(gitdir.trim()).starts_with(self.worktrees_dir());
+                if ours {
+                    names.insert(e.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
         let dir = self.worktrees_dir();
         for name in self.repo.worktrees()?.iter().flatten() {
             if let Ok(wt) = self.repo.find_worktree(name) {

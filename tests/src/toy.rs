@@ -15,13 +15,13 @@ mkdir -p "$out"
 lr=$(awk -F= '/^lr *=/ { gsub(/[ \t]/, "", $2); print $2 }' config.toml)
 wd=$(awk -F= '/^weight_decay *=/ { gsub(/[ \t]/, "", $2); print $2 }' config.toml)
 sleep 0.02
-awk -v seed="$seed" -v lr="$lr" -v wd="$wd" -v out="$out" -v split="$split" 'BEGIN {
+awk -v seed="$seed" -v lr="$lr" -v wd="$wd" -v out="$out" -v sp="$split" 'BEGIN {
   if (lr + 0 > 10) { print "{\"event\":\"done\",\"status\":\"diverged\"}"; exit 3 }
   srand(seed); noise = (rand() - 0.5) * 0.004
   l = log(lr / 0.01) / log(10)
   v = 1.0 + 0.5 * l * l + (wd - 0.1) * (wd - 0.1) + noise
   print "{\"event\":\"step\",\"step\":1,\"loss\":" v "}"
-  printf "{\"val_bpb\": %.9f, \"split\": \"%s\", \"status\": \"ok\", \"seed\": %d, \"steps\": 1}\n", v, split, seed > (out "/metrics.json")
+  printf "{\"val_bpb\": %.9f, \"split\": \"%s\", \"status\": \"ok\", \"seed\": %d, \"steps\": 1}\n", v, sp, seed > (out "/metrics.json")
   print "{\"event\":\"done\",\"status\":\"ok\"}"
 }'
 "#;

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 
 use crate::cli::StartArgs;
 use crate::orchestrator::agent_adapter;
+use crate::orchestrator::proposals::Proposals;
 use crate::orchestrator::session::{self, Options};
 use crate::orchestrator::workspace::Workspace;
 

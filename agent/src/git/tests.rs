@@ -251,3 +251,30 @@ fn list_files_walks_nested_directories() {
     files.sort();
     assert_eq!(files, vec!["a.txt", "b.txt", "x/y/z.txt"]);
 }
+
+#[test]
+fn a_half_created_worktree_is_cleaned_up_and_can_be_recreated() {
+    let (_dir, git) = user_repo();
+    let base = git.head_commit().unwrap();
+    let branch = change_branch("s1", "c2");
+    git.set_branch(&branch, base, "x").unwrap();
+    // What a kill inside `git worktree add` leaves: the admin directory, nothing else.
+    std::fs::create_dir_all(git.repo().path().join("worktrees/c2")).unwrap();
+    assert!(git.loop_worktrees().unwrap().contains("c2"));
+    let path = git.add_worktree("c2", &branch).unwrap();
+    assert!(path.join("a.txt").exists());
+}
+
+#[test]
+fn stale_ref_locks_in_our_namespaces_are_removed_and_the_users_kept() {
+    let (dir, git) = user_repo();
+    let base = git.head_commit().unwrap();
+    let ours = dir.path().join(".git/refs/heads/agentloop/changes/s1/c3.lock");
+    std::fs::create_dir_all(ours.parent().unwrap()).unwrap();
+    std::fs::write(&ours, "").unwrap();
+    let users = dir.path().join(".git/refs/heads/feature.lock");
+    std::fs::write(&users, "").unwrap();
+    assert_eq!(git.clear_stale_locks().unwrap(), 1);
+    assert!(!ours.exists() && users.exists());
+    git.set_branch(&change_branch("s1", "c3"), base, "after the kill").unwrap();
+}

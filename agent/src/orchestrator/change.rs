@@ -24,7 +24,7 @@ use super::proposals::{Ask, Context, Edit, HistoryItem, Proposals, Reply};
 use super::record::Recorder;
 use super::runs::{self, value_of, RunSpec};
 use super::seeds::seed_for;
-use super::trunk::{ensure_built, kept_ref, recorded, stage_name, BuildState, Ready};
+use super::trunk::{ensure_built, kept_ref, recorded, BuildState, Ready};
 use super::workspace::Workspace;
 use crate::git::{change_branch, trunk_branch, FileWrite};
 

@@ -147,9 +147,17 @@ mod tests {
         assert_eq!(f.exit, Exit::TimedOut);
         assert!(f.wall < Duration::from_secs(10));
         let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-        // SAFETY: signal 0 only checks whether the process exists.
-        let alive = unsafe { libc::kill(pid, 0) } == 0;
-        assert!(!alive, "the backgrounded grandchild must be killed too");
+        // Killed means gone or a zombie waiting for its new parent to reap it.
+        let running = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+                .unwrap_or(false)
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while running() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!running(), "the backgrounded grandchild must be killed too");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use agentloop_ledger::payload::{DecisionOutcome, Rollback, Stage};
 use agentloop_ledger::Ledger;
 use anyhow::{bail, Context, Result};
 use git2::Oid;
-use serde_json::{json, Map};
+use serde_json::json;
 
 use super::artifacts::BuildCache;
 use super::budget::Stop;
@@ -85,6 +85,7 @@ pub fn rollback(
         .clone()
         .with_context(|| format!("change {change} was accepted but its merge was never recorded; run `agentloop start` to finish it"))?;
     let git = &ws.git;
+    git.clear_stale_locks()?;
     let trunk = trunk_branch(&session);
     // The ledger is the truth: start from the trunk it records (a kill may have left the ref behind).
     let tip = Oid::from_str(&history.trunk_commit)?;
@@ -161,7 +162,6 @@ pub fn rollback(
         }
     };
     git.remove_worktree(&name)?;
-    let _ = Map::<String, serde_json::Value>::new();
     Ok(RolledBack {
         change,
         session,

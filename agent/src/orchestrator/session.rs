@@ -114,6 +114,7 @@ pub fn run(
                     ChangeEnd::Exhausted => break "proposer_exhausted".into(),
                 }
             }
+        }
         })
     })();
     let reason = match looped {

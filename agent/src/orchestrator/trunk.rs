@@ -68,6 +68,10 @@ impl<'a> Trunk<'a> {
     /// left but the trunk's and the in-flight change's.
     pub fn reconcile(&self, history: &SessionHistory) -> Result<()> {
         let git = &self.ws.git;
+        let stale = git.clear_stale_locks()?;
+        if stale > 0 {
+            tracing::info!("removed {stale} stale ref lock(s) left by a killed run");
+        }
         let trunk = trunk_branch(&self.session);
         let want = Oid::from_str(&history.trunk_commit)
             .with_context(|| format!("ledger trunk commit {:?}", history.trunk_commit))?;
@@ -134,11 +138,10 @@ impl<'a> Trunk<'a> {
         if !registered || !path.join(".git").exists() {
             git.add_worktree(&name, &trunk_branch(&self.session))?;
         }
-        let head = git2::Repository::open(&path)?.head()?.peel_to_commit()?.id();
-        if head != commit {
-            // The branch moved under the worktree (merge or rollback): bring the files along.
-            git.refresh_worktree(&path)?;
-        }
+        // The worktree's HEAD follows the trunk ref by itself (it is the branch), but its files
+        // do not: bring them to the trunk commit every time (only changed files are written).
+        git.refresh_worktree(&path)?;
+        let _ = commit;
         Ok(path)
     }
 
