@@ -53,7 +53,10 @@ fn sigkill_at_any_point_then_resume_loses_and_repeats_nothing() {
     let mut killed_after = BTreeSet::new();
     for (t, &kill_at) in points.iter().enumerate() {
         let repo = TargetRepo::toy(&ToyOptions::default()).unwrap();
-        let mut child = spawn_group(repo.agentloop(BIN.as_ref(), &target_dir(), &ARGS)).unwrap();
+        let mut cmd = repo.agentloop(BIN.as_ref(), &target_dir(), &ARGS);
+        // Slow motion: the kill lands right after event `kill_at`, not a few events later.
+        cmd.env("AGENTLOOP_PAUSE_AFTER_EVENT_MS", "40");
+        let mut child = spawn_group(cmd).unwrap();
         let seen = wait_for_events(&repo, &mut child, kill_at, Duration::from_secs(60)).unwrap();
         kill_group(&mut child);
         let events = repo.events().unwrap();

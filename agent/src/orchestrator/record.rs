@@ -27,6 +27,7 @@ impl Recorder {
                 payload,
             })
             .with_context(|| format!("recording a {} event in the ledger", P::KIND))
+            .inspect(|_| pause_after_event())
     }
 
     /// The `seq:hash` the next commit trailer anchors to.
@@ -36,5 +37,20 @@ impl Recorder {
             .head()?
             .context("the ledger is empty, there is no head to anchor")?;
         Ok(agentloop_ledger::trailer::format(&head))
+    }
+}
+
+/// `AGENTLOOP_PAUSE_AFTER_EVENT_MS`: sleep after every recorded event. Slow motion for crash
+/// testing, so a kill can land right after any given event; unset (no pause) in normal use.
+fn pause_after_event() {
+    static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    let pause = PAUSE.get_or_init(|| {
+        std::env::var("AGENTLOOP_PAUSE_AFTER_EVENT_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(std::time::Duration::from_millis)
+    });
+    if let Some(p) = pause {
+        std::thread::sleep(*p);
     }
 }
