@@ -106,7 +106,15 @@ mod tests {
     #[test]
     fn start_parses_budget_and_options() {
         let cli = Cli::try_parse_from([
-            "agentloop", "--repo", "/r", "start", "--budget", "3m", "--max-changes", "4", "--agent",
+            "agentloop",
+            "--repo",
+            "/r",
+            "start",
+            "--budget",
+            "3m",
+            "--max-changes",
+            "4",
+            "--agent",
             "offline",
         ])
         .unwrap();
@@ -135,8 +143,16 @@ mod tests {
         assert_eq!(cli.repo(), Some(std::path::Path::new("/a")));
         let cli = Cli::try_parse_from(["agentloop", "--repo", "/b", "status"]).unwrap();
         assert_eq!(cli.repo(), Some(std::path::Path::new("/b")));
-        let cli =
-            Cli::try_parse_from(["agentloop", "--repo", "/b", "ledger", "verify", "--repo", "/c"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "agentloop",
+            "--repo",
+            "/b",
+            "ledger",
+            "verify",
+            "--repo",
+            "/c",
+        ])
+        .unwrap();
         assert!(matches!(cli.command, Command::Ledger(_)));
     }
 
@@ -144,6 +160,8 @@ mod tests {
     fn rollback_needs_a_change() {
         assert!(Cli::try_parse_from(["agentloop", "rollback"]).is_err());
         let cli = Cli::try_parse_from(["agentloop", "rollback", "c7f3"]).unwrap();
-        assert!(matches!(cli.command, Command::Rollback(RollbackArgs { change, .. }) if change == "c7f3"));
+        assert!(
+            matches!(cli.command, Command::Rollback(RollbackArgs { change, .. }) if change == "c7f3")
+        );
     }
 }

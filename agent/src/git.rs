@@ -18,9 +18,13 @@ pub const REJECTED_PREFIX: &str = "refs/agentloop/rejected/";
 pub enum GitError {
     #[error("{path} is not inside a git repository (pass --repo)")]
     NotARepository { path: PathBuf },
-    #[error("the repository at {0} has no working directory (bare repositories are not supported)")]
+    #[error(
+        "the repository at {0} has no working directory (bare repositories are not supported)"
+    )]
     Bare(PathBuf),
-    #[error("the repository has no commit checked out yet (HEAD is unborn); commit something first")]
+    #[error(
+        "the repository has no commit checked out yet (HEAD is unborn); commit something first"
+    )]
     UnbornHead,
     #[error("branch {0} does not exist")]
     MissingBranch(String),
@@ -203,7 +207,9 @@ impl Git {
     /// Whether `path` is a symlink in `commit`.
     pub fn is_symlink(&self, commit: Oid, path: &str) -> Result<bool> {
         let tree = self.repo.find_commit(commit)?.tree()?;
-        Ok(matches!(tree.get_path(Path::new(path)), Ok(e) if e.filemode() == i32::from(FileMode::Link)))
+        Ok(
+            matches!(tree.get_path(Path::new(path)), Ok(e) if e.filemode() == i32::from(FileMode::Link)),
+        )
     }
 
     /// Creates a commit on top of `parent` with `writes` applied to its tree, without moving
@@ -329,7 +335,8 @@ impl Git {
             for e in entries.flatten() {
                 let gitdir = std::fs::read_to_string(e.path().join("gitdir")).unwrap_or_default();
                 // Half-created ones may lack `gitdir`; ours are named after changes or trunks.
-                let ours = gitdir.is_empty() || Path::new(gitdir.trim()).starts_with(self.worktrees_dir());
+                let ours =
+                    gitdir.is_empty() || Path::new(gitdir.trim()).starts_with(self.worktrees_dir());
                 if ours {
                     names.insert(e.file_name().to_string_lossy().into_owned());
                 }

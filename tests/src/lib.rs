@@ -37,7 +37,10 @@ pub fn tiny_config(real: &str) -> String {
     let mut out = String::new();
     for line in real.lines() {
         let key = line.split('=').next().unwrap_or("").trim();
-        match TINY_VALUES.iter().find(|(k, _)| *k == key && line.contains('=')) {
+        match TINY_VALUES
+            .iter()
+            .find(|(k, _)| *k == key && line.contains('='))
+        {
             Some((k, v)) => out.push_str(&format!("{k} = {v}")),
             None => out.push_str(line),
         }
@@ -104,21 +107,28 @@ impl TargetRepo {
         let dir = tempfile::tempdir()?;
         let root = dir.path().join("target-repo");
         let ws = workspace_root();
-        copy_dir(&ws.join("trainer"), &root.join("trainer"), &["target", "bench", "tests"])?;
+        copy_dir(
+            &ws.join("trainer"),
+            &root.join("trainer"),
+            &["target", "bench", "tests"],
+        )?;
         std::fs::copy(ws.join("Cargo.lock"), root.join("Cargo.lock"))?;
         std::fs::write(root.join("Cargo.toml"), single_member_manifest(&ws)?)?;
         if !opts.real {
             let real = std::fs::read_to_string(ws.join("trainer/config/default.toml"))?;
             std::fs::write(root.join("trainer/config/default.toml"), tiny_config(&real))?;
         }
-        std::fs::write(root.join(".gitignore"), "/target\n/.agentloop/\n.agentloop-bin/\n")?;
+        std::fs::write(
+            root.join(".gitignore"),
+            "/target\n/.agentloop/\n.agentloop-bin/\n",
+        )?;
         std::fs::write(root.join("agentloop.toml"), agentloop_toml(&ws, opts)?)?;
         init_repo(&root)?;
         Ok(TargetRepo { _dir: dir, root })
     }
 
     pub fn ledger(&self) -> Result<Ledger> {
-        Ok(Ledger::open(&self.root.join(".agentloop/ledger.db"))?)
+        Ok(Ledger::open(self.root.join(".agentloop/ledger.db"))?)
     }
 
     pub fn events(&self) -> Result<Vec<Event>> {
@@ -182,13 +192,20 @@ pub fn spawn_group(mut c: Command) -> Result<Child> {
 /// SIGKILL to the whole process group, as a power cut or OOM killer would do it.
 pub fn kill_group(child: &mut Child) {
     let pid = child.id() as i32;
-    let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pid}")])
+        .status();
     let _ = child.wait();
 }
 
 /// Waits until the ledger holds at least `n` events (or the child exits, or `timeout`).
 /// Returns the count seen.
-pub fn wait_for_events(repo: &TargetRepo, child: &mut Child, n: usize, timeout: Duration) -> Result<usize> {
+pub fn wait_for_events(
+    repo: &TargetRepo,
+    child: &mut Child,
+    n: usize,
+    timeout: Duration,
+) -> Result<usize> {
     let start = Instant::now();
     loop {
         let count = repo.events().map(|e| e.len()).unwrap_or(0);
@@ -218,7 +235,10 @@ fn init_repo(root: &Path) -> Result<()> {
 fn git(dir: &Path, args: &[&str]) -> Result<String> {
     let out = Command::new("git").args(args).current_dir(dir).output()?;
     if !out.status.success() {
-        bail!("git {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -239,9 +259,13 @@ fn single_member_manifest(ws: &Path) -> Result<String> {
 }
 
 fn agentloop_toml(ws: &Path, opts: &TargetOptions) -> Result<String> {
-    let text = std::fs::read_to_string(ws.join("agentloop.toml")).context("agentloop.toml of the workspace")?;
+    let text = std::fs::read_to_string(ws.join("agentloop.toml"))
+        .context("agentloop.toml of the workspace")?;
     let mut doc: toml::Table = text.parse().context("agentloop.toml")?;
-    let build = doc.get_mut("build").and_then(|b| b.as_table_mut()).context("[build]")?;
+    let build = doc
+        .get_mut("build")
+        .and_then(|b| b.as_table_mut())
+        .context("[build]")?;
     // Dev profile: the trainer crate compiles fast; its dependencies are optimized anyway.
     build.insert(
         "command".into(),
@@ -251,7 +275,10 @@ fn agentloop_toml(ws: &Path, opts: &TargetOptions) -> Result<String> {
     if opts.real {
         return Ok(toml::to_string(&doc)?);
     }
-    let train = doc.get_mut("train").and_then(|b| b.as_table_mut()).context("[train]")?;
+    let train = doc
+        .get_mut("train")
+        .and_then(|b| b.as_table_mut())
+        .context("[train]")?;
     train.insert("budget".into(), opts.run_budget.clone().into());
     train.insert("smoke_budget".into(), opts.smoke_budget.clone().into());
     train.insert("timeout".into(), opts.train_timeout.clone().into());

@@ -10,7 +10,15 @@ use agentloop_tests::toy::ToyOptions;
 use agentloop_tests::{check, kill_group, output, spawn_group, wait_for_events, TargetRepo};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
-const ARGS: [&str; 7] = ["start", "--budget", "10m", "--max-changes", "3", "--agent", "offline"];
+const ARGS: [&str; 7] = [
+    "start",
+    "--budget",
+    "10m",
+    "--max-changes",
+    "3",
+    "--agent",
+    "offline",
+];
 
 fn target_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
@@ -29,9 +37,15 @@ fn finish(repo: &TargetRepo) {
 /// order of proposals, correct decisions leave exactly that value on the trunk.
 fn assert_best_lr(repo: &TargetRepo, summary: &check::Summary) {
     let config = repo
-        .git(&["show", &format!("agentloop/{}:config.toml", summary.session)])
+        .git(&[
+            "show",
+            &format!("agentloop/{}:config.toml", summary.session),
+        ])
         .unwrap();
-    assert!(config.contains("lr = 0.01\n"), "trunk config:\n{config}\n{summary:?}");
+    assert!(
+        config.contains("lr = 0.01\n"),
+        "trunk config:\n{config}\n{summary:?}"
+    );
 }
 
 #[test]
@@ -85,8 +99,19 @@ fn sigkill_at_any_point_then_resume_loses_and_repeats_nothing() {
         assert_best_lr(&repo, &summary);
     }
     // The kills landed after every kind of step the loop takes.
-    for kind in ["session_start", "calibration", "propose", "policy", "build", "run_result", "decision"] {
-        assert!(killed_after.contains(kind), "no kill after a {kind} event: {killed_after:?}");
+    for kind in [
+        "session_start",
+        "calibration",
+        "propose",
+        "policy",
+        "build",
+        "run_result",
+        "decision",
+    ] {
+        assert!(
+            killed_after.contains(kind),
+            "no kill after a {kind} event: {killed_after:?}"
+        );
     }
     assert!(
         killed_after.contains("merge") || killed_after.contains("discard"),

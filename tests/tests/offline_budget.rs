@@ -38,13 +38,24 @@ fn three_minute_offline_session_on_a_fresh_clone() {
     let took = started.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(took < Duration::from_secs(180 + 60), "the budget was overrun: {took:?}");
-    let summary = check::consistent(&repo, "main").unwrap();
-    assert!(!summary.decisions.is_empty(), "no decision in 3 minutes:\n{stderr}");
-    let events = repo.events().unwrap();
-    let end = events.iter().rev().find(|e| e.kind == EventKind::SessionEnd).unwrap();
     assert!(
-        ["budget_spent", "proposer_exhausted"].contains(&end.payload["reason"].as_str().unwrap_or("")),
+        took < Duration::from_secs(180 + 60),
+        "the budget was overrun: {took:?}"
+    );
+    let summary = check::consistent(&repo, "main").unwrap();
+    assert!(
+        !summary.decisions.is_empty(),
+        "no decision in 3 minutes:\n{stderr}"
+    );
+    let events = repo.events().unwrap();
+    let end = events
+        .iter()
+        .rev()
+        .find(|e| e.kind == EventKind::SessionEnd)
+        .unwrap();
+    assert!(
+        ["budget_spent", "proposer_exhausted"]
+            .contains(&end.payload["reason"].as_str().unwrap_or("")),
         "{:?}",
         end.payload
     );

@@ -41,7 +41,11 @@ fn rollback_reverts_cleanly_or_refuses_and_names_the_conflict() {
     let repo = TargetRepo::toy(&ToyOptions::default()).unwrap();
     let server = ScriptedServer::start([
         edit("lr 0.1 -> 0.03", "lr = 0.1", "lr = 0.03"),
-        edit("weight decay 0.5 -> 0.1", "weight_decay = 0.5", "weight_decay = 0.1"),
+        edit(
+            "weight decay 0.5 -> 0.1",
+            "weight_decay = 0.5",
+            "weight_decay = 0.1",
+        ),
         edit("lr 0.03 -> 0.01", "lr = 0.03", "lr = 0.01"),
         edit("lr 0.01 -> 0.3", "lr = 0.01", "lr = 0.3"),
     ])
@@ -49,7 +53,19 @@ fn rollback_reverts_cleanly_or_refuses_and_names_the_conflict() {
     let url = server.openai_base_url();
     let (code, _, err) = run(
         &repo,
-        &["start", "--budget", "5m", "--max-changes", "4", "--agent", "openai", "--model", "m", "--base-url", &url],
+        &[
+            "start",
+            "--budget",
+            "5m",
+            "--max-changes",
+            "4",
+            "--agent",
+            "openai",
+            "--model",
+            "m",
+            "--base-url",
+            &url,
+        ],
     );
     assert_eq!(code, 0, "{err}");
     let summary = check::consistent(&repo, "main").unwrap();
@@ -62,7 +78,8 @@ fn rollback_reverts_cleanly_or_refuses_and_names_the_conflict() {
             }
         }
     }
-    let outcomes: Vec<DecisionOutcome> = order.iter().map(|c| summary.decisions[c].outcome).collect();
+    let outcomes: Vec<DecisionOutcome> =
+        order.iter().map(|c| summary.decisions[c].outcome).collect();
     assert_eq!(
         outcomes,
         vec![
@@ -80,12 +97,18 @@ fn rollback_reverts_cleanly_or_refuses_and_names_the_conflict() {
     // A rejected change cannot be rolled back.
     let (code, _, err) = run(&repo, &["rollback", d]);
     assert_eq!(code, 1);
-    assert!(err.contains("was not accepted") && err.contains("rejected"), "{err}");
+    assert!(
+        err.contains("was not accepted") && err.contains("rejected"),
+        "{err}"
+    );
 
     // Reverting A conflicts with C (same line): refused, naming C, nothing changed.
     let (code, _, err) = run(&repo, &["rollback", &a[..5]]);
     assert_eq!(code, 1);
-    assert!(err.contains("conflicts") && err.contains(c.as_str()), "{err}");
+    assert!(
+        err.contains("conflicts") && err.contains(c.as_str()),
+        "{err}"
+    );
     assert_eq!(repo.git(&["rev-parse", &trunk]).unwrap(), tip_before);
     assert_eq!(repo.events().unwrap().len(), events_before);
 
@@ -95,12 +118,25 @@ fn rollback_reverts_cleanly_or_refuses_and_names_the_conflict() {
     assert!(out.contains("re-measured"), "{out}");
     let tip_after = repo.git(&["rev-parse", &trunk]).unwrap();
     assert_ne!(tip_after, tip_before);
-    let parent = repo.git(&["rev-parse", &format!("{}^", tip_after.trim())]).unwrap();
-    assert_eq!(parent, tip_before, "the revert is a new commit on top of the trunk");
-    let config = repo.git(&["show", &format!("{trunk}:config.toml")]).unwrap();
-    assert!(config.contains("weight_decay = 0.5") && config.contains("lr = 0.01"), "{config}");
+    let parent = repo
+        .git(&["rev-parse", &format!("{}^", tip_after.trim())])
+        .unwrap();
+    assert_eq!(
+        parent, tip_before,
+        "the revert is a new commit on top of the trunk"
+    );
+    let config = repo
+        .git(&["show", &format!("{trunk}:config.toml")])
+        .unwrap();
+    assert!(
+        config.contains("weight_decay = 0.5") && config.contains("lr = 0.01"),
+        "{config}"
+    );
     let message = repo.git(&["log", "-1", "--format=%B", &trunk]).unwrap();
-    assert!(message.contains(&format!("Change-Id: {b}")) && message.contains("Ledger-Head:"), "{message}");
+    assert!(
+        message.contains(&format!("Change-Id: {b}")) && message.contains("Ledger-Head:"),
+        "{message}"
+    );
 
     let events = repo.events().unwrap();
     let merge_seq = events
@@ -108,10 +144,19 @@ fn rollback_reverts_cleanly_or_refuses_and_names_the_conflict() {
         .find(|e| e.kind == EventKind::Merge && e.change.as_deref() == Some(b.as_str()))
         .unwrap()
         .seq;
-    let rollback = events.iter().find(|e| e.kind == EventKind::Rollback).unwrap();
+    let rollback = events
+        .iter()
+        .find(|e| e.kind == EventKind::Rollback)
+        .unwrap();
     assert_eq!(rollback.change.as_deref(), Some(b.as_str()));
-    assert_eq!(rollback.payload["original_merge_seq"].as_i64(), Some(merge_seq));
-    assert_eq!(rollback.payload["revert_commit"].as_str(), Some(tip_after.trim()));
+    assert_eq!(
+        rollback.payload["original_merge_seq"].as_i64(),
+        Some(merge_seq)
+    );
+    assert_eq!(
+        rollback.payload["revert_commit"].as_str(),
+        Some(tip_after.trim())
+    );
     let remeasured = events
         .iter()
         .filter(|e| e.seq > rollback.seq && e.kind == EventKind::Calibration)

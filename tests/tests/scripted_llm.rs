@@ -67,7 +67,11 @@ fn scripted_agent_session_accepts_only_the_real_improvement() {
         .unwrap()
         .to_string();
     let server = ScriptedServer::start([
-        reply("raise the learning rate to 1e-2", "1e-4 is far too low for 30 steps.", &good),
+        reply(
+            "raise the learning rate to 1e-2",
+            "1e-4 is far too low for 30 steps.",
+            &good,
+        ),
         reply(
             "reword the config's first comment",
             "Documentation only; should change nothing.",
@@ -78,7 +82,11 @@ fn scripted_agent_session_accepts_only_the_real_improvement() {
         reply(
             "count fewer bytes in the evaluation",
             "A lower bpb, whatever it takes.",
-            &block("trainer/src/eval.rs", &eval_anchor, &format!("{eval_anchor}\n// tweaked")),
+            &block(
+                "trainer/src/eval.rs",
+                &eval_anchor,
+                &format!("{eval_anchor}\n// tweaked"),
+            ),
         ),
         reply("add a constant", "Harmless refactor.", &broken),
         reply("add a constant (fixed)", "Fix attempt 1.", &broken),
@@ -129,9 +137,20 @@ fn scripted_agent_session_accepts_only_the_real_improvement() {
     assert_eq!(outcomes.len(), 6, "{outcomes:#?}");
     assert_eq!(outcomes[0].0, DecisionOutcome::Accepted, "{outcomes:#?}");
     assert_eq!(outcomes[1].0, DecisionOutcome::Rejected, "{outcomes:#?}");
-    assert_eq!(outcomes[2].0, DecisionOutcome::PolicyRejected, "{outcomes:#?}");
-    assert!(outcomes[2].1.starts_with("unappliable_patch"), "{outcomes:#?}");
-    assert_eq!(outcomes[3].0, DecisionOutcome::PolicyRejected, "{outcomes:#?}");
+    assert_eq!(
+        outcomes[2].0,
+        DecisionOutcome::PolicyRejected,
+        "{outcomes:#?}"
+    );
+    assert!(
+        outcomes[2].1.starts_with("unappliable_patch"),
+        "{outcomes:#?}"
+    );
+    assert_eq!(
+        outcomes[3].0,
+        DecisionOutcome::PolicyRejected,
+        "{outcomes:#?}"
+    );
     assert!(outcomes[3].1.contains("frozen"), "{outcomes:#?}");
     assert_eq!(outcomes[4].0, DecisionOutcome::BuildFailed, "{outcomes:#?}");
     assert_eq!(outcomes[5].0, DecisionOutcome::Crashed, "{outcomes:#?}");
@@ -141,7 +160,10 @@ fn scripted_agent_session_accepts_only_the_real_improvement() {
     let requests = server.requests();
     assert_eq!(requests.len(), 9, "every scripted reply was asked for");
     let retry_prompt = requests[3].json().to_string();
-    assert!(retry_prompt.to_lowercase().contains("could not"), "{retry_prompt}");
+    assert!(
+        retry_prompt.to_lowercase().contains("could not"),
+        "{retry_prompt}"
+    );
     // The build failures were recorded, each attempt, with the compiler's words fed back.
     let builds: Vec<_> = events
         .iter()
@@ -149,13 +171,22 @@ fn scripted_agent_session_accepts_only_the_real_improvement() {
         .collect();
     assert_eq!(builds.len(), 3, "one build per attempt");
     let fix_prompt = requests[6].json().to_string();
-    assert!(fix_prompt.contains("BROKEN") || fix_prompt.contains("mismatched types"), "{fix_prompt}");
+    assert!(
+        fix_prompt.contains("BROKEN") || fix_prompt.contains("mismatched types"),
+        "{fix_prompt}"
+    );
 
     // The trunk holds exactly the accepted change.
     assert_eq!(summary.merged, vec![order[0].clone()]);
     let trunk = format!("agentloop/{}", summary.session);
     let diff = repo.git(&["diff", "--stat", "main", &trunk]).unwrap();
-    assert!(diff.contains("trainer/config/default.toml") && diff.contains("1 file changed"), "{diff}");
+    assert!(
+        diff.contains("trainer/config/default.toml") && diff.contains("1 file changed"),
+        "{diff}"
+    );
     let shown = repo.git(&["show", &format!("{trunk}:{config}")]).unwrap();
-    assert!(shown.contains("lr = 0.01") && !shown.contains("lr = 0.0001"), "{shown}");
+    assert!(
+        shown.contains("lr = 0.01") && !shown.contains("lr = 0.0001"),
+        "{shown}"
+    );
 }

@@ -34,7 +34,11 @@ pub fn run(repo: Option<&Path>, args: &StartArgs) -> Result<i32> {
     println!(
         "session {} {}: {} decided ({} accepted, {} rejected, {} crashed); ended: {}",
         outcome.session,
-        if outcome.resumed { "resumed" } else { "started" },
+        if outcome.resumed {
+            "resumed"
+        } else {
+            "started"
+        },
         outcome.decided,
         outcome.accepted,
         outcome.rejected,
@@ -42,7 +46,11 @@ pub fn run(repo: Option<&Path>, args: &StartArgs) -> Result<i32> {
         outcome.reason
     );
     println!("trunk: {}", crate::git::trunk_branch(&outcome.session));
-    Ok(if outcome.reason == "interrupted" { 130 } else { 0 })
+    Ok(if outcome.reason == "interrupted" {
+        130
+    } else {
+        0
+    })
 }
 
 /// `--target-dir`, else `CARGO_TARGET_DIR`, else `<repo>/target` (so a build the user already

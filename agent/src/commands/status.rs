@@ -16,7 +16,10 @@ pub fn run(repo: Option<&Path>, args: &StatusArgs) -> Result<i32> {
     let ws = Workspace::open(repo)?;
     let path = ws.ledger_path();
     if !path.exists() {
-        println!("no session yet in {} (run `agentloop start --budget 8h`)", ws.root.display());
+        println!(
+            "no session yet in {} (run `agentloop start --budget 8h`)",
+            ws.root.display()
+        );
         return Ok(0);
     }
     let ledger = Ledger::open(&path)?;
@@ -102,8 +105,16 @@ pub fn summary(h: &SessionHistory) -> Value {
 
 fn print_text(r: &Value) {
     let num = |k: &str| r[k].as_f64().unwrap_or(0.0);
-    println!("session   {} ({})", r["session"].as_str().unwrap_or("?"), r["state"].as_str().unwrap_or("?"));
-    println!("trunk     {} at {}", r["trunk_branch"].as_str().unwrap_or("?"), r["trunk_commit"].as_str().unwrap_or("?"));
+    println!(
+        "session   {} ({})",
+        r["session"].as_str().unwrap_or("?"),
+        r["state"].as_str().unwrap_or("?")
+    );
+    println!(
+        "trunk     {} at {}",
+        r["trunk_branch"].as_str().unwrap_or("?"),
+        r["trunk_commit"].as_str().unwrap_or("?")
+    );
     println!(
         "budget    {:.0}s used of {:.0}s ({:.0}s left)",
         num("spent_s"),
@@ -114,7 +125,10 @@ fn print_text(r: &Value) {
         "changes   {} proposed: {} accepted, {} rejected, {} crashed, {} policy-rejected, {} build-failed, {} rolled back",
         r["changes"], r["accepted"], r["rejected"], r["crashed"], r["policy_rejected"], r["build_failed"], r["rolled_back"]
     );
-    if let (Some(o), Some(d)) = (r["overhead_share"].as_f64(), r["decisions_per_hour"].as_f64()) {
+    if let (Some(o), Some(d)) = (
+        r["overhead_share"].as_f64(),
+        r["decisions_per_hour"].as_f64(),
+    ) {
         println!(
             "time      {:.0}s training, {:.0}s building; loop overhead {:.1}% of wall time; {d:.1} decisions/hour",
             num("training_s"),

@@ -53,16 +53,24 @@ fn session_leaves_the_user_checkout_byte_identical() {
     git.set_branch(&trunk_branch("s1"), base, "start").unwrap();
     let branch = change_branch("s1", "c000001");
     let c = git
-        .commit_on(base, &[write("a.txt", "ONE\n")], "change\n\nChange-Id: c000001")
+        .commit_on(
+            base,
+            &[write("a.txt", "ONE\n")],
+            "change\n\nChange-Id: c000001",
+        )
         .unwrap();
     git.set_branch(&branch, c, "apply").unwrap();
     let wt = git.add_worktree("c000001", &branch).unwrap();
     assert_eq!(std::fs::read_to_string(wt.join("a.txt")).unwrap(), "ONE\n");
     let merged = git.commit_with_tree_of(base, c, "merge").unwrap();
-    git.set_branch(&trunk_branch("s1"), merged, "merge").unwrap();
+    git.set_branch(&trunk_branch("s1"), merged, "merge")
+        .unwrap();
     git.remove_worktree("c000001").unwrap();
 
-    assert_eq!(git_out(dir.path(), &["status", "--porcelain"]), status_before);
+    assert_eq!(
+        git_out(dir.path(), &["status", "--porcelain"]),
+        status_before
+    );
     assert_eq!(
         git_out(dir.path(), &["rev-parse", "--symbolic-full-name", "HEAD"]),
         head_before
@@ -76,7 +84,10 @@ fn session_leaves_the_user_checkout_byte_identical() {
         std::fs::read_to_string(dir.path().join("b.txt")).unwrap(),
         "user edit\n"
     );
-    assert_eq!(std::fs::read(dir.path().join(".git/index")).unwrap(), index_before);
+    assert_eq!(
+        std::fs::read(dir.path().join(".git/index")).unwrap(),
+        index_before
+    );
     assert_eq!(
         git.read_file(merged, "a.txt").unwrap().unwrap(),
         b"ONE\n".to_vec()
@@ -101,7 +112,10 @@ fn commit_on_adds_edits_and_deletes_without_moving_refs() {
         )
         .unwrap();
     assert_eq!(git.head_commit().unwrap(), base, "HEAD must not move");
-    assert_eq!(git.read_file(c, "new/dir/c.txt").unwrap().unwrap(), b"sea\n");
+    assert_eq!(
+        git.read_file(c, "new/dir/c.txt").unwrap().unwrap(),
+        b"sea\n"
+    );
     assert_eq!(git.read_file(c, "b.txt").unwrap(), None);
     assert_eq!(
         git.read_file(c, "a.txt").unwrap().unwrap(),
@@ -114,7 +128,9 @@ fn rejected_branch_is_kept_under_the_rejected_namespace() {
     let (_dir, git) = user_repo();
     let base = git.head_commit().unwrap();
     let branch = change_branch("s1", "cbad001");
-    let c = git.commit_on(base, &[write("a.txt", "x\n")], "bad").unwrap();
+    let c = git
+        .commit_on(base, &[write("a.txt", "x\n")], "bad")
+        .unwrap();
     git.set_branch(&branch, c, "apply").unwrap();
     git.reject_branch(&branch).unwrap();
     assert_eq!(git.branch_tip(&branch).unwrap(), None);
@@ -135,10 +151,15 @@ fn trunk_worktree_follows_its_branch_after_refresh() {
     git.set_branch(&trunk, base, "start").unwrap();
     let wt = git.add_worktree("trunk-s2", &trunk).unwrap();
     std::fs::write(wt.join("build-output"), "kept").unwrap();
-    let next = git.commit_on(base, &[write("a.txt", "moved\n")], "m").unwrap();
+    let next = git
+        .commit_on(base, &[write("a.txt", "moved\n")], "m")
+        .unwrap();
     git.set_branch(&trunk, next, "merge").unwrap();
     git.refresh_worktree(&wt).unwrap();
-    assert_eq!(std::fs::read_to_string(wt.join("a.txt")).unwrap(), "moved\n");
+    assert_eq!(
+        std::fs::read_to_string(wt.join("a.txt")).unwrap(),
+        "moved\n"
+    );
     assert_eq!(
         std::fs::read_to_string(wt.join("build-output")).unwrap(),
         "kept",
@@ -171,7 +192,11 @@ fn revert_applies_cleanly_when_later_changes_are_independent() {
     let (_dir, git) = user_repo();
     let base = git.head_commit().unwrap();
     let c1 = git
-        .commit_on(base, &[write("a.txt", "ONE\ntwo\nthree\n")], "c1\n\nChange-Id: c111111")
+        .commit_on(
+            base,
+            &[write("a.txt", "ONE\ntwo\nthree\n")],
+            "c1\n\nChange-Id: c111111",
+        )
         .unwrap();
     let c2 = git
         .commit_on(c1, &[write("b.txt", "BEE\n")], "c2\n\nChange-Id: c222222")
@@ -189,13 +214,21 @@ fn conflicting_revert_names_the_later_change_and_writes_nothing() {
     let (_dir, git) = user_repo();
     let base = git.head_commit().unwrap();
     let c1 = git
-        .commit_on(base, &[write("a.txt", "ONE\ntwo\nthree\n")], "c1\n\nChange-Id: c111111")
+        .commit_on(
+            base,
+            &[write("a.txt", "ONE\ntwo\nthree\n")],
+            "c1\n\nChange-Id: c111111",
+        )
         .unwrap();
     let c2 = git
         .commit_on(c1, &[write("b.txt", "BEE\n")], "c2\n\nChange-Id: c222222")
         .unwrap();
     let c3 = git
-        .commit_on(c2, &[write("a.txt", "ONE!\ntwo\nthree\n")], "c3\n\nChange-Id: c333333")
+        .commit_on(
+            c2,
+            &[write("a.txt", "ONE!\ntwo\nthree\n")],
+            "c3\n\nChange-Id: c333333",
+        )
         .unwrap();
     match git.revert_on(c1, c3, "revert c1") {
         Err(GitError::RevertConflict {
@@ -218,7 +251,10 @@ fn discover_from_a_subdirectory_and_reject_non_repositories() {
     assert_eq!(git.root(), dir.path().canonicalize().unwrap());
     let outside = tempfile::tempdir().unwrap();
     let err = Git::discover(outside.path()).err().unwrap();
-    assert!(err.to_string().contains("not inside a git repository"), "{err}");
+    assert!(
+        err.to_string().contains("not inside a git repository"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -246,7 +282,9 @@ fn change_id_trailer_is_read_from_the_message_end() {
 fn list_files_walks_nested_directories() {
     let (_dir, git) = user_repo();
     let base = git.head_commit().unwrap();
-    let c = git.commit_on(base, &[write("x/y/z.txt", "z")], "nested").unwrap();
+    let c = git
+        .commit_on(base, &[write("x/y/z.txt", "z")], "nested")
+        .unwrap();
     let mut files = git.list_files(c).unwrap();
     files.sort();
     assert_eq!(files, vec!["a.txt", "b.txt", "x/y/z.txt"]);
@@ -269,12 +307,15 @@ fn a_half_created_worktree_is_cleaned_up_and_can_be_recreated() {
 fn stale_ref_locks_in_our_namespaces_are_removed_and_the_users_kept() {
     let (dir, git) = user_repo();
     let base = git.head_commit().unwrap();
-    let ours = dir.path().join(".git/refs/heads/agentloop/changes/s1/c3.lock");
+    let ours = dir
+        .path()
+        .join(".git/refs/heads/agentloop/changes/s1/c3.lock");
     std::fs::create_dir_all(ours.parent().unwrap()).unwrap();
     std::fs::write(&ours, "").unwrap();
     let users = dir.path().join(".git/refs/heads/feature.lock");
     std::fs::write(&users, "").unwrap();
     assert_eq!(git.clear_stale_locks().unwrap(), 1);
     assert!(!ours.exists() && users.exists());
-    git.set_branch(&change_branch("s1", "c3"), base, "after the kill").unwrap();
+    git.set_branch(&change_branch("s1", "c3"), base, "after the kill")
+        .unwrap();
 }

@@ -19,7 +19,11 @@ pub struct AgentProposals {
 }
 
 /// The proposer for `agentloop start`: `[agent]` of agentloop.toml, overridden by the flags.
-pub fn from_args(ws: &Workspace, target: &TargetSpec, args: &StartArgs) -> Result<Box<AgentProposals>> {
+pub fn from_args(
+    ws: &Workspace,
+    target: &TargetSpec,
+    args: &StartArgs,
+) -> Result<Box<AgentProposals>> {
     let mut cfg = agent_config(target)?;
     if let Some(kind) = &args.agent {
         cfg.provider = kind.parse::<ProviderKind>()?;
@@ -30,7 +34,8 @@ pub fn from_args(ws: &Workspace, target: &TargetSpec, args: &StartArgs) -> Resul
     if let Some(url) = &args.base_url {
         cfg.base_url = Some(url.clone());
     }
-    let space = OfflineSpace::load(&ws.root).context("reading [proposer.offline] of agentloop.toml")?;
+    let space =
+        OfflineSpace::load(&ws.root).context("reading [proposer.offline] of agentloop.toml")?;
     let inner = from_config(&cfg, space)?;
     tracing::info!("proposer: {} ({})", inner.provider(), inner.reason());
     Ok(Box::new(AgentProposals::new(inner, &target.metric)?))
@@ -114,23 +119,17 @@ impl Proposals for AgentProposals {
                 prompt_template_sha256: Some(p.prompt_template_sha256),
             })),
             // A reply without a usable patch is a result to record, not a failure of the loop.
-            Err(ProposeError::BadReply {
-                error,
-                reply_text,
-                provider,
-                model,
-                usage,
-            }) => Ok(Some(Reply {
+            Err(ProposeError::BadReply(bad)) => Ok(Some(Reply {
                 description: "unusable reply".into(),
                 rationale: String::new(),
-                patch_text: reply_text,
+                patch_text: bad.reply_text,
                 patch_format: "none".into(),
-                malformed: Some(error.to_string()),
-                provider: Some(provider),
-                model: Some(model),
-                prompt_tokens: Some(usage.prompt_tokens),
-                completion_tokens: Some(usage.completion_tokens),
-                cost_usd: Some(usage.cost_usd),
+                malformed: Some(bad.error.to_string()),
+                provider: Some(bad.provider),
+                model: Some(bad.model),
+                prompt_tokens: Some(bad.usage.prompt_tokens),
+                completion_tokens: Some(bad.usage.completion_tokens),
+                cost_usd: Some(bad.usage.cost_usd),
                 prompt_template_sha256: None,
             })),
             Err(ProposeError::Exhausted { tried }) => {
@@ -162,4 +161,3 @@ impl Proposals for AgentProposals {
             .collect())
     }
 }
-

@@ -52,7 +52,7 @@ pub struct ChangeRunner<'a> {
 /// The outcome of the steps before the statistics.
 enum Prepared {
     Candidate { commit: Oid, worktree: PathBuf },
-    Decided(Decision),
+    Decided(Box<Decision>),
     Stopped,
     Exhausted,
 }
@@ -81,7 +81,7 @@ impl<'a> ChangeRunner<'a> {
                 let decision = match prepared {
                     Prepared::Stopped => return Ok(ChangeEnd::Stopped),
                     Prepared::Exhausted => return Ok(ChangeEnd::Exhausted),
-                    Prepared::Decided(d) => d,
+                    Prepared::Decided(d) => *d,
                     Prepared::Candidate { commit, worktree } => {
                         match self.decide(ready, change, commit, &worktree)? {
                             Some(d) => d,
@@ -127,7 +127,10 @@ impl<'a> ChangeRunner<'a> {
                         return Ok(Prepared::Stopped);
                     }
                     let ctx = self.context(history, ready, base, ask.clone())?;
-                    let Some(reply) = self.proposals.propose(&ctx).context("asking for a proposal")?
+                    let Some(reply) = self
+                        .proposals
+                        .propose(&ctx)
+                        .context("asking for a proposal")?
                     else {
                         return Ok(Prepared::Exhausted);
                     };
@@ -168,11 +171,11 @@ impl<'a> ChangeRunner<'a> {
                     }
                     cur.errors += 1;
                     if retried {
-                        return Ok(Prepared::Decided(simple_decision(
+                        return Ok(Prepared::Decided(Box::new(simple_decision(
                             DecisionOutcome::PolicyRejected,
                             format!("unappliable_patch: {reason}"),
                             &self.target.decision.rule_version,
-                        )));
+                        ))));
                     }
                     retried = true;
                     ask = Ask::Retry {
@@ -196,11 +199,11 @@ impl<'a> ChangeRunner<'a> {
             if verdict.outcome == PolicyOutcome::Rejected {
                 let code = verdict.code.clone().unwrap_or_default();
                 let message = verdict.message.clone().unwrap_or_default();
-                return Ok(Prepared::Decided(simple_decision(
+                return Ok(Prepared::Decided(Box::new(simple_decision(
                     DecisionOutcome::PolicyRejected,
                     format!("{code}: {message}"),
                     &self.target.decision.rule_version,
-                )));
+                ))));
             }
             // 4. apply as a commit on the change branch, in its own worktree
             self.stage = "build";
@@ -234,11 +237,16 @@ impl<'a> ChangeRunner<'a> {
                 Some(b) => {
                     if b.ok {
                         // Recorded as built; outputs may be gone with a cleaned worktree.
-                        match ensure_built(
-                            self.ws, self.target, &cache, self.env, self.stop, &worktree, &tree,
+                        if let BuildState::Stopped = ensure_built(
+                            self.ws,
+                            self.target,
+                            &cache,
+                            self.env,
+                            self.stop,
+                            &worktree,
+                            &tree,
                         )? {
-                            BuildState::Stopped => return Ok(Prepared::Stopped),
-                            _ => {}
+                            return Ok(Prepared::Stopped);
                         }
                     }
                     b
@@ -246,7 +254,13 @@ impl<'a> ChangeRunner<'a> {
                 None => {
                     let started = std::time::Instant::now();
                     let state = ensure_built(
-                        self.ws, self.target, &cache, self.env, self.stop, &worktree, &tree,
+                        self.ws,
+                        self.target,
+                        &cache,
+                        self.env,
+                        self.stop,
+                        &worktree,
+                        &tree,
                     )?;
                     let (ok, tail, log) = match state {
                         BuildState::Stopped => return Ok(Prepared::Stopped),
@@ -270,14 +284,14 @@ impl<'a> ChangeRunner<'a> {
             if !build.ok {
                 let fixes_used = cur.builds as u32 - 1;
                 if fixes_used >= self.fix_attempts {
-                    return Ok(Prepared::Decided(simple_decision(
+                    return Ok(Prepared::Decided(Box::new(simple_decision(
                         DecisionOutcome::BuildFailed,
                         format!(
                             "build_failed: the patch does not compile after {} fix attempt(s)",
                             fixes_used
                         ),
                         &self.target.decision.rule_version,
-                    )));
+                    ))));
                 }
                 // The fix replaces the failed patch and applies to the trunk's files again.
                 ask = Ask::FixBuild {
@@ -311,7 +325,7 @@ impl<'a> ChangeRunner<'a> {
             };
             if value_of(&smoke).is_none() {
                 let status = serde_json::to_value(smoke.exit_status)?;
-                return Ok(Prepared::Decided(simple_decision(
+                return Ok(Prepared::Decided(Box::new(simple_decision(
                     DecisionOutcome::Crashed,
                     format!(
                         "smoke_{}: the smoke run ended {}",
@@ -319,7 +333,7 @@ impl<'a> ChangeRunner<'a> {
                         status.as_str().unwrap_or("crashed")
                     ),
                     &self.target.decision.rule_version,
-                )));
+                ))));
             }
             return Ok(Prepared::Candidate { commit, worktree });
         }
@@ -335,9 +349,8 @@ impl<'a> ChangeRunner<'a> {
         worktree: &std::path::Path,
     ) -> Result<Option<Decision>> {
         let id = change.id.as_str();
-        let mut process =
-            DecisionProcess::new(self.target.decision.clone(), ready.noise.clone())
-                .map_err(|e| anyhow::anyhow!("decision rule: {e}"))?;
+        let mut process = DecisionProcess::new(self.target.decision.clone(), ready.noise.clone())
+            .map_err(|e| anyhow::anyhow!("decision rule: {e}"))?;
         let mut screens: u32 = 0;
         let mut pairs: u32 = 0;
         let done = loop {
@@ -352,7 +365,16 @@ impl<'a> ChangeRunner<'a> {
                         let seed = seed_for(self.session, Some(id), "screen", screens);
                         let label = format!("screen-candidate-{screens}");
                         screens += 1;
-                        let Some(r) = self.run_once(change, Stage::Screen, Arm::Candidate, seed, commit, worktree, &label)? else {
+                        let Some(r) = self.run_once(
+                            change,
+                            Stage::Screen,
+                            Arm::Candidate,
+                            seed,
+                            commit,
+                            worktree,
+                            &label,
+                        )?
+                        else {
                             return Ok(None);
                         };
                         Observation::Candidate(run_value(&r))
@@ -362,9 +384,7 @@ impl<'a> ChangeRunner<'a> {
                         let seed = seed_for(self.session, Some(id), "confirm", pairs);
                         let index = pairs;
                         pairs += 1;
-                        let Some(baseline) =
-                            self.baseline_run(change, seed, ready, index)?
-                        else {
+                        let Some(baseline) = self.baseline_run(change, seed, ready, index)? else {
                             return Ok(None);
                         };
                         let Some(candidate) = self.run_once(
@@ -502,9 +522,9 @@ impl<'a> ChangeRunner<'a> {
             let merge_commit = match &now.merge {
                 Some((_, m)) => Oid::from_str(&m.commit)?,
                 None => {
-                    let candidate = git
-                        .branch_tip(&branch)?
-                        .with_context(|| format!("the accepted change's branch {branch} is gone"))?;
+                    let candidate = git.branch_tip(&branch)?.with_context(|| {
+                        format!("the accepted change's branch {branch} is gone")
+                    })?;
                     let head = self.rec.head_trailer()?;
                     let message = format!(
                         "{}\n\n{}\n\nChange-Id: {id}\n{head}",
@@ -517,7 +537,9 @@ impl<'a> ChangeRunner<'a> {
                         &Merge {
                             commit: m.to_string(),
                             trunk_branch: trunk.clone(),
-                            ledger_head: Some(head.trim_start_matches("Ledger-Head:").trim().to_string()),
+                            ledger_head: Some(
+                                head.trim_start_matches("Ledger-Head:").trim().to_string(),
+                            ),
                             extra: Map::new(),
                         },
                     )?;
@@ -545,9 +567,12 @@ impl<'a> ChangeRunner<'a> {
     fn change_worktree(&self, id: &str, branch: &str, commit: Oid) -> Result<PathBuf> {
         let git = &self.ws.git;
         let path = git.worktrees_dir().join(id);
-        let current = git2::Repository::open(&path)
-            .ok()
-            .and_then(|r| r.head().ok().and_then(|h| h.peel_to_commit().ok()).map(|c| c.id()));
+        let current = git2::Repository::open(&path).ok().and_then(|r| {
+            r.head()
+                .ok()
+                .and_then(|h| h.peel_to_commit().ok())
+                .map(|c| c.id())
+        });
         if current.is_some() {
             // The branch ref moved (a fix attempt): bring the files along.
             git.refresh_worktree(&path)?;
@@ -573,20 +598,22 @@ impl<'a> ChangeRunner<'a> {
             });
         }
         let change = ProposedChange { files };
-        Ok(match policy::check(&change, self.target, &self.target.policy) {
-            Ok(()) => Policy {
-                outcome: PolicyOutcome::Accepted,
-                code: None,
-                message: None,
-                extra: Map::new(),
+        Ok(
+            match policy::check(&change, self.target, &self.target.policy) {
+                Ok(()) => Policy {
+                    outcome: PolicyOutcome::Accepted,
+                    code: None,
+                    message: None,
+                    extra: Map::new(),
+                },
+                Err(rejection) => Policy {
+                    outcome: PolicyOutcome::Rejected,
+                    code: Some(rejection.code.as_str().to_string()),
+                    message: Some(rejection.message.clone()),
+                    extra: Map::new(),
+                },
             },
-            Err(rejection) => Policy {
-                outcome: PolicyOutcome::Rejected,
-                code: Some(rejection.code.as_str().to_string()),
-                message: Some(rejection.message.clone()),
-                extra: Map::new(),
-            },
-        })
+        )
     }
 
     fn context(
@@ -729,17 +756,21 @@ fn decision_payload(d: &agentloop_guardrails::process::Decision) -> Result<Decis
     Ok(Decision {
         outcome,
         stage: Some(stage),
-        test: last.map(|_| "paired_t_one_sided".to_string()).or_else(|| {
-            d.screen.as_ref().map(|_| "screen_z".to_string())
-        }),
-        n: last.map(|s| s.pairs.len() as u32).or(d.screen.as_ref().map(|_| 1)),
+        test: last
+            .map(|_| "paired_t_one_sided".to_string())
+            .or_else(|| d.screen.as_ref().map(|_| "screen_z".to_string())),
+        n: last
+            .map(|s| s.pairs.len() as u32)
+            .or(d.screen.as_ref().map(|_| 1)),
         mean_baseline: last
             .map(|s| s.mean_baseline)
             .or(d.screen.as_ref().map(|s| s.baseline_mean)),
         mean_candidate: last
             .map(|s| s.mean_candidate)
             .or(d.screen.as_ref().map(|s| s.candidate)),
-        mean_diff: last.map(|s| s.test.mean).or(d.screen.as_ref().map(|s| s.gain)),
+        mean_diff: last
+            .map(|s| s.test.mean)
+            .or(d.screen.as_ref().map(|s| s.gain)),
         sd_diff: last.map(|s| s.test.sd),
         ci_low: last.map(|s| s.test.ci_low),
         ci_high: last.map(|s| s.test.ci_high),

@@ -71,8 +71,12 @@ pub struct SessionHistory {
 }
 
 fn parse<T: DeserializeOwned>(e: &Event) -> Result<T> {
-    serde_json::from_value(e.payload.clone())
-        .with_context(|| format!("ledger event {} ({}) has an unexpected payload", e.seq, e.kind))
+    serde_json::from_value(e.payload.clone()).with_context(|| {
+        format!(
+            "ledger event {} ({}) has an unexpected payload",
+            e.seq, e.kind
+        )
+    })
 }
 
 impl SessionHistory {
@@ -179,8 +183,8 @@ impl SessionHistory {
     /// it was killed (no session_end) or interrupted by Ctrl-C, and has budget left.
     pub fn resumable(&self) -> bool {
         // Killed (the last event is not a session_end), or ended by Ctrl-C.
-        let interrupted = !self.ended
-            || self.ends.last().map(|e| e.reason.as_str()) == Some("interrupted");
+        let interrupted =
+            !self.ended || self.ends.last().map(|e| e.reason.as_str()) == Some("interrupted");
         interrupted && self.spent_s < self.start.budget_s
     }
 }

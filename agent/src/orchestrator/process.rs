@@ -132,9 +132,21 @@ mod tests {
     fn exit_code_output_env_and_cwd_are_reported() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("here"), "").unwrap();
-        let f = run(&job("ls; echo $GREETING; echo oops >&2; exit 3", dir.path(), 5000), &Stop::never()).unwrap();
+        let f = run(
+            &job(
+                "ls; echo $GREETING; echo oops >&2; exit 3",
+                dir.path(),
+                5000,
+            ),
+            &Stop::never(),
+        )
+        .unwrap();
         assert_eq!(f.exit, Exit::Code(Some(3)));
-        assert!(f.tail.contains("here") && f.tail.contains("hi") && f.tail.contains("oops"), "{}", f.tail);
+        assert!(
+            f.tail.contains("here") && f.tail.contains("hi") && f.tail.contains("oops"),
+            "{}",
+            f.tail
+        );
         assert!(!f.succeeded());
     }
 
@@ -146,11 +158,21 @@ mod tests {
         let f = run(&job(&cmd, dir.path(), 300), &Stop::never()).unwrap();
         assert_eq!(f.exit, Exit::TimedOut);
         assert!(f.wall < Duration::from_secs(10));
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         // Killed means gone or a zombie waiting for its new parent to reap it.
         let running = || {
             std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+                .map(|s| {
+                    !s.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
                 .unwrap_or(false)
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(5);

@@ -74,6 +74,9 @@ pub trait Proposals {
 
     /// Applies a stored patch text to files read through `read`; `Err` says why not, in words
     /// a model can act on.
-    fn apply(&self, patch_text: &str, read: &dyn Fn(&str) -> Option<String>)
-        -> Result<Vec<Edit>, String>;
+    fn apply(
+        &self,
+        patch_text: &str,
+        read: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<Edit>, String>;
 }

@@ -35,7 +35,10 @@ pub enum RollbackError {
     #[error("change {change} is still being decided; wait for its decision")]
     Undecided { change: String },
     #[error("change {change} was already rolled back (revert commit {revert_commit})")]
-    AlreadyRolledBack { change: String, revert_commit: String },
+    AlreadyRolledBack {
+        change: String,
+        revert_commit: String,
+    },
     #[error("cannot roll back {change}: reverting it conflicts with later change(s) {} in {}; roll those back first. Nothing was changed.", later.join(", "), paths.join(", "))]
     Conflict {
         change: String,
@@ -50,7 +53,7 @@ pub fn rollback(
     prefix: &str,
     target_dir: &std::path::Path,
 ) -> Result<RolledBack> {
-    let ledger = Ledger::open(&ws.ledger_path())
+    let ledger = Ledger::open(ws.ledger_path())
         .with_context(|| format!("opening the ledger {}", ws.ledger_path().display()))?;
     let change = ledger.resolve_change(prefix)?;
     let events = ledger.events_for_change(&change)?;

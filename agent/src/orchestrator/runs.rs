@@ -56,14 +56,20 @@ pub fn run(
     };
     let metrics = read_metrics(&spec.out.join("metrics.json"));
     // A run that says it succeeded but wrote no usable metric did not succeed.
-    let exit_status = match (exit_status, metrics.get(&target.metric).and_then(Value::as_f64)) {
+    let exit_status = match (
+        exit_status,
+        metrics.get(&target.metric).and_then(Value::as_f64),
+    ) {
         (ExitStatus::Ok, Some(v)) if v.is_finite() => ExitStatus::Ok,
         (ExitStatus::Ok, _) => ExitStatus::Crashed,
         (other, _) => other,
     };
     let mut extra = Map::new();
     if exit_status != ExitStatus::Ok {
-        extra.insert("log_tail".into(), Value::String(tail_lines(&finished.tail, 20)));
+        extra.insert(
+            "log_tail".into(),
+            Value::String(tail_lines(&finished.tail, 20)),
+        );
     }
     Ok(Some(RunResult {
         arm: spec.arm,

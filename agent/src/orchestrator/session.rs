@@ -54,7 +54,7 @@ pub fn run(
     opts: &Options,
     stop_on_signals: bool,
 ) -> Result<Outcome> {
-    let ledger = Ledger::open(&ws.ledger_path())
+    let ledger = Ledger::open(ws.ledger_path())
         .with_context(|| format!("opening the ledger {}", ws.ledger_path().display()))?;
     let (history, resumed) = begin(ws, target, ledger, opts)?;
     let session = history.session.clone();
@@ -63,7 +63,7 @@ pub fn run(
     if stop_on_signals {
         stop.on_signals();
     }
-    let rec = Recorder::new(Ledger::open(&ws.ledger_path())?, &session);
+    let rec = Recorder::new(Ledger::open(ws.ledger_path())?, &session);
     let env = vec![(
         "CARGO_TARGET_DIR".to_string(),
         opts.target_dir.to_string_lossy().into_owned(),
@@ -84,37 +84,36 @@ pub fn run(
     };
     let looped: Result<String> = (|| -> Result<String> {
         Ok(loop {
-        let history = load(&rec.ledger, &session)?;
-        if let Some(r) = stop.reason() {
-            break r.as_str().to_string();
-        }
-        if let Some(max) = opts.max_changes {
-            if history.decided() >= max && history.in_flight().is_none() {
-                break "max_changes".into();
+            let history = load(&rec.ledger, &session)?;
+            if let Some(r) = stop.reason() {
+                break r.as_str().to_string();
             }
-        }
-        if let Some(why) = breaker_tripped(&history, opts.breaker_k) {
-            tracing::warn!("circuit breaker: {why}");
-            break format!("circuit_breaker: {why}");
-        }
-        runner.stage = "trunk";
-        match trunk.ready(&history)? {
-            None => continue, // stopped mid-way; the top of the loop records why
-            Some(ready) => {
-                let change = history
-                    .in_flight()
-                    .cloned()
-                    .unwrap_or_else(|| super::history::ChangeRecord {
-                        id: agentloop_ledger::new_change_id(),
-                        ..Default::default()
-                    });
-                match runner.process(&history, &ready, &change)? {
-                    ChangeEnd::Settled => {}
-                    ChangeEnd::Stopped => continue,
-                    ChangeEnd::Exhausted => break "proposer_exhausted".into(),
+            if let Some(max) = opts.max_changes {
+                if history.decided() >= max && history.in_flight().is_none() {
+                    break "max_changes".into();
                 }
             }
-        }
+            if let Some(why) = breaker_tripped(&history, opts.breaker_k) {
+                tracing::warn!("circuit breaker: {why}");
+                break format!("circuit_breaker: {why}");
+            }
+            runner.stage = "trunk";
+            match trunk.ready(&history)? {
+                None => continue, // stopped mid-way; the top of the loop records why
+                Some(ready) => {
+                    let change = history.in_flight().cloned().unwrap_or_else(|| {
+                        super::history::ChangeRecord {
+                            id: agentloop_ledger::new_change_id(),
+                            ..Default::default()
+                        }
+                    });
+                    match runner.process(&history, &ready, &change)? {
+                        ChangeEnd::Settled => {}
+                        ChangeEnd::Stopped => continue,
+                        ChangeEnd::Exhausted => break "proposer_exhausted".into(),
+                    }
+                }
+            }
         })
     })();
     let reason = match looped {
@@ -205,10 +204,16 @@ fn begin(
                     spent_s: h.spent_s,
                     remaining_s: (h.start.budget_s - h.spent_s).max(0.0),
                     in_flight: h.in_flight().is_some() as u32,
-                    extra: json!({"resumed": true}).as_object().cloned().unwrap_or_default(),
+                    extra: json!({"resumed": true})
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
                 },
             )?;
-            tracing::info!("resuming session {last} ({:.0}s of budget spent)", h.spent_s);
+            tracing::info!(
+                "resuming session {last} ({:.0}s of budget spent)",
+                h.spent_s
+            );
             return Ok((load(&rec.ledger, last)?, true));
         }
     }
@@ -243,7 +248,8 @@ fn begin(
         },
     )?;
     // Recorded first, then acted on: a kill here leaves a session whose trunk `reconcile` creates.
-    ws.git.set_branch(&trunk, base, "agentloop: session start")?;
+    ws.git
+        .set_branch(&trunk, base, "agentloop: session start")?;
     tracing::info!("session {session} started on {trunk} at {base}");
     Ok((load(&rec.ledger, &session)?, false))
 }
@@ -266,14 +272,20 @@ fn breaker_tripped(history: &SessionHistory, k: u32) -> Option<String> {
     let all_bad = bad.iter().all(|(_, d)| {
         matches!(
             d.outcome,
-            DecisionOutcome::Crashed | DecisionOutcome::PolicyRejected | DecisionOutcome::BuildFailed
+            DecisionOutcome::Crashed
+                | DecisionOutcome::PolicyRejected
+                | DecisionOutcome::BuildFailed
         )
     });
     all_bad.then(|| {
         let reasons: Vec<String> = bad
             .iter()
             .rev()
-            .map(|(_, d)| d.reason.clone().unwrap_or_else(|| format!("{:?}", d.outcome)))
+            .map(|(_, d)| {
+                d.reason
+                    .clone()
+                    .unwrap_or_else(|| format!("{:?}", d.outcome))
+            })
             .collect();
         format!(
             "{k} consecutive changes crashed or were refused: {}",

@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 
 use agentloop_guardrails::decision::Calibration as NoiseCalibration;
 use agentloop_guardrails::target::TargetSpec;
-use agentloop_ledger::payload::{
-    Arm, Calibration, RunResult, SeedReplays, SeedValue, Stage,
-};
+use agentloop_ledger::payload::{Arm, Calibration, RunResult, SeedReplays, SeedValue, Stage};
 use anyhow::{bail, Context, Result};
 use git2::Oid;
 use serde_json::{json, Map, Value};
@@ -107,7 +105,15 @@ impl<'a> Trunk<'a> {
         let commit = Oid::from_str(&history.trunk_commit)?;
         let worktree = self.checkout(commit)?;
         let tree = self.ws.git.tree_of(commit)?.to_string();
-        match ensure_built(self.ws, self.target, &self.cache, &self.env, &self.stop, &worktree, &tree)? {
+        match ensure_built(
+            self.ws,
+            self.target,
+            &self.cache,
+            &self.env,
+            &self.stop,
+            &worktree,
+            &tree,
+        )? {
             BuildState::Stopped => return Ok(None),
             BuildState::Failed(f) => bail!(
                 "the trunk {commit} does not build (log {}):\n{}",
@@ -252,11 +258,11 @@ pub fn measure(
                         split: "val",
                         budget: &target.train.budget,
                         worktree,
-                        out: ws
-                            .state
-                            .join("runs")
-                            .join(session)
-                            .join(format!("{}-{}-{role}-{index}", stage_name(stage), &commit.to_string()[..10])),
+                        out: ws.state.join("runs").join(session).join(format!(
+                            "{}-{}-{role}-{index}",
+                            stage_name(stage),
+                            &commit.to_string()[..10]
+                        )),
                     };
                     let Some(mut r) = runs::run(target, &spec, env, stop)? else {
                         return Ok(None);
@@ -378,12 +384,12 @@ pub fn kept_ref(session: &str, change: &str) -> String {
 }
 
 /// Recorded runs of one change matching a stage, arm and seed, in order.
-pub fn recorded<'r>(
-    runs: &'r [RunResult],
+pub fn recorded(
+    runs: &[RunResult],
     stage: Stage,
     arm: Arm,
     seed: u64,
-) -> impl Iterator<Item = &'r RunResult> {
+) -> impl Iterator<Item = &RunResult> {
     runs.iter()
         .filter(move |r| r.stage == stage && r.arm == arm && r.seed == seed)
 }
