@@ -256,6 +256,15 @@ impl Git {
         self.commit_tree(&parent, tree, message)
     }
 
+    /// Deletes a branch of the loop's own; fine if it does not exist.
+    pub fn delete_branch(&self, branch: &str) -> Result<()> {
+        match self.repo.find_reference(&format!("refs/heads/{branch}")) {
+            Ok(mut r) => Ok(r.delete()?),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Moves a discarded change branch under `refs/agentloop/rejected/` (kept for review).
     /// Idempotent: a branch already moved is left alone.
     pub fn reject_branch(&self, branch: &str) -> Result<()> {

@@ -79,12 +79,15 @@ pub fn summary(h: &SessionHistory) -> Value {
         .sum();
     let overhead_share = (h.spent_s > 0.0).then(|| (1.0 - training_s / h.spent_s).max(0.0));
     let decisions_per_hour = (h.spent_s > 0.0).then(|| h.decided() as f64 * 3600.0 / h.spent_s);
+    let overhead_s_per_decision =
+        (h.decided() > 0).then(|| (h.spent_s - training_s).max(0.0) / h.decided() as f64);
     json!({
         "session": h.session,
         "training_s": training_s,
         "build_s": build_s,
         "overhead_share": overhead_share,
         "decisions_per_hour": decisions_per_hour,
+        "overhead_s_per_decision": overhead_s_per_decision,
         "state": state,
         "trunk_branch": h.start.trunk_branch,
         "trunk_commit": h.trunk_commit,

@@ -158,6 +158,7 @@ pub fn rollback(
         BuildState::Stopped => None,
         BuildState::Failed(f) => {
             git.remove_worktree(&name)?;
+            git.remove_worktree(super::trunk::BUILD_WORKTREE)?;
             bail!(
                 "the trunk after rolling back {change} does not build (see {}); the rollback is recorded",
                 f.log.display()
@@ -165,6 +166,8 @@ pub fn rollback(
         }
     };
     git.remove_worktree(&name)?;
+    git.remove_worktree(super::trunk::BUILD_WORKTREE)?;
+    git.delete_branch(super::trunk::BUILD_BRANCH)?;
     Ok(RolledBack {
         change,
         session,

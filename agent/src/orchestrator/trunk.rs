@@ -20,6 +20,10 @@ use super::seeds::seed_for;
 use super::workspace::Workspace;
 use crate::git::{change_branch, trunk_branch, REJECTED_PREFIX};
 
+/// The worktree (and its branch) where every build runs.
+pub const BUILD_WORKTREE: &str = "build";
+pub const BUILD_BRANCH: &str = "agentloop/changes/_build";
+
 /// A trunk ready for a change: built, and calibrated.
 pub struct Ready {
     pub commit: Oid,
@@ -84,7 +88,10 @@ impl<'a> Trunk<'a> {
         }
         let keep_change = history.in_flight().map(|c| c.id.clone());
         for name in git.loop_worktrees()? {
-            if name != self.worktree_name() && Some(&name) != keep_change.as_ref() {
+            let keep = name == self.worktree_name()
+                || name == BUILD_WORKTREE
+                || Some(&name) == keep_change.as_ref();
+            if !keep {
                 tracing::info!("removing stray worktree {name}");
                 git.remove_worktree(&name)?;
             }
@@ -97,6 +104,7 @@ impl<'a> Trunk<'a> {
         for name in self.ws.git.loop_worktrees()? {
             self.ws.git.remove_worktree(&name)?;
         }
+        self.ws.git.delete_branch(BUILD_BRANCH)?;
         Ok(())
     }
 
@@ -348,14 +356,35 @@ pub fn ensure_built(
     if cache.restore(tree, worktree)? {
         return Ok(BuildState::Ready);
     }
-    let f = build(ws, target, env, stop, worktree, tree)?;
+    // Built in one fixed worktree, so the build tool sees the same paths every time and
+    // recompiles only what changed (a config-only change rebuilds nothing).
+    let commit = git2::Repository::open(worktree)?
+        .head()?
+        .peel_to_commit()?
+        .id();
+    let build_dir = build_worktree(ws, commit)?;
+    let f = build(ws, target, env, stop, &build_dir, tree)?;
     match f.exit {
         Exit::Stopped => Ok(BuildState::Stopped),
         _ if f.succeeded() => {
-            cache.store(tree, worktree)?;
+            cache.store(tree, &build_dir)?;
+            cache.restore(tree, worktree)?;
             Ok(BuildState::Ready)
         }
         _ => Ok(BuildState::Failed(f)),
+    }
+}
+
+/// The worktree every build runs in, checked out at `commit`.
+fn build_worktree(ws: &Workspace, commit: Oid) -> Result<PathBuf> {
+    let git = &ws.git;
+    git.set_branch(BUILD_BRANCH, commit, "agentloop: build")?;
+    let path = git.worktrees_dir().join(BUILD_WORKTREE);
+    if git.repo().find_worktree(BUILD_WORKTREE).is_ok() && path.join(".git").exists() {
+        git.refresh_worktree(&path)?;
+        Ok(path)
+    } else {
+        Ok(git.add_worktree(BUILD_WORKTREE, BUILD_BRANCH)?)
     }
 }
 
