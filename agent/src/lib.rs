@@ -3,7 +3,13 @@
 pub mod cli;
 pub mod commands;
 pub mod git;
+pub mod llm;
 pub mod orchestrator;
+pub mod patch;
+pub mod prompts;
+pub mod proposer;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::ffi::OsString;
 

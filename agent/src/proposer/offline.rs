@@ -1,0 +1,337 @@
+//! The built-in offline proposer: one-value changes to the training config, drawn from the
+//! search space in `agentloop.toml`. It writes a real search/replace reply and parses it with
+//! the same parser as model replies, so it exercises the whole pipeline without an API key.
+//!
+//! Strategy: among settings not yet tried on this trunk, prefer those nearest the current
+//! value in their grid (a local search); ties are broken by a RNG seeded from the seed and the
+//! number of settings tried, so the same seed and history give the same proposal.
+
+use std::collections::BTreeSet;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::space::OfflineSpace;
+use super::toml_edit::{as_f64, find_value_line, format_value, lookup, parse_value, same_value};
+use super::{HistoryItem, Proposal, ProposalContext, ProposeError, Proposer, Request};
+use crate::patch::parse_reply;
+
+pub const OFFLINE_PROVIDER: &str = "offline";
+pub const OFFLINE_MODEL: &str = "offline-grid";
+
+#[derive(Debug, Clone)]
+pub struct OfflineProposer {
+    space: OfflineSpace,
+    seed: u64,
+    /// Settings proposed by this instance, in case the history does not list them yet.
+    proposed: BTreeSet<(String, String)>,
+}
+
+/// One candidate setting.
+#[derive(Debug, Clone)]
+struct Candidate {
+    key: String,
+    value: toml::Value,
+    current: toml::Value,
+    /// Steps from the current value in the grid (1 = neighbour).
+    distance: usize,
+    grid: Vec<toml::Value>,
+}
+
+impl OfflineProposer {
+    pub fn new(space: OfflineSpace, seed: u64) -> Self {
+        OfflineProposer {
+            space,
+            seed,
+            proposed: BTreeSet::new(),
+        }
+    }
+
+    pub fn space(&self) -> &OfflineSpace {
+        &self.space
+    }
+
+    /// The description the proposer gives a setting; parsed back from history to know what
+    /// was tried.
+    pub fn describe(key: &str, value: &toml::Value, current: &toml::Value) -> String {
+        format!(
+            "set {key} = {} (was {})",
+            format_value(value),
+            format_value(current)
+        )
+    }
+
+    /// Computes the next proposal (synchronously; the async trait method wraps it).
+    pub fn next_proposal(&mut self, ctx: &ProposalContext) -> Result<Proposal, ProposeError> {
+        if let Request::FixBuild { .. } = ctx.request {
+            return Err(ProposeError::Unsupported {
+                proposer: OFFLINE_PROVIDER,
+                reason: "it only edits config values and cannot fix compile errors".into(),
+            });
+        }
+        let file = &self.space.file;
+        let content = ctx
+            .editable_files
+            .iter()
+            .find(|(p, _)| p == file)
+            .map(|(_, c)| c.as_str())
+            .ok_or_else(|| {
+                let listed: Vec<&str> =
+                    ctx.editable_files.iter().map(|(p, _)| p.as_str()).collect();
+                ProposeError::Offline(format!(
+                    "the config file {file} is not among the editable files ({})",
+                    listed.join(", ")
+                ))
+            })?;
+        let doc: toml::Table = content.parse().map_err(|e: toml::de::Error| {
+            ProposeError::Offline(format!("{file} is not valid TOML: {}", e.message()))
+        })?;
+
+        let tried = self.tried(&ctx.history);
+        let candidates = self.candidates(&doc, &tried)?;
+        let Some(best) = candidates.iter().map(|c| c.distance).min() else {
+            return Err(ProposeError::Exhausted { tried: tried.len() });
+        };
+        let pool: Vec<&Candidate> = candidates.iter().filter(|c| c.distance == best).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            self.seed ^ (tried.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        let pick = pool[rng.random_range(0..pool.len())].clone();
+
+        let reply_text = self.reply(content, &pick, &ctx.history)?;
+        let reply = parse_reply(&reply_text)
+            .map_err(|e| ProposeError::Offline(format!("own reply did not parse: {e}")))?;
+        self.proposed
+            .insert((pick.key.clone(), format_value(&pick.value)));
+        Ok(Proposal {
+            description: reply.description,
+            rationale: reply.rationale,
+            patch_text: reply.patch.to_text(),
+            patch_format: reply.patch.format(),
+            patch: reply.patch,
+            reply_text,
+            provider: OFFLINE_PROVIDER.into(),
+            model: OFFLINE_MODEL.into(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cost_usd: 0.0,
+            // No prompt is rendered offline.
+            prompt_template_sha256: String::new(),
+        })
+    }
+
+    /// `(key, formatted value)` pairs already tried: from the history's descriptions and
+    /// from this instance's own proposals.
+    fn tried(&self, history: &[HistoryItem]) -> BTreeSet<(String, String)> {
+        let mut tried = self.proposed.clone();
+        for h in history {
+            if let Some(setting) = parse_description(&h.description) {
+                tried.insert(setting);
+            }
+        }
+        tried
+    }
+
+    fn candidates(
+        &self,
+        doc: &toml::Table,
+        tried: &BTreeSet<(String, String)>,
+    ) -> Result<Vec<Candidate>, ProposeError> {
+        let mut out = Vec::new();
+        for p in &self.space.space {
+            let current = lookup(doc, &p.key).cloned().ok_or_else(|| {
+                ProposeError::Offline(format!("{} has no key {}", self.space.file, p.key))
+            })?;
+            let distances = grid_distances(&p.values, &current);
+            for (v, distance) in p.values.iter().zip(distances) {
+                if same_value(v, &current) || tried.contains(&(p.key.clone(), format_value(v))) {
+                    continue;
+                }
+                out.push(Candidate {
+                    key: p.key.clone(),
+                    value: v.clone(),
+                    current: current.clone(),
+                    distance,
+                    grid: p.values.clone(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The reply a model would have written for this setting.
+    fn reply(
+        &self,
+        content: &str,
+        c: &Candidate,
+        history: &[HistoryItem],
+    ) -> Result<String, ProposeError> {
+        let lines: Vec<&str> = content.lines().collect();
+        let at = find_value_line(content, &c.key).ok_or_else(|| {
+            ProposeError::Offline(format!(
+                "{} sets {} in a way the offline proposer cannot edit (inline table or array?)",
+                self.space.file, c.key
+            ))
+        })?;
+        let old_line = lines[at.line];
+        let new_line = format!(
+            "{}{}{}",
+            &old_line[..at.value.start],
+            format_value(&c.value),
+            &old_line[at.value.end..]
+        );
+        // Grow the SEARCH context upwards until it matches exactly once.
+        let mut start = at.line;
+        while start > 0 && occurrences(&lines, &lines[start..=at.line]) > 1 {
+            start -= 1;
+        }
+        let context = &lines[start..at.line];
+        let mut search = String::new();
+        let mut replace = String::new();
+        for l in context {
+            search.push_str(l);
+            search.push('\n');
+            replace.push_str(l);
+            replace.push('\n');
+        }
+        search.push_str(old_line);
+        search.push('\n');
+        replace.push_str(&new_line);
+        replace.push('\n');
+        Ok(format!(
+            "DESCRIPTION: {}\nRATIONALE: {}\n\n{}\n<<<<<<< SEARCH\n{search}=======\n{replace}>>>>>>> REPLACE\n",
+            Self::describe(&c.key, &c.value, &c.current),
+            rationale(c, history),
+            self.space.file
+        ))
+    }
+}
+
+impl Proposer for OfflineProposer {
+    async fn propose(&mut self, ctx: &ProposalContext) -> Result<Proposal, ProposeError> {
+        self.next_proposal(ctx)
+    }
+}
+
+/// `set optim.lr = 0.004 (was 0.002)` -> `("optim.lr", "0.004")`.
+fn parse_description(description: &str) -> Option<(String, String)> {
+    let rest = description.trim().strip_prefix("set ")?;
+    let (key, rest) = rest.split_once(" = ")?;
+    let value = rest.split(" (was ").next()?.trim();
+    let value = parse_value(value)?;
+    Some((key.trim().to_string(), format_value(&value)))
+}
+
+/// How many grid steps each value is from the current one. When the current value is off
+/// the grid, numeric closeness ranks the values instead.
+fn grid_distances(values: &[toml::Value], current: &toml::Value) -> Vec<usize> {
+    if let Some(i) = values.iter().position(|v| same_value(v, current)) {
+        return (0..values.len()).map(|j| j.abs_diff(i)).collect();
+    }
+    let gap = |v: &toml::Value| match (as_f64(v), as_f64(current)) {
+        (Some(a), Some(b)) => (a - b).abs(),
+        _ => f64::INFINITY,
+    };
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| gap(&values[a]).total_cmp(&gap(&values[b])));
+    let mut distances = vec![0; values.len()];
+    for (rank, &idx) in order.iter().enumerate() {
+        distances[idx] = rank + 1;
+    }
+    distances
+}
+
+fn occurrences(lines: &[&str], block: &[&str]) -> usize {
+    lines.windows(block.len()).filter(|w| *w == block).count()
+}
+
+fn rationale(c: &Candidate, history: &[HistoryItem]) -> String {
+    let from = format_value(&c.current);
+    let to = format_value(&c.value);
+    let direction = match (as_f64(&c.value), as_f64(&c.current)) {
+        (Some(a), Some(b)) if a > b => "raise",
+        (Some(a), Some(b)) if a < b => "lower",
+        _ => "change",
+    };
+    let grid: Vec<String> = c.grid.iter().map(format_value).collect();
+    let mut text = format!(
+        "{direction} {} from {from} to {to}: {} on its grid [{}]; {}",
+        c.key,
+        if c.distance == 1 {
+            "the nearest untried step".to_string()
+        } else {
+            format!("{} steps away, the nearest untried", c.distance)
+        },
+        grid.join(", "),
+        mechanism(&c.key, direction)
+    );
+    let earlier: Vec<String> = history
+        .iter()
+        .filter_map(|h| {
+            let (key, value) = parse_description(&h.description)?;
+            (key == c.key).then(|| match h.effect {
+                Some(e) => format!("{value} was {} (gain {e:+.5})", h.outcome),
+                None => format!("{value} was {}", h.outcome),
+            })
+        })
+        .collect();
+    if !earlier.is_empty() {
+        text.push_str(&format!(" Earlier on this trunk: {}.", earlier.join("; ")));
+    }
+    text
+}
+
+/// A one-line reason why moving this knob could help within a fixed budget.
+fn mechanism(key: &str, direction: &str) -> String {
+    let name = key.rsplit('.').next().unwrap_or(key);
+    let up = direction == "raise";
+    let why = match name {
+        "lr" | "embed_lr" if up => "with a short fixed budget a larger step size may reach a lower loss before time runs out",
+        "lr" | "embed_lr" => "a smaller step size may train more stably and end lower if the current one is noisy",
+        "weight_decay" => "regularization strength trades fit against generalization on the validation split",
+        "warmup_frac" | "warmdown_frac" => "the schedule's shape decides how much of the budget runs at peak learning rate",
+        "grad_clip" => "clipping bounds the update on loss spikes; its threshold trades stability against speed",
+        "beta1" | "beta2" => "Adam's averaging horizon changes how quickly the optimizer reacts to the gradient",
+        "depth" | "width" | "heads" => "model shape trades capacity against tokens processed within the budget",
+        "batch_size" => "batch size trades gradient noise against the number of optimizer steps in the budget",
+        "seq_len" => "context length trades longer dependencies against tokens per step",
+        _ => "it is an untried point of the configured search space",
+    };
+    format!("{why}.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_round_trip_to_settings() {
+        let d = OfflineProposer::describe(
+            "optim.lr",
+            &toml::Value::Float(0.004),
+            &toml::Value::Float(0.002),
+        );
+        assert_eq!(d, "set optim.lr = 0.004 (was 0.002)");
+        assert_eq!(
+            parse_description(&d),
+            Some(("optim.lr".into(), "0.004".into()))
+        );
+        assert_eq!(parse_description("use rotary embeddings"), None);
+    }
+
+    #[test]
+    fn grid_distance_is_steps_or_numeric_rank() {
+        let vals: Vec<toml::Value> = [1, 2, 4, 8]
+            .iter()
+            .map(|&v| toml::Value::Integer(v))
+            .collect();
+        assert_eq!(
+            grid_distances(&vals, &toml::Value::Integer(4)),
+            vec![2, 1, 0, 1]
+        );
+        assert_eq!(
+            grid_distances(&vals, &toml::Value::Integer(5)),
+            vec![4, 2, 1, 3]
+        );
+    }
+}
