@@ -31,6 +31,17 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Review the ledger: list, show, verify, export.
     Ledger(crate::commands::ledger::LedgerArgs),
+    /// Replay the decision rule on synthetic noise: false accepts, power, runs per decision.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Decisions simulated per (noise, effect) cell.
+    #[arg(long, default_value_t = 2000)]
+    pub trials: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -84,7 +95,7 @@ impl Cli {
             Command::Start(a) => a.repo.as_deref(),
             Command::Status(a) => a.repo.as_deref(),
             Command::Rollback(a) => a.repo.as_deref(),
-            Command::Ledger(_) => None,
+            Command::Ledger(_) | Command::Simulate(_) => None,
         };
         own.or(self.repo.as_deref())
     }

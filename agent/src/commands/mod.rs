@@ -2,5 +2,6 @@
 
 pub mod ledger;
 pub mod rollback;
+pub mod simulate;
 pub mod start;
 pub mod status;
