@@ -19,6 +19,8 @@ pub enum Exit {
     TimedOut,
     /// Killed by us because the loop is stopping (budget spent or Ctrl-C).
     Stopped,
+    /// Killed by us because the process group's resident memory passed the ceiling.
+    OutOfMemory,
 }
 
 #[derive(Debug, Clone)]
@@ -41,9 +43,12 @@ pub struct Job<'a> {
     pub cwd: &'a Path,
     pub env: Vec<(String, String)>,
     pub timeout: Duration,
+    /// Resident memory ceiling of the whole process group (`None`: no ceiling).
+    pub memory_limit: Option<u64>,
     pub log: PathBuf,
 }
 
+const MEMORY_POLL: Duration = Duration::from_millis(200);
 const TAIL_BYTES: u64 = 8 * 1024;
 const POLL: Duration = Duration::from_millis(25);
 
@@ -68,14 +73,24 @@ pub fn run(job: &Job<'_>, stop: &Stop) -> std::io::Result<Finished> {
     let started = Instant::now();
     let mut child = cmd.spawn()?;
     let pgid = child.id() as i32;
+    let mut last_memory_check = Instant::now();
     let exit = loop {
         if let Some(status) = child.try_wait()? {
             break Exit::Code(status.code());
         }
+        let over_memory = match job.memory_limit {
+            Some(limit) if last_memory_check.elapsed() >= MEMORY_POLL => {
+                last_memory_check = Instant::now();
+                group_rss_bytes(pgid) > limit
+            }
+            _ => false,
+        };
         let why = if stop.is_stopped() {
             Some(Exit::Stopped)
         } else if started.elapsed() >= job.timeout {
             Some(Exit::TimedOut)
+        } else if over_memory {
+            Some(Exit::OutOfMemory)
         } else {
             None
         };
@@ -103,6 +118,45 @@ fn kill_group(pgid: i32) {
     }
 }
 
+/// Resident memory of every process in group `pgid`, from /proc (0 where /proc is absent).
+fn group_rss_bytes(pgid: i32) -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let page = 4096u64;
+    let mut total = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised command name: state, ppid, pgrp, ...
+        let after = stat.rsplit(')').next().unwrap_or("");
+        let pgrp = after
+            .split_whitespace()
+            .nth(2)
+            .and_then(|v| v.parse::<i32>().ok());
+        if pgrp != Some(pgid) {
+            continue;
+        }
+        if let Ok(statm) = std::fs::read_to_string(format!("/proc/{pid}/statm")) {
+            let rss: u64 = statm
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            total += rss * page;
+        }
+    }
+    total
+}
+
 pub fn read_tail(path: &Path, max: u64) -> String {
     let Ok(mut f) = std::fs::File::open(path) else {
         return String::new();
@@ -124,6 +178,7 @@ mod tests {
             cwd: dir,
             env: vec![("GREETING".into(), "hi".into())],
             timeout: Duration::from_millis(timeout_ms),
+            memory_limit: None,
             log: dir.join("logs/job.log"),
         }
     }
@@ -180,6 +235,20 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(!running(), "the backgrounded grandchild must be killed too");
+    }
+
+    #[test]
+    fn memory_ceiling_kills_a_growing_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        // `tail` keeps the whole (newline-free) stream in memory: it grows until killed.
+        let mut j = job(
+            "head -c 2000000000 /dev/zero | tail -c 1000000000 > /dev/null",
+            dir.path(),
+            60_000,
+        );
+        j.memory_limit = Some(100 * 1024 * 1024);
+        let f = run(&j, &Stop::never()).unwrap();
+        assert_eq!(f.exit, Exit::OutOfMemory);
     }
 
     #[test]

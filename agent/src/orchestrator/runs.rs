@@ -46,12 +46,14 @@ pub fn run(
         cwd: spec.worktree,
         env: env.to_vec(),
         timeout: target.train.timeout,
+        memory_limit: Some(target.train.memory_limit).filter(|&m| m > 0),
         log: spec.out.join("run.log"),
     };
     let finished = process::run(&job, stop).context("starting the train command")?;
     let (exit_status, exit_code) = match finished.exit {
         Exit::Stopped => return Ok(None),
         Exit::TimedOut => (ExitStatus::TimedOut, None),
+        Exit::OutOfMemory => (ExitStatus::Crashed, None),
         Exit::Code(code) => (status_of_exit_code(code), code),
     };
     let metrics = read_metrics(&spec.out.join("metrics.json"));
@@ -65,6 +67,13 @@ pub fn run(
         (other, _) => other,
     };
     let mut extra = Map::new();
+    if finished.exit == Exit::OutOfMemory {
+        extra.insert("out_of_memory".into(), Value::Bool(true));
+        extra.insert(
+            "memory_limit".into(),
+            serde_json::json!(target.train.memory_limit),
+        );
+    }
     if exit_status != ExitStatus::Ok {
         extra.insert(
             "log_tail".into(),

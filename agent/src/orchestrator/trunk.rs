@@ -402,6 +402,7 @@ pub fn build(
         cwd: worktree,
         env: env.to_vec(),
         timeout: target.build.timeout,
+        memory_limit: None,
         log: ws.state.join("logs").join(format!("build-{tree}.log")),
     };
     process::run(&job, stop).context("starting the build command")
