@@ -293,3 +293,107 @@ fn breaker_tripped(history: &SessionHistory, k: u32) -> Option<String> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agentloop_ledger::{EventKind, NewEvent};
+    use serde_json::json;
+
+    fn ledger_with(events: &[(EventKind, Option<&str>, Value)]) -> (tempfile::TempDir, Ledger) {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path().join("ledger.db")).unwrap();
+        for (kind, change, payload) in events {
+            ledger
+                .append(NewEvent {
+                    kind: *kind,
+                    session: "s1".into(),
+                    change: change.map(str::to_string),
+                    payload: payload.clone(),
+                })
+                .unwrap();
+        }
+        (dir, ledger)
+    }
+
+    fn start() -> (EventKind, Option<&'static str>, Value) {
+        (
+            EventKind::SessionStart,
+            None,
+            json!({"budget_s": 600.0, "repo": "/r", "trunk_branch": "agentloop/s1",
+                   "base_commit": "0000000000000000000000000000000000000000",
+                   "agent": {"kind": "offline"}}),
+        )
+    }
+
+    fn decided(
+        change: &'static str,
+        outcome: &str,
+    ) -> Vec<(EventKind, Option<&'static str>, Value)> {
+        vec![
+            (
+                EventKind::Propose,
+                Some(change),
+                json!({"description": "d", "rationale": "r", "patch": "p", "patch_format": "search_replace"}),
+            ),
+            (
+                EventKind::Decision,
+                Some(change),
+                json!({"outcome": outcome, "rule_version": "v", "reason": format!("{outcome} because")}),
+            ),
+            (EventKind::Discard, Some(change), json!({})),
+        ]
+    }
+
+    #[test]
+    fn killed_or_interrupted_sessions_resume_and_finished_ones_do_not() {
+        let (_d, l) = ledger_with(&[start()]);
+        assert!(
+            load(&l, "s1").unwrap().resumable(),
+            "killed: no session_end"
+        );
+        let end = |reason: &str| {
+            (
+                EventKind::SessionEnd,
+                None,
+                json!({"reason": reason, "accepted": 0, "rejected": 0, "crashed": 0}),
+            )
+        };
+        let (_d, l) = ledger_with(&[start(), end("interrupted")]);
+        assert!(load(&l, "s1").unwrap().resumable());
+        let (_d, l) = ledger_with(&[start(), end("budget_spent")]);
+        assert!(!load(&l, "s1").unwrap().resumable());
+        // Interrupted, resumed, then killed: still resumable.
+        let resumed = (
+            EventKind::Budget,
+            None,
+            json!({"spent_s": 1.0, "remaining_s": 599.0, "resumed": true}),
+        );
+        let (_d, l) = ledger_with(&[start(), end("interrupted"), resumed]);
+        assert!(load(&l, "s1").unwrap().resumable());
+    }
+
+    #[test]
+    fn breaker_trips_after_k_consecutive_bad_decisions_only() {
+        let mut events = vec![start()];
+        events.extend(decided("c000001", "crashed"));
+        events.extend(decided("c000002", "policy_rejected"));
+        events.extend(decided("c000003", "rejected"));
+        events.extend(decided("c000004", "build_failed"));
+        events.extend(decided("c000005", "crashed"));
+        let (_d, l) = ledger_with(&events);
+        let h = load(&l, "s1").unwrap();
+        assert_eq!(
+            breaker_tripped(&h, 3),
+            None,
+            "a plain rejection resets the count"
+        );
+        let why = breaker_tripped(&h, 2).unwrap();
+        assert!(
+            why.contains("2 consecutive") && why.contains("build_failed because"),
+            "{why}"
+        );
+        assert_eq!(h.decided(), 5);
+        assert!(h.in_flight().is_none());
+    }
+}
