@@ -1,1 +1,3 @@
+//! agentloop: an auditable optimization loop over LLM training code.
 
+pub mod commands;

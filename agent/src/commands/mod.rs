@@ -1,0 +1,3 @@
+//! Subcommands of the `agentloop` binary.
+
+pub mod ledger;
