@@ -2,10 +2,13 @@
 # CPU throughput benchmark: the Rust trainer's default config vs the same model in PyTorch,
 # in one invocation on the same machine. Run from anywhere:
 #   trainer/bench/bench.sh [STEPS]
+# BENCH_THREADS=N sets the CPU threads of both sides (default 1).
 # Needs CARGO_TARGET_DIR (or ./target) and network access to PyPI on first use (CPU torch
 # is installed into trainer/bench/.venv with plain `pip install torch`).
 set -eu
 STEPS=${1:-200}
+# Both sides use the same number of CPU threads (the trainer's default is 1).
+THREADS=${BENCH_THREADS:-1}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -21,9 +24,9 @@ fi
 
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
-"$TARGET/release/agentloop-trainer" train --seed 1 --split val --budget "${STEPS}steps" \
+RAYON_NUM_THREADS=$THREADS "$TARGET/release/agentloop-trainer" train --seed 1 --split val --budget "${STEPS}steps" \
     --out "$OUT/rust" --config "$CONFIG" --data "$DATA" > /dev/null
-"$VENV/bin/python" trainer/bench/torch_gpt.py --config "$CONFIG" --data "$DATA" --steps "$STEPS" > "$OUT/torch.json"
+"$VENV/bin/python" trainer/bench/torch_gpt.py --threads "$THREADS" --config "$CONFIG" --data "$DATA" --steps "$STEPS" > "$OUT/torch.json"
 
 python3 - "$OUT/rust/metrics.json" "$OUT/torch.json" <<'PY'
 import json, sys

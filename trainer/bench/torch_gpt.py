@@ -108,7 +108,9 @@ def main():
     ap.add_argument("--data", required=True)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     cfg = tomllib.loads(pathlib.Path(args.config).read_text())
     m, o, tr = cfg["model"], cfg["optim"], cfg["train"]
     torch.manual_seed(args.seed)

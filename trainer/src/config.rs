@@ -163,7 +163,8 @@ impl Config {
             ("optim.warmup_frac", o.warmup_frac),
             ("optim.warmdown_frac", o.warmdown_frac),
         ] {
-            if !(0.0..1.0).contains(&value) && !(value == 1.0 && field.ends_with("_frac")) {
+            let allowed_one = value == 1.0 && field.ends_with("_frac");
+            if !((0.0..1.0).contains(&value) || allowed_one) {
                 return Err(invalid(field, format!("must lie in [0, 1), got {value}")));
             }
         }
