@@ -1,0 +1,538 @@
+//! Derived tables (`changes`, `runs`, `decisions`, `merges`, `rollbacks`): a projection of the
+//! events, updated in the append transaction and rebuildable from the events alone.
+//!
+//! A change's status: proposed -> accepted / rejected / crashed / policy_rejected /
+//! build_failed (from its decision or policy event), and accepted -> rolled_back.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rusqlite::{params, Connection, Row};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ledger::{event_from_row, EVENT_COLUMNS};
+use crate::payload::{
+    self, Arm, Decision, DecisionOutcome, Discard, Merge, Policy, PolicyOutcome, Propose, Rollback,
+    RunResult,
+};
+use crate::{EventKind, Ledger, LedgerError, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeStatus {
+    Proposed,
+    Accepted,
+    Rejected,
+    Crashed,
+    PolicyRejected,
+    BuildFailed,
+    RolledBack,
+}
+
+impl ChangeStatus {
+    pub const ALL: [ChangeStatus; 7] = [
+        ChangeStatus::Proposed,
+        ChangeStatus::Accepted,
+        ChangeStatus::Rejected,
+        ChangeStatus::Crashed,
+        ChangeStatus::PolicyRejected,
+        ChangeStatus::BuildFailed,
+        ChangeStatus::RolledBack,
+    ];
+
+    /// The stored (snake_case) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeStatus::Proposed => "proposed",
+            ChangeStatus::Accepted => "accepted",
+            ChangeStatus::Rejected => "rejected",
+            ChangeStatus::Crashed => "crashed",
+            ChangeStatus::PolicyRejected => "policy_rejected",
+            ChangeStatus::BuildFailed => "build_failed",
+            ChangeStatus::RolledBack => "rolled_back",
+        }
+    }
+
+    /// The name people type and read (`policy-rejected`).
+    pub fn label(self) -> String {
+        self.as_str().replace('_', "-")
+    }
+}
+
+impl fmt::Display for ChangeStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.label())
+    }
+}
+
+impl FromStr for ChangeStatus {
+    type Err = LedgerError;
+
+    /// Accepts `policy-rejected`, `policy_rejected`, `rolled back`, any case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim().to_ascii_lowercase().replace(['-', ' '], "_");
+        ChangeStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == wanted)
+            .ok_or_else(|| LedgerError::UnknownStatus(s.to_string()))
+    }
+}
+
+impl From<DecisionOutcome> for ChangeStatus {
+    fn from(outcome: DecisionOutcome) -> Self {
+        match outcome {
+            DecisionOutcome::Accepted => ChangeStatus::Accepted,
+            DecisionOutcome::Rejected => ChangeStatus::Rejected,
+            DecisionOutcome::Crashed => ChangeStatus::Crashed,
+            DecisionOutcome::PolicyRejected => ChangeStatus::PolicyRejected,
+            DecisionOutcome::BuildFailed => ChangeStatus::BuildFailed,
+        }
+    }
+}
+
+/// A row of `changes`: one proposal and where it ended up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeRow {
+    pub change_id: String,
+    pub session: String,
+    pub status: ChangeStatus,
+    pub description: Option<String>,
+    pub model: Option<String>,
+    pub parent_commit: Option<String>,
+    pub commit: Option<String>,
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub decided_seq: Option<i64>,
+    pub n: Option<i64>,
+    pub mean_baseline: Option<f64>,
+    pub mean_candidate: Option<f64>,
+    pub mean_diff: Option<f64>,
+    pub p_value: Option<f64>,
+    pub peak_mem_bytes: Option<i64>,
+    pub kept_ref: Option<String>,
+}
+
+/// A row of `runs`: one training job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRow {
+    pub seq: i64,
+    pub session: String,
+    pub change_id: Option<String>,
+    pub arm: String,
+    pub stage: String,
+    pub commit: String,
+    pub seed: i64,
+    pub split: String,
+    pub budget: Option<String>,
+    pub metric: String,
+    pub metric_value: Option<f64>,
+    pub exit_status: String,
+    pub exit_code: Option<i64>,
+    pub wall_s: Option<f64>,
+    pub peak_mem_bytes: Option<i64>,
+    pub log_sha256: Option<String>,
+}
+
+/// A row of `decisions`: one statistical decision and its inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionRow {
+    pub seq: i64,
+    pub session: String,
+    pub change_id: String,
+    pub outcome: String,
+    pub stage: Option<String>,
+    pub test: Option<String>,
+    pub n: Option<i64>,
+    pub mean_baseline: Option<f64>,
+    pub mean_candidate: Option<f64>,
+    pub mean_diff: Option<f64>,
+    pub sd_diff: Option<f64>,
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
+    pub p_value: Option<f64>,
+    pub min_effect: Option<f64>,
+    pub thresholds: String,
+    pub rule_version: String,
+    pub reason: Option<String>,
+}
+
+fn typed<T: serde::de::DeserializeOwned>(kind: EventKind, payload: &Value) -> Result<T> {
+    T::deserialize(payload).map_err(|e| LedgerError::InvalidPayload {
+        kind: kind.to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn enum_name<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::String(s)) => s,
+        other => format!("{other:?}"),
+    }
+}
+
+/// Makes sure `changes` has a row for `change` (a placeholder if the change was never
+/// proposed, so that a misordered event is still recorded rather than refused) and marks
+/// `seq` as its latest event.
+fn touch_change(conn: &Connection, change: &str, session: &str, seq: i64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO changes (change_id, session, status, first_seq, last_seq)
+         VALUES (?1, ?2, 'proposed', ?3, ?3)
+         ON CONFLICT(change_id) DO UPDATE SET last_seq = excluded.last_seq",
+    )?
+    .execute(params![change, session, seq])?;
+    Ok(())
+}
+
+fn set_status(conn: &Connection, change: &str, status: ChangeStatus) -> Result<()> {
+    conn.prepare_cached("UPDATE changes SET status = ?2 WHERE change_id = ?1")?
+        .execute(params![change, status.as_str()])?;
+    Ok(())
+}
+
+/// Projects one event onto the derived tables.
+pub(crate) fn apply(
+    conn: &Connection,
+    seq: i64,
+    kind: EventKind,
+    session: &str,
+    change: Option<&str>,
+    payload: &Value,
+) -> Result<()> {
+    if let Some(change) = change {
+        touch_change(conn, change, session, seq)?;
+    }
+    // Kinds that require a change were refused at append without one.
+    let change_id = change.unwrap_or_default();
+    match kind {
+        EventKind::Propose => {
+            let p: Propose = typed(kind, payload)?;
+            conn.prepare_cached(
+                "UPDATE changes SET description = ?2, model = ?3,
+                        parent_commit = coalesce(?4, parent_commit)
+                 WHERE change_id = ?1",
+            )?
+            .execute(params![change_id, p.description, p.model, p.parent_commit])?;
+        }
+        EventKind::Policy => {
+            let p: Policy = typed(kind, payload)?;
+            if p.outcome == PolicyOutcome::Rejected {
+                set_status(conn, change_id, ChangeStatus::PolicyRejected)?;
+            }
+        }
+        EventKind::Build => {
+            let p: payload::Build = typed(kind, payload)?;
+            if let Some(commit) = p.commit {
+                conn.prepare_cached("UPDATE changes SET commit_sha = ?2 WHERE change_id = ?1")?
+                    .execute(params![change_id, commit])?;
+            }
+        }
+        EventKind::RunResult => apply_run(conn, seq, session, change, typed(kind, payload)?)?,
+        EventKind::Decision => {
+            apply_decision(conn, seq, session, change_id, typed(kind, payload)?)?
+        }
+        EventKind::Merge => {
+            let p: Merge = typed(kind, payload)?;
+            conn.prepare_cached(
+                "INSERT INTO merges (seq, session, change_id, commit_sha, trunk_branch, ledger_head)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![seq, session, change_id, p.commit, p.trunk_branch, p.ledger_head])?;
+            conn.prepare_cached(
+                "UPDATE changes SET status = 'accepted', commit_sha = ?2 WHERE change_id = ?1",
+            )?
+            .execute(params![change_id, p.commit])?;
+        }
+        EventKind::Discard => {
+            let p: Discard = typed(kind, payload)?;
+            conn.prepare_cached("UPDATE changes SET kept_ref = ?2 WHERE change_id = ?1")?
+                .execute(params![change_id, p.kept_ref])?;
+        }
+        EventKind::Rollback => {
+            let p: Rollback = typed(kind, payload)?;
+            conn.prepare_cached(
+                "INSERT INTO rollbacks (seq, session, change_id, reverted_commit, revert_commit,
+                                        original_merge_seq, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                seq,
+                session,
+                change_id,
+                p.reverted_commit,
+                p.revert_commit,
+                p.original_merge_seq,
+                p.reason
+            ])?;
+            set_status(conn, change_id, ChangeStatus::RolledBack)?;
+        }
+        EventKind::SessionStart
+        | EventKind::Calibration
+        | EventKind::Audit
+        | EventKind::Budget
+        | EventKind::Error
+        | EventKind::SessionEnd => {}
+    }
+    Ok(())
+}
+
+fn apply_run(
+    conn: &Connection,
+    seq: i64,
+    session: &str,
+    change: Option<&str>,
+    run: RunResult,
+) -> Result<()> {
+    let peak = run.peak_mem_bytes().map(|b| b.min(i64::MAX as u64) as i64);
+    conn.prepare_cached(
+        "INSERT INTO runs (seq, session, change_id, arm, stage, commit_sha, seed, split, budget,
+                           metric, metric_value, exit_status, exit_code, wall_s, peak_mem_bytes,
+                           log_sha256, metrics)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+    )?
+    .execute(params![
+        seq,
+        session,
+        change,
+        enum_name(&run.arm),
+        enum_name(&run.stage),
+        run.commit,
+        // Seeds are u64 in payloads; SQLite integers are i64, so store the bit pattern.
+        run.seed as i64,
+        run.split,
+        run.budget,
+        run.metric_name(),
+        run.metric_value(),
+        enum_name(&run.exit_status),
+        run.exit_code,
+        run.wall_s,
+        peak,
+        run.log_sha256,
+        crate::canonical::to_string(&run.metrics),
+    ])?;
+    if let (Some(change), Arm::Candidate) = (change, run.arm) {
+        conn.prepare_cached(
+            "UPDATE changes SET commit_sha = ?2,
+                    peak_mem_bytes = max(coalesce(peak_mem_bytes, ?3), coalesce(?3, peak_mem_bytes))
+             WHERE change_id = ?1",
+        )?
+        .execute(params![change, run.commit, peak])?;
+    }
+    Ok(())
+}
+
+fn apply_decision(
+    conn: &Connection,
+    seq: i64,
+    session: &str,
+    change: &str,
+    d: Decision,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO decisions (seq, session, change_id, outcome, stage, test, n, mean_baseline,
+                                mean_candidate, mean_diff, sd_diff, ci_low, ci_high, p_value,
+                                min_effect, thresholds, rule_version, reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+    )?
+    .execute(params![
+        seq,
+        session,
+        change,
+        enum_name(&d.outcome),
+        d.stage.as_ref().map(enum_name),
+        d.test,
+        d.n,
+        d.mean_baseline,
+        d.mean_candidate,
+        d.mean_diff,
+        d.sd_diff,
+        d.ci_low,
+        d.ci_high,
+        d.p_value,
+        d.min_effect,
+        crate::canonical::to_string(&d.thresholds),
+        d.rule_version,
+        d.reason,
+    ])?;
+    conn.prepare_cached(
+        "UPDATE changes SET status = ?2, decided_seq = ?3, n = ?4, mean_baseline = ?5,
+                mean_candidate = ?6, mean_diff = ?7, p_value = ?8
+         WHERE change_id = ?1",
+    )?
+    .execute(params![
+        change,
+        ChangeStatus::from(d.outcome).as_str(),
+        seq,
+        d.n,
+        d.mean_baseline,
+        d.mean_candidate,
+        d.mean_diff,
+        d.p_value
+    ])?;
+    Ok(())
+}
+
+/// Empties the derived tables and replays every event onto them.
+pub(crate) fn rebuild(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "DELETE FROM rollbacks; DELETE FROM merges; DELETE FROM decisions;
+         DELETE FROM runs; DELETE FROM changes;",
+    )?;
+    let mut stmt = conn.prepare(&format!("SELECT {EVENT_COLUMNS} FROM events ORDER BY seq"))?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let e = event_from_row(row)?;
+        apply(
+            conn,
+            e.seq,
+            e.kind,
+            &e.session,
+            e.change.as_deref(),
+            &e.payload,
+        )?;
+    }
+    Ok(())
+}
+
+fn change_from_row(row: &Row<'_>) -> rusqlite::Result<ChangeRow> {
+    let status: String = row.get(2)?;
+    Ok(ChangeRow {
+        change_id: row.get(0)?,
+        session: row.get(1)?,
+        status: status.parse().map_err(|e: LedgerError| {
+            rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into())
+        })?,
+        description: row.get(3)?,
+        model: row.get(4)?,
+        parent_commit: row.get(5)?,
+        commit: row.get(6)?,
+        first_seq: row.get(7)?,
+        last_seq: row.get(8)?,
+        decided_seq: row.get(9)?,
+        n: row.get(10)?,
+        mean_baseline: row.get(11)?,
+        mean_candidate: row.get(12)?,
+        mean_diff: row.get(13)?,
+        p_value: row.get(14)?,
+        peak_mem_bytes: row.get(15)?,
+        kept_ref: row.get(16)?,
+    })
+}
+
+const CHANGE_COLUMNS: &str = "change_id, session, status, description, model, parent_commit,
+    commit_sha, first_seq, last_seq, decided_seq, n, mean_baseline, mean_candidate, mean_diff,
+    p_value, peak_mem_bytes, kept_ref";
+
+impl Ledger {
+    /// Changes in the order they were first recorded, optionally only those with `status`.
+    pub fn changes(&self, status: Option<ChangeStatus>) -> Result<Vec<ChangeRow>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {CHANGE_COLUMNS} FROM changes WHERE ?1 IS NULL OR status = ?1 ORDER BY first_seq"
+        ))?;
+        let rows = stmt.query_map([status.map(ChangeStatus::as_str)], change_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// One change by full id.
+    pub fn change(&self, change_id: &str) -> Result<Option<ChangeRow>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {CHANGE_COLUMNS} FROM changes WHERE change_id = ?1"
+        ))?;
+        let mut rows = stmt.query_map([change_id], change_from_row)?;
+        Ok(rows.next().transpose()?)
+    }
+
+    /// The runs of one change (both arms), or with `None` the runs tied to no change
+    /// (calibration, audits), in seq order.
+    pub fn runs(&self, change_id: Option<&str>) -> Result<Vec<RunRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, session, change_id, arm, stage, commit_sha, seed, split, budget, metric,
+                    metric_value, exit_status, exit_code, wall_s, peak_mem_bytes, log_sha256
+             FROM runs WHERE change_id IS ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([change_id], |r| {
+            Ok(RunRow {
+                seq: r.get(0)?,
+                session: r.get(1)?,
+                change_id: r.get(2)?,
+                arm: r.get(3)?,
+                stage: r.get(4)?,
+                commit: r.get(5)?,
+                seed: r.get(6)?,
+                split: r.get(7)?,
+                budget: r.get(8)?,
+                metric: r.get(9)?,
+                metric_value: r.get(10)?,
+                exit_status: r.get(11)?,
+                exit_code: r.get(12)?,
+                wall_s: r.get(13)?,
+                peak_mem_bytes: r.get(14)?,
+                log_sha256: r.get(15)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The decisions about one change, in seq order.
+    pub fn decisions(&self, change_id: &str) -> Result<Vec<DecisionRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, session, change_id, outcome, stage, test, n, mean_baseline, mean_candidate,
+                    mean_diff, sd_diff, ci_low, ci_high, p_value, min_effect, thresholds,
+                    rule_version, reason
+             FROM decisions WHERE change_id = ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([change_id], |r| {
+            Ok(DecisionRow {
+                seq: r.get(0)?,
+                session: r.get(1)?,
+                change_id: r.get(2)?,
+                outcome: r.get(3)?,
+                stage: r.get(4)?,
+                test: r.get(5)?,
+                n: r.get(6)?,
+                mean_baseline: r.get(7)?,
+                mean_candidate: r.get(8)?,
+                mean_diff: r.get(9)?,
+                sd_diff: r.get(10)?,
+                ci_low: r.get(11)?,
+                ci_high: r.get(12)?,
+                p_value: r.get(13)?,
+                min_effect: r.get(14)?,
+                thresholds: r.get(15)?,
+                rule_version: r.get(16)?,
+                reason: r.get(17)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Every derived table's rows as text, in a fixed order: equal snapshots mean equal
+    /// tables. Used to check that the tables match what the events say.
+    pub fn views_snapshot(&self) -> Result<Vec<String>> {
+        snapshot(&self.conn)
+    }
+}
+
+pub(crate) fn snapshot(conn: &Connection) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (table, order) in [
+        ("changes", "change_id"),
+        ("runs", "seq"),
+        ("decisions", "seq"),
+        ("merges", "seq"),
+        ("rollbacks", "seq"),
+    ] {
+        let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY {order}"))?;
+        let columns = stmt.column_count();
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let mut line = format!("{table}:");
+            for i in 0..columns {
+                let v: rusqlite::types::Value = row.get(i)?;
+                line.push_str(&format!("{v:?}|"));
+            }
+            out.push(line);
+        }
+    }
+    Ok(out)
+}
