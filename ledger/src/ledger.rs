@@ -147,7 +147,7 @@ impl Ledger {
             path,
             redactor: Redactor::from_env(),
         };
-        ledger.write(|conn| schema::migrate(conn))?;
+        ledger.write(schema::migrate)?;
         Ok(ledger)
     }
 

@@ -74,8 +74,7 @@ CREATE TABLE runs (
     exit_code      INTEGER,
     wall_s         REAL,
     peak_mem_bytes INTEGER,
-    log_sha256     TEXT,
-    metrics        TEXT    NOT NULL
+    log_sha256     TEXT
 ) STRICT;
 CREATE INDEX runs_by_change ON runs(change_id, seq);
 

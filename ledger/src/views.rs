@@ -287,8 +287,8 @@ fn apply_run(
     conn.prepare_cached(
         "INSERT INTO runs (seq, session, change_id, arm, stage, commit_sha, seed, split, budget,
                            metric, metric_value, exit_status, exit_code, wall_s, peak_mem_bytes,
-                           log_sha256, metrics)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                           log_sha256)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?
     .execute(params![
         seq,
@@ -308,7 +308,6 @@ fn apply_run(
         run.wall_s,
         peak,
         run.log_sha256,
-        crate::canonical::to_string(&run.metrics),
     ])?;
     if let (Some(change), Arm::Candidate) = (change, run.arm) {
         conn.prepare_cached(

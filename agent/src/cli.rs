@@ -1,0 +1,178 @@
+//! Command-line interface (clap). Parsing only: each command's logic lives in `commands/`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "agentloop",
+    version,
+    about = "An auditable optimization loop over LLM training code"
+)]
+pub struct Cli {
+    /// The target git repository (default: the repository containing the current directory).
+    /// Also accepted after `start`, `status` and `rollback`.
+    #[arg(long, value_name = "PATH")]
+    pub repo: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a session, or resume the one that was interrupted.
+    Start(StartArgs),
+    /// Show the current (or last) session: budget, counts, best trunk metric, what is running.
+    Status(StatusArgs),
+    /// Revert an accepted change on the trunk as a new commit and re-measure the trunk.
+    Rollback(RollbackArgs),
+    /// Review the ledger: list, show, verify, export.
+    Ledger(crate::commands::ledger::LedgerArgs),
+    /// Replay the decision rule on synthetic noise: false accepts, power, runs per decision.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Decisions simulated per (noise, effect) cell.
+    #[arg(long, default_value_t = 2000)]
+    pub trials: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// The target git repository (default: the repository containing the current directory).
+    #[arg(long, value_name = "PATH")]
+    pub repo: Option<PathBuf>,
+    /// Wall-clock budget for the whole session, e.g. `3m`, `8h`.
+    #[arg(long, value_parser = parse_duration)]
+    pub budget: Duration,
+    /// Stop after this many decided changes.
+    #[arg(long)]
+    pub max_changes: Option<u32>,
+    /// Proposer: `offline`, `openai` (any OpenAI-compatible server) or `anthropic`.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Model name passed to the provider.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Base URL of the provider (e.g. a local vLLM or Ollama server).
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// Shared cargo target directory for every build (default: `<repo>/target`).
+    #[arg(long, value_name = "DIR")]
+    pub target_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The target git repository (default: the repository containing the current directory).
+    #[arg(long, value_name = "PATH")]
+    pub repo: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The target git repository (default: the repository containing the current directory).
+    #[arg(long, value_name = "PATH")]
+    pub repo: Option<PathBuf>,
+    /// The change id (or a unique prefix) of an accepted change.
+    pub change: String,
+}
+
+impl Cli {
+    /// `--repo` after the subcommand wins over `--repo` before it.
+    pub fn repo(&self) -> Option<&std::path::Path> {
+        let own = match &self.command {
+            Command::Start(a) => a.repo.as_deref(),
+            Command::Status(a) => a.repo.as_deref(),
+            Command::Rollback(a) => a.repo.as_deref(),
+            Command::Ledger(_) | Command::Simulate(_) => None,
+        };
+        own.or(self.repo.as_deref())
+    }
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration like 90s, 3m or 8h: {e}"))?;
+    if d.is_zero() {
+        return Err("the budget must be longer than zero".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_parses_budget_and_options() {
+        let cli = Cli::try_parse_from([
+            "agentloop",
+            "--repo",
+            "/r",
+            "start",
+            "--budget",
+            "3m",
+            "--max-changes",
+            "4",
+            "--agent",
+            "offline",
+        ])
+        .unwrap();
+        assert_eq!(cli.repo, Some(PathBuf::from("/r")));
+        match cli.command {
+            Command::Start(a) => {
+                assert_eq!(a.budget, Duration::from_secs(180));
+                assert_eq!(a.max_changes, Some(4));
+                assert_eq!(a.agent.as_deref(), Some("offline"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_budget_is_refused_with_the_value_named() {
+        let err = Cli::try_parse_from(["agentloop", "start", "--budget", "soon"]).unwrap_err();
+        assert!(err.to_string().contains("\"soon\""), "{err}");
+        let err = Cli::try_parse_from(["agentloop", "start", "--budget", "0s"]).unwrap_err();
+        assert!(err.to_string().contains("longer than zero"), "{err}");
+    }
+
+    #[test]
+    fn repo_may_come_before_or_after_the_subcommand() {
+        let cli = Cli::try_parse_from(["agentloop", "status", "--repo", "/a"]).unwrap();
+        assert_eq!(cli.repo(), Some(std::path::Path::new("/a")));
+        let cli = Cli::try_parse_from(["agentloop", "--repo", "/b", "status"]).unwrap();
+        assert_eq!(cli.repo(), Some(std::path::Path::new("/b")));
+        let cli = Cli::try_parse_from([
+            "agentloop",
+            "--repo",
+            "/b",
+            "ledger",
+            "verify",
+            "--repo",
+            "/c",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::Ledger(_)));
+    }
+
+    #[test]
+    fn rollback_needs_a_change() {
+        assert!(Cli::try_parse_from(["agentloop", "rollback"]).is_err());
+        let cli = Cli::try_parse_from(["agentloop", "rollback", "c7f3"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Rollback(RollbackArgs { change, .. }) if change == "c7f3")
+        );
+    }
+}

@@ -1,0 +1,70 @@
+//! `agentloop start`: begin a session, or resume the interrupted one.
+
+use std::path::{Path, PathBuf};
+
+use agentloop_guardrails::target::TargetSpec;
+use anyhow::{Context, Result};
+
+use crate::cli::StartArgs;
+use crate::orchestrator::agent_adapter;
+use crate::orchestrator::proposals::Proposals;
+use crate::orchestrator::session::{self, Options};
+use crate::orchestrator::workspace::Workspace;
+
+/// Fix attempts after a failed build, and the circuit breaker's K (see DESIGN.md).
+const FIX_ATTEMPTS: u32 = 2;
+const BREAKER_K: u32 = 5;
+
+pub fn run(repo: Option<&Path>, args: &StartArgs) -> Result<i32> {
+    let ws = Workspace::open(repo)?;
+    let _lock = ws.lock()?;
+    let target = TargetSpec::load(&ws.root).context("reading the target description")?;
+    let target_dir = shared_target_dir(&ws.root, args.target_dir.as_deref());
+    let mut proposals = agent_adapter::from_args(&ws, &target, args)?;
+    let opts = Options {
+        budget: args.budget,
+        max_changes: args.max_changes,
+        agent_kind: proposals.kind().to_string(),
+        model: args.model.clone(),
+        target_dir,
+        fix_attempts: FIX_ATTEMPTS,
+        breaker_k: BREAKER_K,
+    };
+    let outcome = session::run(&ws, &target, proposals.as_mut(), &opts, true)?;
+    println!(
+        "session {} {}: {} decided ({} accepted, {} rejected, {} crashed); ended: {}",
+        outcome.session,
+        if outcome.resumed {
+            "resumed"
+        } else {
+            "started"
+        },
+        outcome.decided,
+        outcome.accepted,
+        outcome.rejected,
+        outcome.crashed,
+        outcome.reason
+    );
+    println!("trunk: {}", crate::git::trunk_branch(&outcome.session));
+    Ok(if outcome.reason == "interrupted" {
+        130
+    } else {
+        0
+    })
+}
+
+/// `--target-dir`, else `CARGO_TARGET_DIR`, else `<repo>/target` (so a build the user already
+/// did is reused). Always absolute: builds run in worktrees elsewhere.
+pub fn shared_target_dir(root: &Path, flag: Option<&Path>) -> PathBuf {
+    let chosen = flag
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| root.join("target"));
+    if chosen.is_absolute() {
+        chosen
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(&chosen))
+            .unwrap_or(chosen)
+    }
+}

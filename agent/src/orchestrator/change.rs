@@ -1,0 +1,788 @@
+//! One change from proposal to merge or discard. Every step first looks for its own event in
+//! the change's record and reuses it; only a step not yet recorded is done (and then recorded).
+//! So the same code both runs a fresh change and resumes one killed at any point.
+
+use std::path::PathBuf;
+
+use agentloop_guardrails::policy::{self, FileChange, ProposedChange};
+use agentloop_guardrails::process::{
+    Arm as NeedArm, DecidedAt, DecisionProcess, Observation, Request, RunValue, Verdict,
+};
+use agentloop_guardrails::target::TargetSpec;
+use agentloop_ledger::payload::{
+    Arm, Build, Decision, DecisionOutcome, Discard, ErrorEvent, Merge, Policy, PolicyOutcome,
+    Propose, RunResult, Stage,
+};
+use anyhow::{Context as _, Result};
+use git2::Oid;
+use serde_json::{json, Map, Value};
+
+use super::artifacts::BuildCache;
+use super::budget::Stop;
+use super::history::{ChangeRecord, SessionHistory};
+use super::proposals::{Ask, Context, Edit, HistoryItem, Proposals, Reply};
+use super::record::Recorder;
+use super::runs::{self, value_of, RunSpec};
+use super::seeds::seed_for;
+use super::trunk::{ensure_built, kept_ref, recorded, BuildState, Ready};
+use super::workspace::Workspace;
+use crate::git::{change_branch, trunk_branch, FileWrite};
+
+pub enum ChangeEnd {
+    Settled,
+    /// The loop was stopped (budget or Ctrl-C) before the change was settled.
+    Stopped,
+    /// The proposer has nothing left to propose (before anything was recorded).
+    Exhausted,
+}
+
+pub struct ChangeRunner<'a> {
+    pub ws: &'a Workspace,
+    pub target: &'a TargetSpec,
+    pub rec: &'a Recorder,
+    pub session: &'a str,
+    pub env: &'a [(String, String)],
+    pub stop: &'a Stop,
+    pub proposals: &'a mut dyn Proposals,
+    pub fix_attempts: u32,
+    /// The stage in flight, for the budget event when the loop stops.
+    pub stage: &'static str,
+}
+
+/// The outcome of the steps before the statistics.
+enum Prepared {
+    Candidate { commit: Oid, worktree: PathBuf },
+    Decided(Box<Decision>),
+    Stopped,
+    Exhausted,
+}
+
+/// Cursors into a change's recorded events: step `i` of a kind reuses event `i` of that kind.
+#[derive(Default)]
+struct Cursor {
+    proposals: usize,
+    policies: usize,
+    builds: usize,
+    errors: usize,
+}
+
+impl<'a> ChangeRunner<'a> {
+    pub fn process(
+        &mut self,
+        history: &SessionHistory,
+        ready: &Ready,
+        change: &ChangeRecord,
+    ) -> Result<ChangeEnd> {
+        let id = change.id.as_str();
+        let decision = match &change.decision {
+            Some((_, d)) => d.clone(),
+            None => {
+                let prepared = self.prepare(history, ready, change)?;
+                let decision = match prepared {
+                    Prepared::Stopped => return Ok(ChangeEnd::Stopped),
+                    Prepared::Exhausted => return Ok(ChangeEnd::Exhausted),
+                    Prepared::Decided(d) => *d,
+                    Prepared::Candidate { commit, worktree } => {
+                        match self.decide(ready, change, commit, &worktree)? {
+                            Some(d) => d,
+                            None => return Ok(ChangeEnd::Stopped),
+                        }
+                    }
+                };
+                self.stage = "decision";
+                // Checked right before deciding, so a decision is never made twice.
+                let again = super::session::load(&self.rec.ledger, self.session)?;
+                if again.change(id).and_then(|c| c.decision.as_ref()).is_none() {
+                    self.rec.append(Some(id), &decision)?;
+                }
+                decision
+            }
+        };
+        self.settle(ready, change, &decision)?;
+        Ok(ChangeEnd::Settled)
+    }
+
+    /// Propose, policy, apply, build (with fix attempts) and smoke.
+    fn prepare(
+        &mut self,
+        history: &SessionHistory,
+        ready: &Ready,
+        change: &ChangeRecord,
+    ) -> Result<Prepared> {
+        let id = change.id.as_str();
+        let git = &self.ws.git;
+        let mut cur = Cursor::default();
+        let mut ask = Ask::New;
+        let base = ready.commit;
+        let mut retried = false;
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            // 1. propose
+            self.stage = "propose";
+            let proposal = match change.proposals.get(cur.proposals) {
+                Some(p) => p.clone(),
+                None => {
+                    if self.stop.is_stopped() {
+                        return Ok(Prepared::Stopped);
+                    }
+                    let ctx = self.context(history, ready, base, ask.clone())?;
+                    let Some(reply) = self
+                        .proposals
+                        .propose(&ctx)
+                        .context("asking for a proposal")?
+                    else {
+                        return Ok(Prepared::Exhausted);
+                    };
+                    let p = propose_payload(&reply, base, attempt, &ask);
+                    self.rec.append(Some(id), &p)?;
+                    p
+                }
+            };
+            cur.proposals += 1;
+            // 2. apply the text to the base commit's files (pure, so redone on resume)
+            let malformed = proposal
+                .extra
+                .get("malformed")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            let read = |path: &str| -> Option<String> {
+                git.read_file(base, path)
+                    .ok()
+                    .flatten()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+            };
+            let applied = match malformed {
+                Some(reason) => Err(reason),
+                None => self.proposals.apply(&proposal.patch, &read),
+            };
+            let edits = match applied {
+                Ok(edits) => edits,
+                Err(reason) => {
+                    if change.errors.get(cur.errors).is_none() {
+                        self.rec.append(
+                            Some(id),
+                            &ErrorEvent {
+                                stage: "apply".into(),
+                                message: reason.clone(),
+                                extra: Map::new(),
+                            },
+                        )?;
+                    }
+                    cur.errors += 1;
+                    if retried {
+                        return Ok(Prepared::Decided(Box::new(simple_decision(
+                            DecisionOutcome::PolicyRejected,
+                            format!("unappliable_patch: {reason}"),
+                            &self.target.decision.rule_version,
+                        ))));
+                    }
+                    retried = true;
+                    ask = Ask::Retry {
+                        previous_reply: proposal.patch.clone(),
+                        reason,
+                    };
+                    continue;
+                }
+            };
+            // 3. policy
+            self.stage = "policy";
+            let verdict = match change.policies.get(cur.policies) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = self.check_policy(base, &edits)?;
+                    self.rec.append(Some(id), &p)?;
+                    p
+                }
+            };
+            cur.policies += 1;
+            if verdict.outcome == PolicyOutcome::Rejected {
+                let code = verdict.code.clone().unwrap_or_default();
+                let message = verdict.message.clone().unwrap_or_default();
+                return Ok(Prepared::Decided(Box::new(simple_decision(
+                    DecisionOutcome::PolicyRejected,
+                    format!("{code}: {message}"),
+                    &self.target.decision.rule_version,
+                ))));
+            }
+            // 4. apply as a commit on the change branch, in its own worktree
+            self.stage = "build";
+            let branch = change_branch(self.session, id);
+            let recorded_build = change.builds.get(cur.builds).cloned();
+            let commit = match recorded_build.as_ref().and_then(|b| b.commit.as_deref()) {
+                Some(c) => Oid::from_str(c)?,
+                None => {
+                    let writes: Vec<FileWrite> = edits
+                        .iter()
+                        .map(|e| FileWrite {
+                            path: e.path.clone(),
+                            contents: e.after.as_ref().map(|t| t.as_bytes().to_vec()),
+                        })
+                        .collect();
+                    let message = format!(
+                        "{}\n\n{}\n\nChange-Id: {id}\n{}",
+                        one_line(&proposal.description),
+                        proposal.rationale.trim(),
+                        self.rec.head_trailer()?
+                    );
+                    git.commit_on(base, &writes, &message)?
+                }
+            };
+            git.set_branch(&branch, commit, "agentloop: apply change")?;
+            let worktree = self.change_worktree(id, &branch, commit)?;
+            // 5. build
+            let tree = git.tree_of(commit)?.to_string();
+            let cache = BuildCache::new(&self.ws.state);
+            let build = match recorded_build {
+                Some(b) => {
+                    if b.ok {
+                        // Recorded as built; outputs may be gone with a cleaned worktree.
+                        if let BuildState::Stopped = ensure_built(
+                            self.ws,
+                            self.target,
+                            &cache,
+                            self.env,
+                            self.stop,
+                            &worktree,
+                            &tree,
+                        )? {
+                            return Ok(Prepared::Stopped);
+                        }
+                    }
+                    b
+                }
+                None => {
+                    let started = std::time::Instant::now();
+                    let state = ensure_built(
+                        self.ws,
+                        self.target,
+                        &cache,
+                        self.env,
+                        self.stop,
+                        &worktree,
+                        &tree,
+                    )?;
+                    let (ok, tail, log) = match state {
+                        BuildState::Stopped => return Ok(Prepared::Stopped),
+                        BuildState::Ready => (true, String::new(), None),
+                        BuildState::Failed(f) => (false, f.tail.clone(), Some(f.log.clone())),
+                    };
+                    let b = Build {
+                        commit: Some(commit.to_string()),
+                        ok,
+                        attempt: Some(attempt),
+                        duration_s: Some(started.elapsed().as_secs_f64()),
+                        log_tail: (!ok).then(|| runs::tail_lines(&tail, 40)),
+                        log_sha256: log.as_deref().and_then(runs::file_sha256),
+                        extra: Map::new(),
+                    };
+                    self.rec.append(Some(id), &b)?;
+                    b
+                }
+            };
+            cur.builds += 1;
+            if !build.ok {
+                let fixes_used = cur.builds as u32 - 1;
+                if fixes_used >= self.fix_attempts {
+                    return Ok(Prepared::Decided(Box::new(simple_decision(
+                        DecisionOutcome::BuildFailed,
+                        format!(
+                            "build_failed: the patch does not compile after {} fix attempt(s)",
+                            fixes_used
+                        ),
+                        &self.target.decision.rule_version,
+                    ))));
+                }
+                // The fix replaces the failed patch and applies to the trunk's files again.
+                ask = Ask::FixBuild {
+                    previous_patch: proposal.patch.clone(),
+                    compiler_errors: build.log_tail.clone().unwrap_or_default(),
+                };
+                continue;
+            }
+            // 6. smoke: a few steps; a crash or divergence ends the change here
+            self.stage = "smoke";
+            let seed = seed_for(self.session, Some(id), "smoke", 0);
+            let smoke = match recorded(&change.runs, Stage::Smoke, Arm::Candidate, seed).next() {
+                Some(r) => r.clone(),
+                None => {
+                    let spec = RunSpec {
+                        arm: Arm::Candidate,
+                        stage: Stage::Smoke,
+                        commit: &commit.to_string(),
+                        seed,
+                        split: "val",
+                        budget: &self.target.train.smoke_budget,
+                        worktree: &worktree,
+                        out: self.run_dir(id, "smoke-candidate-0"),
+                    };
+                    let Some(r) = runs::run(self.target, &spec, self.env, self.stop)? else {
+                        return Ok(Prepared::Stopped);
+                    };
+                    self.rec.append(Some(id), &r)?;
+                    r
+                }
+            };
+            if value_of(&smoke).is_none() {
+                let status = serde_json::to_value(smoke.exit_status)?;
+                return Ok(Prepared::Decided(Box::new(simple_decision(
+                    DecisionOutcome::Crashed,
+                    format!(
+                        "smoke_{}: the smoke run ended {}",
+                        status.as_str().unwrap_or("crashed"),
+                        status.as_str().unwrap_or("crashed")
+                    ),
+                    &self.target.decision.rule_version,
+                ))));
+            }
+            return Ok(Prepared::Candidate { commit, worktree });
+        }
+    }
+
+    /// Screen and confirm, driving the decision engine's state machine with runs that are
+    /// reused from the ledger when recorded. `None` when stopped.
+    fn decide(
+        &mut self,
+        ready: &Ready,
+        change: &ChangeRecord,
+        commit: Oid,
+        worktree: &std::path::Path,
+    ) -> Result<Option<Decision>> {
+        let id = change.id.as_str();
+        let mut process = DecisionProcess::new(self.target.decision.clone(), ready.noise.clone())
+            .map_err(|e| anyhow::anyhow!("decision rule: {e}"))?;
+        let mut screens: u32 = 0;
+        let mut pairs: u32 = 0;
+        let done = loop {
+            let (arm, count) = match process.next_request() {
+                Request::Done(d) => break d.clone(),
+                Request::NeedRuns { arm, count } => (arm, count),
+            };
+            for _ in 0..count {
+                let observation = match arm {
+                    NeedArm::Candidate => {
+                        self.stage = "screen";
+                        let seed = seed_for(self.session, Some(id), "screen", screens);
+                        let label = format!("screen-candidate-{screens}");
+                        screens += 1;
+                        let Some(r) = self.run_once(
+                            change,
+                            Stage::Screen,
+                            Arm::Candidate,
+                            seed,
+                            commit,
+                            worktree,
+                            &label,
+                        )?
+                        else {
+                            return Ok(None);
+                        };
+                        Observation::Candidate(run_value(&r))
+                    }
+                    NeedArm::Paired => {
+                        self.stage = "confirm";
+                        let seed = seed_for(self.session, Some(id), "confirm", pairs);
+                        let index = pairs;
+                        pairs += 1;
+                        let Some(baseline) = self.baseline_run(change, seed, ready, index)? else {
+                            return Ok(None);
+                        };
+                        let Some(candidate) = self.run_once(
+                            change,
+                            Stage::Confirm,
+                            Arm::Candidate,
+                            seed,
+                            commit,
+                            worktree,
+                            &format!("confirm-candidate-{index}"),
+                        )?
+                        else {
+                            return Ok(None);
+                        };
+                        Observation::Pair {
+                            baseline: run_value(&baseline),
+                            candidate: run_value(&candidate),
+                        }
+                    }
+                };
+                process
+                    .add_result(observation)
+                    .map_err(|e| anyhow::anyhow!("decision engine: {e}"))?;
+                if matches!(process.next_request(), Request::Done(_)) {
+                    break;
+                }
+            }
+        };
+        let mut decision = decision_payload(&done)?;
+        if done.verdict == Verdict::Crash {
+            // Say how the candidate failed (diverged, timed out, crashed), not only that it did.
+            let latest = super::session::load(&self.rec.ledger, self.session)?;
+            let failed = latest.change(id).and_then(|c| {
+                c.runs
+                    .iter()
+                    .rev()
+                    .find(|r| r.arm == Arm::Candidate && value_of(r).is_none())
+                    .cloned()
+            });
+            if let Some(r) = failed {
+                let status = serde_json::to_value(r.exit_status)?;
+                let status = status.as_str().unwrap_or("crashed");
+                decision.reason = Some(format!("{status}: {}", done.reason));
+            }
+        }
+        Ok(Some(decision))
+    }
+
+    /// A candidate run, reused when recorded.
+    #[allow(clippy::too_many_arguments)]
+    fn run_once(
+        &mut self,
+        change: &ChangeRecord,
+        stage: Stage,
+        arm: Arm,
+        seed: u64,
+        commit: Oid,
+        worktree: &std::path::Path,
+        label: &str,
+    ) -> Result<Option<RunResult>> {
+        if let Some(r) = recorded(&change.runs, stage, arm, seed).next() {
+            return Ok(Some(r.clone()));
+        }
+        let spec = RunSpec {
+            arm,
+            stage,
+            commit: &commit.to_string(),
+            seed,
+            split: "val",
+            budget: &self.target.train.budget,
+            worktree,
+            out: self.run_dir(&change.id, label),
+        };
+        let Some(r) = runs::run(self.target, &spec, self.env, self.stop)? else {
+            return Ok(None);
+        };
+        self.rec.append(Some(&change.id), &r)?;
+        Ok(Some(r))
+    }
+
+    /// The baseline of a pair: the trunk on the pair's seed. A crashed baseline says nothing
+    /// about the candidate, so it is retried on the same seed (each try recorded).
+    fn baseline_run(
+        &mut self,
+        change: &ChangeRecord,
+        seed: u64,
+        ready: &Ready,
+        index: u32,
+    ) -> Result<Option<RunResult>> {
+        let previous: Vec<&RunResult> =
+            recorded(&change.runs, Stage::Confirm, Arm::Baseline, seed).collect();
+        if let Some(ok) = previous.iter().find(|r| value_of(r).is_some()) {
+            return Ok(Some((*ok).clone()));
+        }
+        let mut tries = previous.len();
+        loop {
+            tries += 1;
+            let spec = RunSpec {
+                arm: Arm::Baseline,
+                stage: Stage::Confirm,
+                commit: &ready.commit.to_string(),
+                seed,
+                split: "val",
+                budget: &self.target.train.budget,
+                worktree: &ready.worktree,
+                out: self.run_dir(&change.id, &format!("confirm-baseline-{index}-{tries}")),
+            };
+            let Some(r) = runs::run(self.target, &spec, self.env, self.stop)? else {
+                return Ok(None);
+            };
+            self.rec.append(Some(&change.id), &r)?;
+            if value_of(&r).is_some() {
+                return Ok(Some(r));
+            }
+            if tries >= 3 {
+                anyhow::bail!(
+                    "the trunk's run on seed {seed} failed {tries} times ({:?}); see {}",
+                    r.exit_status,
+                    spec.out.join("run.log").display()
+                );
+            }
+        }
+    }
+
+    /// Merge (accepted) or discard (anything else), each recorded before git is touched.
+    fn settle(&mut self, ready: &Ready, change: &ChangeRecord, decision: &Decision) -> Result<()> {
+        let id = change.id.as_str();
+        let git = &self.ws.git;
+        let branch = change_branch(self.session, id);
+        self.stage = "settle";
+        let latest = super::session::load(&self.rec.ledger, self.session)?;
+        let now = latest.change(id).cloned().unwrap_or_default();
+        if decision.outcome == DecisionOutcome::Accepted {
+            let trunk = trunk_branch(self.session);
+            let merge_commit = match &now.merge {
+                Some((_, m)) => Oid::from_str(&m.commit)?,
+                None => {
+                    let candidate = git.branch_tip(&branch)?.with_context(|| {
+                        format!("the accepted change's branch {branch} is gone")
+                    })?;
+                    let head = self.rec.head_trailer()?;
+                    let message = format!(
+                        "{}\n\n{}\n\nChange-Id: {id}\n{head}",
+                        one_line(&now.description()),
+                        decision.reason.clone().unwrap_or_default()
+                    );
+                    let m = git.commit_with_tree_of(ready.commit, candidate, &message)?;
+                    self.rec.append(
+                        Some(id),
+                        &Merge {
+                            commit: m.to_string(),
+                            trunk_branch: trunk.clone(),
+                            ledger_head: Some(
+                                head.trim_start_matches("Ledger-Head:").trim().to_string(),
+                            ),
+                            extra: Map::new(),
+                        },
+                    )?;
+                    m
+                }
+            };
+            git.set_branch(&trunk, merge_commit, "agentloop: merge accepted change")?;
+        } else {
+            if now.discard.is_none() {
+                let exists = git.branch_tip(&branch)?.is_some();
+                self.rec.append(
+                    Some(id),
+                    &Discard {
+                        kept_ref: exists.then(|| kept_ref(self.session, id)),
+                        extra: Map::new(),
+                    },
+                )?;
+            }
+            git.reject_branch(&branch)?;
+        }
+        git.remove_worktree(id)?;
+        Ok(())
+    }
+
+    fn change_worktree(&self, id: &str, branch: &str, commit: Oid) -> Result<PathBuf> {
+        let git = &self.ws.git;
+        let path = git.worktrees_dir().join(id);
+        let current = git2::Repository::open(&path).ok().and_then(|r| {
+            r.head()
+                .ok()
+                .and_then(|h| h.peel_to_commit().ok())
+                .map(|c| c.id())
+        });
+        if current.is_some() {
+            // The branch ref moved (a fix attempt): bring the files along.
+            git.refresh_worktree(&path)?;
+            return Ok(path);
+        }
+        let _ = commit;
+        Ok(git.add_worktree(id, branch)?)
+    }
+
+    fn run_dir(&self, change: &str, label: &str) -> PathBuf {
+        self.ws.state.join("runs").join(change).join(label)
+    }
+
+    fn check_policy(&self, base: Oid, edits: &[Edit]) -> Result<Policy> {
+        let git = &self.ws.git;
+        let mut files = Vec::new();
+        for e in edits {
+            files.push(FileChange {
+                path: e.path.clone(),
+                before: e.before.clone(),
+                after: e.after.as_ref().map(|t| t.as_bytes().to_vec()),
+                is_symlink: git.is_symlink(base, &e.path).unwrap_or(false),
+            });
+        }
+        let change = ProposedChange { files };
+        Ok(
+            match policy::check(&change, self.target, &self.target.policy) {
+                Ok(()) => Policy {
+                    outcome: PolicyOutcome::Accepted,
+                    code: None,
+                    message: None,
+                    extra: Map::new(),
+                },
+                Err(rejection) => Policy {
+                    outcome: PolicyOutcome::Rejected,
+                    code: Some(rejection.code.as_str().to_string()),
+                    message: Some(rejection.message.clone()),
+                    extra: Map::new(),
+                },
+            },
+        )
+    }
+
+    fn context(
+        &self,
+        history: &SessionHistory,
+        ready: &Ready,
+        base: Oid,
+        ask: Ask,
+    ) -> Result<Context> {
+        let git = &self.ws.git;
+        let mut editable_files = Vec::new();
+        for path in git.list_files(base)? {
+            if self.target.is_editable(&path) && !self.target.is_frozen(&path) {
+                if let Some(bytes) = git.read_file(base, &path)? {
+                    editable_files.push((path, String::from_utf8_lossy(&bytes).into_owned()));
+                }
+            }
+        }
+        let history_items = history
+            .changes
+            .iter()
+            .filter_map(|c| {
+                let (_, d) = c.decision.as_ref()?;
+                Some(HistoryItem {
+                    change_id: c.id.clone(),
+                    description: c.description(),
+                    outcome: outcome_name(d.outcome).to_string(),
+                    effect: d.mean_diff,
+                    ci_low: d.ci_low,
+                    ci_high: d.ci_high,
+                })
+            })
+            .collect();
+        Ok(Context {
+            editable_files,
+            history: history_items,
+            noise_floor: Some(ready.noise.run_sd),
+            budget_left: self.stop.time_left().unwrap_or_default(),
+            ask,
+        })
+    }
+}
+
+fn run_value(r: &RunResult) -> RunValue {
+    match value_of(r) {
+        Some(v) => RunValue::Ok(v),
+        None => RunValue::Crashed,
+    }
+}
+
+fn one_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or("").trim();
+    if line.is_empty() {
+        "agentloop change".into()
+    } else {
+        line.chars().take(100).collect()
+    }
+}
+
+pub fn outcome_name(o: DecisionOutcome) -> &'static str {
+    match o {
+        DecisionOutcome::Accepted => "accepted",
+        DecisionOutcome::Rejected => "rejected",
+        DecisionOutcome::Crashed => "crashed",
+        DecisionOutcome::PolicyRejected => "policy_rejected",
+        DecisionOutcome::BuildFailed => "build_failed",
+    }
+}
+
+fn propose_payload(reply: &Reply, parent: Oid, attempt: u32, ask: &Ask) -> Propose {
+    let mut extra = Map::new();
+    let kind = match ask {
+        Ask::New => "new",
+        Ask::FixBuild { .. } => "fix_build",
+        Ask::Retry { .. } => "retry",
+    };
+    extra.insert("request".into(), json!(kind));
+    if let Some(m) = &reply.malformed {
+        extra.insert("malformed".into(), json!(m));
+    }
+    Propose {
+        description: reply.description.clone(),
+        rationale: reply.rationale.clone(),
+        patch: reply.patch_text.clone(),
+        patch_format: reply.patch_format.clone(),
+        prompt_template_sha256: reply.prompt_template_sha256.clone(),
+        model: reply.model.clone(),
+        provider: reply.provider.clone(),
+        prompt_tokens: reply.prompt_tokens,
+        completion_tokens: reply.completion_tokens,
+        cost_usd: reply.cost_usd,
+        parent_commit: Some(parent.to_string()),
+        attempt: Some(attempt),
+        extra,
+    }
+}
+
+/// A decision made before any statistics (policy, build, smoke).
+fn simple_decision(outcome: DecisionOutcome, reason: String, rule_version: &str) -> Decision {
+    let stage = match outcome {
+        DecisionOutcome::Crashed => Some(Stage::Smoke),
+        _ => None,
+    };
+    Decision {
+        outcome,
+        stage,
+        test: None,
+        n: None,
+        mean_baseline: None,
+        mean_candidate: None,
+        mean_diff: None,
+        sd_diff: None,
+        ci_low: None,
+        ci_high: None,
+        p_value: None,
+        thresholds: Value::Null,
+        min_effect: None,
+        rule_version: rule_version.to_string(),
+        reason: Some(reason),
+        extra: Map::new(),
+    }
+}
+
+/// The ledger's decision record: headline statistics plus the engine's full record (inputs,
+/// rule, calibration), so `ledger verify` can recompute it.
+fn decision_payload(d: &agentloop_guardrails::process::Decision) -> Result<Decision> {
+    let outcome = match d.verdict {
+        Verdict::Accept => DecisionOutcome::Accepted,
+        Verdict::Reject => DecisionOutcome::Rejected,
+        Verdict::Crash => DecisionOutcome::Crashed,
+    };
+    let stage = match d.decided_at {
+        DecidedAt::Screen => Stage::Screen,
+        DecidedAt::Stage(_) => Stage::Confirm,
+    };
+    let last = d.stages.last();
+    let mut extra = Map::new();
+    extra.insert("process".into(), serde_json::to_value(d)?);
+    extra.insert("runs".into(), json!(d.runs));
+    Ok(Decision {
+        outcome,
+        stage: Some(stage),
+        test: last
+            .map(|_| "paired_t_one_sided".to_string())
+            .or_else(|| d.screen.as_ref().map(|_| "screen_z".to_string())),
+        n: last
+            .map(|s| s.pairs.len() as u32)
+            .or(d.screen.as_ref().map(|_| 1)),
+        mean_baseline: last
+            .map(|s| s.mean_baseline)
+            .or(d.screen.as_ref().map(|s| s.baseline_mean)),
+        mean_candidate: last
+            .map(|s| s.mean_candidate)
+            .or(d.screen.as_ref().map(|s| s.candidate)),
+        mean_diff: last
+            .map(|s| s.test.mean)
+            .or(d.screen.as_ref().map(|s| s.gain)),
+        sd_diff: last.map(|s| s.test.sd),
+        ci_low: last.map(|s| s.test.ci_low),
+        ci_high: last.map(|s| s.test.ci_high),
+        p_value: last.map(|s| s.test.p),
+        thresholds: json!({
+            "stages": d.rule.stages,
+            "screen_reject_below_sd": d.rule.screen_reject_below_sd,
+            "min_effect_sd": d.rule.min_effect_sd,
+        }),
+        min_effect: Some(d.calibration.min_effect(&d.rule)),
+        rule_version: d.rule_version.clone(),
+        reason: Some(d.reason.clone()),
+        extra,
+    })
+}

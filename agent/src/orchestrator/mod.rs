@@ -1,0 +1,17 @@
+//! The loop: one change at a time through propose, policy, apply, build, smoke, screen,
+//! confirm, and merge or discard, with every step recorded in the ledger before the next.
+
+pub mod agent_adapter;
+pub mod artifacts;
+pub mod budget;
+pub mod change;
+pub mod history;
+pub mod process;
+pub mod proposals;
+pub mod record;
+pub mod rollback;
+pub mod runs;
+pub mod seeds;
+pub mod session;
+pub mod trunk;
+pub mod workspace;

@@ -1,0 +1,82 @@
+//! What the loop needs from a proposer, in the loop's own terms. `agent_adapter` connects it
+//! to the agent's LLM and offline proposers and to the patch parser.
+
+use std::time::Duration;
+
+/// What the proposer is asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ask {
+    New,
+    /// The last patch did not compile: fix it (the errors are the compiler's, trimmed).
+    FixBuild {
+        previous_patch: String,
+        compiler_errors: String,
+    },
+    /// The last reply could not be applied; said once, with the reason.
+    Retry {
+        previous_reply: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct HistoryItem {
+    pub change_id: String,
+    pub description: String,
+    pub outcome: String,
+    pub effect: Option<f64>,
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub editable_files: Vec<(String, String)>,
+    pub history: Vec<HistoryItem>,
+    pub noise_floor: Option<f64>,
+    pub budget_left: Duration,
+    pub ask: Ask,
+}
+
+/// A reply, whether or not its patch turns out to apply.
+#[derive(Debug, Clone, Default)]
+pub struct Reply {
+    pub description: String,
+    pub rationale: String,
+    /// The patch as text (what the ledger stores and what `apply` reads).
+    pub patch_text: String,
+    pub patch_format: String,
+    /// Why the reply holds no usable patch (a malformed reply), if so.
+    pub malformed: Option<String>,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub cost_usd: Option<f64>,
+    pub prompt_template_sha256: Option<String>,
+}
+
+/// One file after a patch; `after: None` deletes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Edit {
+    pub path: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+pub trait Proposals {
+    /// One reply; `None` when there is nothing left to propose (the offline search space is
+    /// exhausted). `Err` only for failures of the provider itself (network, auth, quota).
+    fn propose(&mut self, ctx: &Context) -> anyhow::Result<Option<Reply>>;
+
+    /// `offline`, `openai`, `anthropic`: recorded in the session_start event.
+    fn kind(&self) -> &str;
+
+    /// Applies a stored patch text to files read through `read`; `Err` says why not, in words
+    /// a model can act on.
+    fn apply(
+        &self,
+        patch_text: &str,
+        read: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<Edit>, String>;
+}

@@ -1,0 +1,157 @@
+//! One training run of the target: render the train command, run it under the run policy,
+//! read `metrics.json`, and turn it all into a `run_result` payload.
+
+use std::path::{Path, PathBuf};
+
+use agentloop_guardrails::target::TargetSpec;
+use agentloop_ledger::payload::{Arm, ExitStatus, RunResult, Stage};
+use anyhow::{Context, Result};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::budget::Stop;
+use super::process::{self, Exit, Job};
+
+/// Where and how a run happens.
+pub struct RunSpec<'a> {
+    pub arm: Arm,
+    pub stage: Stage,
+    pub commit: &'a str,
+    pub seed: u64,
+    pub split: &'a str,
+    pub budget: &'a str,
+    /// The worktree whose build outputs the command uses.
+    pub worktree: &'a Path,
+    /// `.agentloop/runs/<change or session>/<run>/`: metrics.json and the log land here.
+    pub out: PathBuf,
+}
+
+/// `None` when the loop was stopped mid-run: an interrupted run is not a result.
+pub fn run(
+    target: &TargetSpec,
+    spec: &RunSpec<'_>,
+    env: &[(String, String)],
+    stop: &Stop,
+) -> Result<Option<RunResult>> {
+    if spec.out.exists() {
+        // A leftover of an interrupted attempt must not be mistaken for this run's output.
+        std::fs::remove_dir_all(&spec.out)
+            .with_context(|| format!("clearing {}", spec.out.display()))?;
+    }
+    std::fs::create_dir_all(&spec.out)
+        .with_context(|| format!("creating {}", spec.out.display()))?;
+    let command = target.render_train_command(spec.seed, spec.split, spec.budget, &spec.out);
+    let job = Job {
+        command: &command,
+        cwd: spec.worktree,
+        env: env.to_vec(),
+        timeout: target.train.timeout,
+        memory_limit: Some(target.train.memory_limit).filter(|&m| m > 0),
+        log: spec.out.join("run.log"),
+    };
+    let finished = process::run(&job, stop).context("starting the train command")?;
+    let (exit_status, exit_code) = match finished.exit {
+        Exit::Stopped => return Ok(None),
+        Exit::TimedOut => (ExitStatus::TimedOut, None),
+        Exit::OutOfMemory => (ExitStatus::Crashed, None),
+        Exit::Code(code) => (status_of_exit_code(code), code),
+    };
+    let metrics = read_metrics(&spec.out.join("metrics.json"));
+    // A run that says it succeeded but wrote no usable metric did not succeed.
+    let exit_status = match (
+        exit_status,
+        metrics.get(&target.metric).and_then(Value::as_f64),
+    ) {
+        (ExitStatus::Ok, Some(v)) if v.is_finite() => ExitStatus::Ok,
+        (ExitStatus::Ok, _) => ExitStatus::Crashed,
+        (other, _) => other,
+    };
+    let mut extra = Map::new();
+    if finished.exit == Exit::OutOfMemory {
+        extra.insert("out_of_memory".into(), Value::Bool(true));
+        extra.insert(
+            "memory_limit".into(),
+            serde_json::json!(target.train.memory_limit),
+        );
+    }
+    if exit_status != ExitStatus::Ok {
+        extra.insert(
+            "log_tail".into(),
+            Value::String(tail_lines(&finished.tail, 20)),
+        );
+    }
+    Ok(Some(RunResult {
+        arm: spec.arm,
+        stage: spec.stage,
+        commit: spec.commit.to_string(),
+        seed: spec.seed,
+        split: spec.split.to_string(),
+        budget: Some(spec.budget.to_string()),
+        metrics,
+        metric: Some(target.metric.clone()),
+        exit_status,
+        exit_code,
+        wall_s: Some(finished.wall.as_secs_f64()),
+        log_sha256: file_sha256(&finished.log),
+        worker: Some("local".into()),
+        extra,
+    }))
+}
+
+/// The trainer's exit codes (ARCHITECTURE.md §2): 0 ok, 3 diverged, 4 timed out, else crashed.
+pub fn status_of_exit_code(code: Option<i32>) -> ExitStatus {
+    match code {
+        Some(0) => ExitStatus::Ok,
+        Some(3) => ExitStatus::Diverged,
+        Some(4) => ExitStatus::TimedOut,
+        _ => ExitStatus::Crashed,
+    }
+}
+
+fn read_metrics(path: &Path) -> Value {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .filter(Value::is_object)
+        .unwrap_or(Value::Null)
+}
+
+pub fn file_sha256(path: &Path) -> Option<String> {
+    let bytes = std::fs::read(path).ok()?;
+    Some(hex::encode(Sha256::digest(&bytes)))
+}
+
+pub fn tail_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The metric value of a successful run.
+pub fn value_of(run: &RunResult) -> Option<f64> {
+    if run.exit_status == ExitStatus::Ok {
+        run.metric_value()
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_map_to_the_trainer_contract() {
+        assert_eq!(status_of_exit_code(Some(0)), ExitStatus::Ok);
+        assert_eq!(status_of_exit_code(Some(1)), ExitStatus::Crashed);
+        assert_eq!(status_of_exit_code(Some(2)), ExitStatus::Crashed);
+        assert_eq!(status_of_exit_code(Some(3)), ExitStatus::Diverged);
+        assert_eq!(status_of_exit_code(Some(4)), ExitStatus::TimedOut);
+        assert_eq!(status_of_exit_code(None), ExitStatus::Crashed);
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        assert_eq!(tail_lines("a\nb\nc\nd", 2), "c\nd");
+        assert_eq!(tail_lines("a", 5), "a");
+    }
+}

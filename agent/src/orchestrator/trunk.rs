@@ -1,0 +1,425 @@
+//! The trunk side of a session: git refs reconciled with the ledger, the trunk's worktree and
+//! build, and its calibration (the noise the decision rule measures changes against).
+
+use std::path::{Path, PathBuf};
+
+use agentloop_guardrails::decision::Calibration as NoiseCalibration;
+use agentloop_guardrails::target::TargetSpec;
+use agentloop_ledger::payload::{Arm, Calibration, RunResult, SeedReplays, SeedValue, Stage};
+use anyhow::{bail, Context, Result};
+use git2::Oid;
+use serde_json::{json, Map, Value};
+
+use super::artifacts::BuildCache;
+use super::budget::Stop;
+use super::history::SessionHistory;
+use super::process::{self, Exit, Finished, Job};
+use super::record::Recorder;
+use super::runs::{self, value_of, RunSpec};
+use super::seeds::seed_for;
+use super::workspace::Workspace;
+use crate::git::{change_branch, trunk_branch, REJECTED_PREFIX};
+
+/// The worktree (and its branch) where every build runs.
+pub const BUILD_WORKTREE: &str = "build";
+pub const BUILD_BRANCH: &str = "agentloop/changes/_build";
+
+/// A trunk ready for a change: built, and calibrated.
+pub struct Ready {
+    pub commit: Oid,
+    pub worktree: PathBuf,
+    pub noise: NoiseCalibration,
+}
+
+pub struct Trunk<'a> {
+    pub ws: &'a Workspace,
+    pub target: &'a TargetSpec,
+    pub rec: &'a Recorder,
+    pub session: String,
+    pub env: Vec<(String, String)>,
+    pub stop: Stop,
+    pub cache: BuildCache,
+}
+
+impl<'a> Trunk<'a> {
+    pub fn new(
+        ws: &'a Workspace,
+        target: &'a TargetSpec,
+        rec: &'a Recorder,
+        session: &str,
+        env: Vec<(String, String)>,
+        stop: Stop,
+    ) -> Trunk<'a> {
+        Trunk {
+            ws,
+            target,
+            rec,
+            session: session.to_string(),
+            env,
+            stop,
+            cache: BuildCache::new(&ws.state),
+        }
+    }
+
+    pub fn worktree_name(&self) -> String {
+        format!("trunk-{}", self.session)
+    }
+
+    /// Makes git agree with the ledger after a kill: the trunk ref where the last merge or
+    /// rollback put it, discarded branches under `refs/agentloop/rejected/`, and no worktree
+    /// left but the trunk's and the in-flight change's.
+    pub fn reconcile(&self, history: &SessionHistory) -> Result<()> {
+        let git = &self.ws.git;
+        let stale = git.clear_stale_locks()?;
+        if stale > 0 {
+            tracing::info!("removed {stale} stale ref lock(s) left by a killed run");
+        }
+        let trunk = trunk_branch(&self.session);
+        let want = Oid::from_str(&history.trunk_commit)
+            .with_context(|| format!("ledger trunk commit {:?}", history.trunk_commit))?;
+        if git.branch_tip(&trunk)? != Some(want) {
+            tracing::info!("moving {trunk} to {want}, where the ledger says it is");
+            git.set_branch(&trunk, want, "agentloop: reconcile with the ledger")?;
+        }
+        for c in &history.changes {
+            if c.discard.is_some() {
+                git.reject_branch(&change_branch(&self.session, &c.id))?;
+            }
+        }
+        let keep_change = history.in_flight().map(|c| c.id.clone());
+        for name in git.loop_worktrees()? {
+            let keep = name == self.worktree_name()
+                || name == BUILD_WORKTREE
+                || Some(&name) == keep_change.as_ref();
+            if !keep {
+                tracing::info!("removing stray worktree {name}");
+                git.remove_worktree(&name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every worktree of the loop (at the end of a session).
+    pub fn clean_all(&self) -> Result<()> {
+        for name in self.ws.git.loop_worktrees()? {
+            self.ws.git.remove_worktree(&name)?;
+        }
+        self.ws.git.delete_branch(BUILD_BRANCH)?;
+        Ok(())
+    }
+
+    /// The trunk checked out, built and calibrated; `None` when the loop was stopped meanwhile.
+    pub fn ready(&mut self, history: &SessionHistory) -> Result<Option<Ready>> {
+        let commit = Oid::from_str(&history.trunk_commit)?;
+        let worktree = self.checkout(commit)?;
+        let tree = self.ws.git.tree_of(commit)?.to_string();
+        match ensure_built(
+            self.ws,
+            self.target,
+            &self.cache,
+            &self.env,
+            &self.stop,
+            &worktree,
+            &tree,
+        )? {
+            BuildState::Stopped => return Ok(None),
+            BuildState::Failed(f) => bail!(
+                "the trunk {commit} does not build (log {}):\n{}",
+                f.log.display(),
+                runs::tail_lines(&f.tail, 30)
+            ),
+            BuildState::Ready => {}
+        }
+        let noise = match self.current_calibration(history, commit)? {
+            Some(n) => n,
+            None => match self.calibrate(history, commit, &worktree)? {
+                Some(n) => n,
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(Ready {
+            commit,
+            worktree,
+            noise,
+        }))
+    }
+
+    fn checkout(&self, commit: Oid) -> Result<PathBuf> {
+        let git = &self.ws.git;
+        let name = self.worktree_name();
+        let path = git.worktrees_dir().join(&name);
+        let registered = git.repo().find_worktree(&name).is_ok();
+        if !registered || !path.join(".git").exists() {
+            git.add_worktree(&name, &trunk_branch(&self.session))?;
+        }
+        // The worktree's HEAD follows the trunk ref by itself (it is the branch), but its files
+        // do not: bring them to the trunk commit every time (only changed files are written).
+        git.refresh_worktree(&path)?;
+        let _ = commit;
+        Ok(path)
+    }
+
+    /// The last calibration still valid for `commit`: same trunk, or fewer merges since it
+    /// than the rule's recalibration interval and no rollback in between.
+    fn current_calibration(
+        &self,
+        history: &SessionHistory,
+        commit: Oid,
+    ) -> Result<Option<NoiseCalibration>> {
+        let Some((seq, last)) = history.calibrations.last() else {
+            return Ok(None);
+        };
+        let merges_since = history
+            .changes
+            .iter()
+            .filter(|c| matches!(&c.merge, Some((s, _)) if s > seq))
+            .count();
+        let rolled_back_since = history
+            .changes
+            .iter()
+            .any(|c| matches!(&c.rollback, Some((s, _)) if s > seq));
+        let fresh = last.trunk_commit == commit.to_string()
+            || (!rolled_back_since
+                && merges_since < self.target.decision.recalibrate_every_merges.max(1));
+        if !fresh {
+            return Ok(None);
+        }
+        let noise: NoiseCalibration = serde_json::from_value(
+            last.extra
+                .get("noise")
+                .cloned()
+                .context("calibration event without the decision engine's calibration")?,
+        )?;
+        Ok(Some(noise))
+    }
+
+    fn calibrate(
+        &self,
+        history: &SessionHistory,
+        commit: Oid,
+        worktree: &Path,
+    ) -> Result<Option<NoiseCalibration>> {
+        match measure(
+            self.ws,
+            self.target,
+            self.rec,
+            &self.session,
+            &self.env,
+            &self.stop,
+            history,
+            commit,
+            worktree,
+            Stage::Calibration,
+        )? {
+            Some(n) => Ok(Some(n)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Measures the noise of `commit`: baseline seeds plus same-seed replays, each run recorded
+/// (and reused on resume), then a calibration event. Also the re-measurement after a rollback.
+#[allow(clippy::too_many_arguments)]
+pub fn measure(
+    ws: &Workspace,
+    target: &TargetSpec,
+    rec: &Recorder,
+    session: &str,
+    env: &[(String, String)],
+    stop: &Stop,
+    history: &SessionHistory,
+    commit: Oid,
+    worktree: &Path,
+    stage: Stage,
+) -> Result<Option<NoiseCalibration>> {
+    let rule = &target.decision;
+    let seeds = rule.min_baseline_seeds.max(2);
+    let replays = rule.min_replays;
+    let label = format!("calibration:{commit}");
+    let mut baseline = Vec::new();
+    let mut replay_values = Vec::new();
+    for i in 0..(seeds + replays) {
+        let (index, role) = if i < seeds {
+            (i, "baseline")
+        } else {
+            (i - seeds, "replay")
+        };
+        let seed = seed_for(session, None, &label, index as u32);
+        let recorded = history.session_runs.iter().find(|r| {
+            r.commit == commit.to_string()
+                && r.seed == seed
+                && r.stage == stage
+                && r.extra.get("role").and_then(Value::as_str) == Some(role)
+                && value_of(r).is_some()
+        });
+        let value = match recorded {
+            Some(r) => value_of(r).unwrap_or_default(),
+            None => {
+                let mut tries = 0;
+                loop {
+                    tries += 1;
+                    let spec = RunSpec {
+                        arm: Arm::Baseline,
+                        stage,
+                        commit: &commit.to_string(),
+                        seed,
+                        split: "val",
+                        budget: &target.train.budget,
+                        worktree,
+                        out: ws.state.join("runs").join(session).join(format!(
+                            "{}-{}-{role}-{index}",
+                            stage_name(stage),
+                            &commit.to_string()[..10]
+                        )),
+                    };
+                    let Some(mut r) = runs::run(target, &spec, env, stop)? else {
+                        return Ok(None);
+                    };
+                    r.extra.insert("role".into(), Value::String(role.into()));
+                    rec.append(None, &r)?;
+                    if let Some(v) = value_of(&r) {
+                        break v;
+                    }
+                    if tries >= 3 {
+                        bail!(
+                            "the trunk's training run (seed {seed}) failed 3 times ({:?}); see {}",
+                            r.exit_status,
+                            spec.out.join("run.log").display()
+                        );
+                    }
+                }
+            }
+        };
+        if role == "baseline" {
+            baseline.push((seed, value));
+        } else {
+            replay_values.push((seed, vec![value]));
+        }
+    }
+    let noise = NoiseCalibration::from_runs_for(rule, &baseline, &replay_values)
+        .map_err(|e| anyhow::anyhow!("calibrating the trunk {commit}: {e}"))?;
+    let mut extra = Map::new();
+    extra.insert("noise".into(), serde_json::to_value(&noise)?);
+    extra.insert("stage".into(), json!(stage_name(stage)));
+    rec.append(
+        None,
+        &Calibration {
+            trunk_commit: commit.to_string(),
+            baseline: baseline
+                .iter()
+                .map(|&(seed, value)| SeedValue { seed, value })
+                .collect(),
+            replays: replay_values
+                .iter()
+                .map(|(seed, values)| SeedReplays {
+                    seed: *seed,
+                    values: values.clone(),
+                })
+                .collect(),
+            run_sd: noise.run_sd,
+            paired_sd: Some(noise.paired_null_sd),
+            nondeterminism_floor: Some(noise.nondeterminism_sd),
+            min_effect: noise.min_effect(rule),
+            extra,
+        },
+    )?;
+    Ok(Some(noise))
+}
+
+pub fn stage_name(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Calibration => "calibration",
+        Stage::Smoke => "smoke",
+        Stage::Screen => "screen",
+        Stage::Confirm => "confirm",
+        Stage::Audit => "audit",
+        Stage::Remeasure => "remeasure",
+    }
+}
+
+pub enum BuildState {
+    Ready,
+    Failed(Finished),
+    Stopped,
+}
+
+/// The worktree's build outputs for `tree`, from the cache or by building (then cached).
+pub fn ensure_built(
+    ws: &Workspace,
+    target: &TargetSpec,
+    cache: &BuildCache,
+    env: &[(String, String)],
+    stop: &Stop,
+    worktree: &Path,
+    tree: &str,
+) -> Result<BuildState> {
+    if cache.restore(tree, worktree)? {
+        return Ok(BuildState::Ready);
+    }
+    // Built in one fixed worktree, so the build tool sees the same paths every time and
+    // recompiles only what changed (a config-only change rebuilds nothing).
+    let commit = git2::Repository::open(worktree)?
+        .head()?
+        .peel_to_commit()?
+        .id();
+    let build_dir = build_worktree(ws, commit)?;
+    let f = build(ws, target, env, stop, &build_dir, tree)?;
+    match f.exit {
+        Exit::Stopped => Ok(BuildState::Stopped),
+        _ if f.succeeded() => {
+            cache.store(tree, &build_dir)?;
+            cache.restore(tree, worktree)?;
+            Ok(BuildState::Ready)
+        }
+        _ => Ok(BuildState::Failed(f)),
+    }
+}
+
+/// The worktree every build runs in, checked out at `commit`.
+fn build_worktree(ws: &Workspace, commit: Oid) -> Result<PathBuf> {
+    let git = &ws.git;
+    git.set_branch(BUILD_BRANCH, commit, "agentloop: build")?;
+    let path = git.worktrees_dir().join(BUILD_WORKTREE);
+    if git.repo().find_worktree(BUILD_WORKTREE).is_ok() && path.join(".git").exists() {
+        git.refresh_worktree(&path)?;
+        Ok(path)
+    } else {
+        Ok(git.add_worktree(BUILD_WORKTREE, BUILD_BRANCH)?)
+    }
+}
+
+/// Runs the target's build command in `worktree` (log under `.agentloop/logs/`).
+pub fn build(
+    ws: &Workspace,
+    target: &TargetSpec,
+    env: &[(String, String)],
+    stop: &Stop,
+    worktree: &Path,
+    tree: &str,
+) -> Result<Finished> {
+    let job = Job {
+        command: &target.build.command,
+        cwd: worktree,
+        env: env.to_vec(),
+        timeout: target.build.timeout,
+        memory_limit: None,
+        log: ws.state.join("logs").join(format!("build-{tree}.log")),
+    };
+    process::run(&job, stop).context("starting the build command")
+}
+
+/// Keeps a run or change reference readable in logs.
+pub fn kept_ref(session: &str, change: &str) -> String {
+    format!("{REJECTED_PREFIX}{}", change_branch(session, change))
+}
+
+/// Recorded runs of one change matching a stage, arm and seed, in order.
+pub fn recorded(
+    runs: &[RunResult],
+    stage: Stage,
+    arm: Arm,
+    seed: u64,
+) -> impl Iterator<Item = &RunResult> {
+    runs.iter()
+        .filter(move |r| r.stage == stage && r.arm == arm && r.seed == seed)
+}

@@ -1,0 +1,451 @@
+//! The decision rule: calibration, screening and the staged one-sided paired t-test.
+//!
+//! Everything here is a pure function of run values and a [`DecisionRule`], and every output
+//! carries its inputs, so the ledger can store a decision and `ledger verify` can recompute it
+//! (see [`crate::process::recompute`]). Lower metric is better: gain = baseline - candidate.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::stats::{mean_sd, one_sample_t, TTest};
+
+/// Version of the decision logic; bump whenever the same inputs could give a different outcome.
+pub const RULE_VERSION: &str = "paired-two-stage/v1";
+
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum DecisionError {
+    #[error("invalid decision rule: {0}")]
+    InvalidRule(String),
+    #[error("calibration needs at least {needed} distinct baseline seeds, got {got}")]
+    TooFewBaselineSeeds { needed: usize, got: usize },
+    #[error("calibration needs at least {needed} same-seed replays, got {got}")]
+    TooFewReplays { needed: usize, got: usize },
+    #[error(
+        "baseline seed {0} appears more than once; put repeated runs of a seed in the replays"
+    )]
+    DuplicateSeed(u64),
+    #[error(
+        "run value {value} for seed {seed} is not finite (a crashed run must not be calibrated)"
+    )]
+    NonFiniteValue { seed: u64, value: f64 },
+    #[error("stage {index} does not exist: the rule has {stages} stages")]
+    NoSuchStage { index: usize, stages: usize },
+    #[error("stage {index} needs exactly {needed} pairs, got {got}")]
+    WrongPairCount {
+        index: usize,
+        needed: usize,
+        got: usize,
+    },
+    #[error("pair {index} holds a non-finite value ({baseline}, {candidate})")]
+    NonFinitePair {
+        index: usize,
+        baseline: f64,
+        candidate: f64,
+    },
+}
+
+/// One confirmation stage: `pairs` fresh paired seeds, then compare p with `p_threshold`
+/// (continue below it at an intermediate stage; accept below it at the last stage).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageRule {
+    pub pairs: usize,
+    pub p_threshold: f64,
+}
+
+/// The pre-registered decision rule. All sizes and thresholds are configuration and are
+/// recorded in every decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionRule {
+    pub rule_version: String,
+    /// Distinct baseline seeds required by calibration.
+    pub min_baseline_seeds: usize,
+    /// Same-seed replays required by calibration (for the nondeterminism floor).
+    pub min_replays: usize,
+    /// Recalibrate the baseline after this many merges.
+    pub recalibrate_every_merges: usize,
+    /// Run the one-run screen before the paired stages.
+    pub screen_enabled: bool,
+    /// Screen rejects when (baseline mean - candidate) / run-to-run sd is below this.
+    /// Negative: only candidates that look clearly worse are dropped.
+    pub screen_reject_below_sd: f64,
+    /// Confirmation stages, in order; the last one decides accept / reject.
+    pub stages: Vec<StageRule>,
+    /// Minimum mean gain to accept, as a multiple of the calibrated run-to-run sd.
+    pub min_effect_sd: f64,
+}
+
+impl Default for DecisionRule {
+    fn default() -> Self {
+        // Sizes chosen with the simulation harness (guardrails/SIMULATION.md): they keep the
+        // false-accept rate far below alpha and power >= 0.8 at 1.5 paired sd.
+        DecisionRule {
+            rule_version: RULE_VERSION.to_string(),
+            min_baseline_seeds: 10,
+            min_replays: 3,
+            recalibrate_every_merges: 25,
+            screen_enabled: true,
+            screen_reject_below_sd: -0.5,
+            stages: vec![
+                StageRule {
+                    pairs: 4,
+                    p_threshold: 0.25,
+                },
+                StageRule {
+                    pairs: 8,
+                    p_threshold: 0.05,
+                },
+            ],
+            min_effect_sd: 1.0,
+        }
+    }
+}
+
+impl DecisionRule {
+    /// Checks that the rule can be applied (stage sizes, thresholds in range).
+    pub fn validate(&self) -> Result<(), DecisionError> {
+        let bad = |m: String| Err(DecisionError::InvalidRule(m));
+        if self.rule_version != RULE_VERSION {
+            return bad(format!(
+                "rule_version {:?} is not the implemented {RULE_VERSION:?}",
+                self.rule_version
+            ));
+        }
+        if self.stages.is_empty() {
+            return bad("at least one confirmation stage is needed".into());
+        }
+        for (i, s) in self.stages.iter().enumerate() {
+            if s.pairs < 2 {
+                return bad(format!(
+                    "stage {i} has {} pairs; a t-test needs >= 2",
+                    s.pairs
+                ));
+            }
+            if !(s.p_threshold > 0.0 && s.p_threshold < 1.0) {
+                return bad(format!(
+                    "stage {i} p_threshold {} is not in (0, 1)",
+                    s.p_threshold
+                ));
+            }
+        }
+        if self.min_baseline_seeds < 2 {
+            return bad("min_baseline_seeds must be >= 2 to estimate a standard deviation".into());
+        }
+        if !(self.min_effect_sd.is_finite() && self.min_effect_sd >= 0.0) {
+            return bad(format!("min_effect_sd {} must be >= 0", self.min_effect_sd));
+        }
+        if !self.screen_reject_below_sd.is_finite() {
+            return bad("screen_reject_below_sd must be finite".into());
+        }
+        Ok(())
+    }
+
+    /// Upper bound on the probability that a null patch is accepted: stages use fresh seeds,
+    /// so under the null their p-values are independent and the thresholds multiply.
+    /// (Screening and the minimum effect only lower it further.)
+    pub fn false_accept_bound(&self) -> f64 {
+        self.stages.iter().map(|s| s.p_threshold).product()
+    }
+
+    /// True when the baseline must be recalibrated after this many merges since the last one.
+    pub fn needs_recalibration(&self, merges_since_calibration: usize) -> bool {
+        self.recalibrate_every_merges > 0
+            && merges_since_calibration >= self.recalibrate_every_merges
+    }
+
+    /// Total paired seeds if every stage runs.
+    pub fn max_pairs(&self) -> usize {
+        self.stages.iter().map(|s| s.pairs).sum()
+    }
+}
+
+/// The calibrated noise of the current trunk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// Inputs, kept so the calibration can be recomputed from the ledger.
+    pub baseline: Vec<(u64, f64)>,
+    pub replays: Vec<(u64, Vec<f64>)>,
+    pub n_seeds: usize,
+    pub baseline_mean: f64,
+    /// Across-seed standard deviation of one run (the run-to-run sd).
+    pub run_sd: f64,
+    /// Pooled within-seed sd of same-seed replays (the nondeterminism floor).
+    pub nondeterminism_sd: f64,
+    /// Sd of a paired difference for a no-op change: sqrt(2) * nondeterminism floor.
+    pub paired_null_sd: f64,
+}
+
+impl Calibration {
+    /// Calibrates with the default requirements (>= 10 seeds, >= 3 replays).
+    pub fn from_runs(
+        baseline: &[(u64, f64)],
+        replays: &[(u64, Vec<f64>)],
+    ) -> Result<Calibration, DecisionError> {
+        Self::from_runs_for(&DecisionRule::default(), baseline, replays)
+    }
+
+    /// Calibrates with the requirements of `rule`. `baseline` holds one run per distinct
+    /// seed; `replays` holds extra runs of seeds (a replay's seed may also be in `baseline`).
+    pub fn from_runs_for(
+        rule: &DecisionRule,
+        baseline: &[(u64, f64)],
+        replays: &[(u64, Vec<f64>)],
+    ) -> Result<Calibration, DecisionError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for &(seed, value) in baseline {
+            if !value.is_finite() {
+                return Err(DecisionError::NonFiniteValue { seed, value });
+            }
+            if !seen.insert(seed) {
+                return Err(DecisionError::DuplicateSeed(seed));
+            }
+        }
+        for (seed, values) in replays {
+            if let Some(&value) = values.iter().find(|v| !v.is_finite()) {
+                return Err(DecisionError::NonFiniteValue { seed: *seed, value });
+            }
+        }
+        if baseline.len() < rule.min_baseline_seeds.max(2) {
+            return Err(DecisionError::TooFewBaselineSeeds {
+                needed: rule.min_baseline_seeds.max(2),
+                got: baseline.len(),
+            });
+        }
+        let replay_count: usize = replays.iter().map(|(_, v)| v.len()).sum();
+        // Each group: every value we have for one seed (its baseline run plus its replays).
+        let groups: Vec<Vec<f64>> = replays
+            .iter()
+            .map(|(seed, values)| {
+                let mut g: Vec<f64> = baseline
+                    .iter()
+                    .filter(|(s, _)| s == seed)
+                    .map(|(_, v)| *v)
+                    .collect();
+                g.extend(values);
+                g
+            })
+            .collect();
+        let (ss, dof) =
+            groups
+                .iter()
+                .filter(|g| g.len() >= 2)
+                .fold((0.0, 0usize), |(ss, dof), g| {
+                    let (m, _) = mean_sd(g);
+                    (
+                        ss + g.iter().map(|v| (v - m).powi(2)).sum::<f64>(),
+                        dof + g.len() - 1,
+                    )
+                });
+        if replay_count < rule.min_replays || (rule.min_replays > 0 && dof == 0) {
+            return Err(DecisionError::TooFewReplays {
+                needed: rule.min_replays,
+                got: if dof == 0 { 0 } else { replay_count },
+            });
+        }
+        let values: Vec<f64> = baseline.iter().map(|(_, v)| *v).collect();
+        let (baseline_mean, run_sd) = mean_sd(&values);
+        let nondeterminism_sd = if dof > 0 {
+            (ss / dof as f64).sqrt()
+        } else {
+            0.0
+        };
+        Ok(Calibration {
+            baseline: baseline.to_vec(),
+            replays: replays.to_vec(),
+            n_seeds: baseline.len(),
+            baseline_mean,
+            run_sd,
+            nondeterminism_sd,
+            paired_null_sd: std::f64::consts::SQRT_2 * nondeterminism_sd,
+        })
+    }
+
+    /// The minimum mean gain an accepted change must show under `rule`.
+    pub fn min_effect(&self, rule: &DecisionRule) -> f64 {
+        rule.min_effect_sd * self.run_sd
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScreenVerdict {
+    Pass,
+    Reject,
+}
+
+/// Outcome of screening one candidate run against the calibrated baseline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScreenOutcome {
+    pub verdict: ScreenVerdict,
+    #[serde(with = "crate::stats::lossless_f64")]
+    pub candidate: f64,
+    pub baseline_mean: f64,
+    pub run_sd: f64,
+    /// baseline_mean - candidate.
+    #[serde(with = "crate::stats::lossless_f64")]
+    pub gain: f64,
+    /// gain / run_sd (+/-inf when run_sd is 0 and the gain is not).
+    #[serde(with = "crate::stats::lossless_f64")]
+    pub z: f64,
+    pub threshold_z: f64,
+    pub reason: String,
+}
+
+/// Screens one candidate run: reject early when it is clearly worse than the baseline.
+pub fn screen(calibration: &Calibration, rule: &DecisionRule, candidate: f64) -> ScreenOutcome {
+    let gain = calibration.baseline_mean - candidate;
+    let z = if calibration.run_sd > 0.0 {
+        gain / calibration.run_sd
+    } else if gain > 0.0 {
+        f64::INFINITY
+    } else if gain < 0.0 {
+        f64::NEG_INFINITY
+    } else {
+        0.0
+    };
+    let threshold_z = rule.screen_reject_below_sd;
+    let (verdict, reason) = if !rule.screen_enabled {
+        (
+            ScreenVerdict::Pass,
+            "screening is disabled by the rule".to_string(),
+        )
+    } else if !candidate.is_finite() {
+        (
+            ScreenVerdict::Reject,
+            format!("candidate value {candidate} is not finite"),
+        )
+    } else if z < threshold_z {
+        (
+            ScreenVerdict::Reject,
+            format!(
+                "candidate is {:.2} run-to-run sd worse than the baseline (limit {:.2})",
+                -z, -threshold_z
+            ),
+        )
+    } else {
+        (
+            ScreenVerdict::Pass,
+            format!("candidate gain is {z:.2} run-to-run sd (screen limit {threshold_z:.2})"),
+        )
+    };
+    ScreenOutcome {
+        verdict,
+        candidate,
+        baseline_mean: calibration.baseline_mean,
+        run_sd: calibration.run_sd,
+        gain,
+        z,
+        threshold_z,
+        reason,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageVerdict {
+    Continue,
+    Accept,
+    Reject,
+}
+
+/// Outcome of one confirmation stage, with its inputs and statistics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageOutcome {
+    pub stage_index: usize,
+    pub final_stage: bool,
+    pub verdict: StageVerdict,
+    /// (baseline, candidate) values on the same seed.
+    pub pairs: Vec<(f64, f64)>,
+    pub mean_baseline: f64,
+    pub mean_candidate: f64,
+    /// Paired t-test on gain = baseline - candidate (one-sided, H1: gain > 0).
+    pub test: TTest,
+    pub p_threshold: f64,
+    /// Minimum mean gain (only enforced at the final stage).
+    pub min_effect: f64,
+    pub reason: String,
+}
+
+/// Runs confirmation stage `stage_index` on its own fresh pairs (earlier stages' pairs are
+/// not pooled, so the stages' false-accept probabilities multiply).
+pub fn confirm_stage(
+    rule: &DecisionRule,
+    calibration: &Calibration,
+    stage_index: usize,
+    pairs: &[(f64, f64)],
+) -> Result<StageOutcome, DecisionError> {
+    let stage = rule
+        .stages
+        .get(stage_index)
+        .ok_or(DecisionError::NoSuchStage {
+            index: stage_index,
+            stages: rule.stages.len(),
+        })?;
+    if pairs.len() != stage.pairs {
+        return Err(DecisionError::WrongPairCount {
+            index: stage_index,
+            needed: stage.pairs,
+            got: pairs.len(),
+        });
+    }
+    if let Some((index, &(baseline, candidate))) = pairs
+        .iter()
+        .enumerate()
+        .find(|(_, (b, c))| !b.is_finite() || !c.is_finite())
+    {
+        return Err(DecisionError::NonFinitePair {
+            index,
+            baseline,
+            candidate,
+        });
+    }
+    let gains: Vec<f64> = pairs.iter().map(|(b, c)| b - c).collect();
+    let test = one_sample_t(&gains).expect("validated: >= 2 finite values");
+    let n = pairs.len() as f64;
+    let final_stage = stage_index + 1 == rule.stages.len();
+    let min_effect = calibration.min_effect(rule);
+    let significant = test.p < stage.p_threshold;
+    let (verdict, reason) = match (final_stage, significant) {
+        (false, true) => (
+            StageVerdict::Continue,
+            format!(
+                "p = {:.4} < {}: run the next stage",
+                test.p, stage.p_threshold
+            ),
+        ),
+        (_, false) => (
+            StageVerdict::Reject,
+            format!(
+                "p = {:.4} is not below {} (mean gain {:.6})",
+                test.p, stage.p_threshold, test.mean
+            ),
+        ),
+        (true, true) if test.mean >= min_effect => (
+            StageVerdict::Accept,
+            format!(
+                "p = {:.4} < {} and mean gain {:.6} >= minimum effect {:.6}",
+                test.p, stage.p_threshold, test.mean, min_effect
+            ),
+        ),
+        (true, true) => (
+            StageVerdict::Reject,
+            format!(
+                "significant (p = {:.4}) but mean gain {:.6} is below the minimum effect {:.6}",
+                test.p, test.mean, min_effect
+            ),
+        ),
+    };
+    Ok(StageOutcome {
+        stage_index,
+        final_stage,
+        verdict,
+        pairs: pairs.to_vec(),
+        mean_baseline: pairs.iter().map(|p| p.0).sum::<f64>() / n,
+        mean_candidate: pairs.iter().map(|p| p.1).sum::<f64>() / n,
+        test,
+        p_threshold: stage.p_threshold,
+        min_effect,
+        reason,
+    })
+}

@@ -1,0 +1,449 @@
+//! The decision engine on fixed inputs, checked against values computed by hand and
+//! against a Student t table (NIST/SEMATECH e-Handbook of Statistical Methods, table 1.3.6.7.2,
+//! upper critical values of the t distribution).
+
+use agentloop_guardrails::decision::{
+    confirm_stage, screen, Calibration, DecisionError, DecisionRule, ScreenVerdict, StageRule,
+    StageVerdict,
+};
+use agentloop_guardrails::process::{
+    recompute, Arm, DecidedAt, DecisionProcess, Observation, ProcessError, Request, RunValue,
+    Verdict,
+};
+
+/// Ten seeds: mean 1.50 and sd exactly 0.02 (squared deviations sum to 36e-4, / 9 = 4e-4).
+fn baseline() -> Vec<(u64, f64)> {
+    [1.50, 1.52, 1.48, 1.51, 1.49, 1.53, 1.47, 1.50, 1.52, 1.48]
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (i as u64 + 1, v))
+        .collect()
+}
+
+/// Seed 1 replayed twice (1.50, 1.50, 1.50: ss 0), seed 2 once (1.52, 1.53: ss 5e-5):
+/// pooled within-seed sd = sqrt(5e-5 / 3) = 0.00408248.
+fn replays() -> Vec<(u64, Vec<f64>)> {
+    vec![(1, vec![1.50, 1.50]), (2, vec![1.53])]
+}
+
+/// The example rule: 3 pairs at p < 0.2, then 6 pairs at p < 0.05, min effect 1 run sd.
+fn rule() -> DecisionRule {
+    DecisionRule {
+        stages: vec![
+            StageRule {
+                pairs: 3,
+                p_threshold: 0.2,
+            },
+            StageRule {
+                pairs: 6,
+                p_threshold: 0.05,
+            },
+        ],
+        ..DecisionRule::default()
+    }
+}
+
+fn calibration() -> Calibration {
+    Calibration::from_runs(&baseline(), &replays()).unwrap()
+}
+
+fn close(a: f64, b: f64, tol: f64) -> bool {
+    (a - b).abs() <= tol
+}
+
+#[test]
+fn calibration_gives_run_sd_floor_and_paired_sd() {
+    let c = calibration();
+    assert_eq!(c.n_seeds, 10);
+    assert!(close(c.baseline_mean, 1.50, 1e-12));
+    assert!(close(c.run_sd, 0.02, 1e-12), "{}", c.run_sd);
+    assert!(close(c.nondeterminism_sd, 0.004_082_483, 1e-9));
+    assert!(close(c.paired_null_sd, 0.004_082_483 * 2f64.sqrt(), 1e-9));
+}
+
+#[test]
+fn calibration_refuses_too_little_or_bad_data() {
+    let few = &baseline()[..9];
+    assert_eq!(
+        Calibration::from_runs(few, &replays()).unwrap_err(),
+        DecisionError::TooFewBaselineSeeds { needed: 10, got: 9 }
+    );
+    assert!(matches!(
+        Calibration::from_runs(&baseline(), &[(1, vec![1.5])]).unwrap_err(),
+        DecisionError::TooFewReplays { needed: 3, .. }
+    ));
+    let mut dup = baseline();
+    dup[1].0 = 1;
+    assert_eq!(
+        Calibration::from_runs(&dup, &replays()).unwrap_err(),
+        DecisionError::DuplicateSeed(1)
+    );
+    let mut nan = baseline();
+    nan[3].1 = f64::NAN;
+    assert!(matches!(
+        Calibration::from_runs(&nan, &replays()).unwrap_err(),
+        DecisionError::NonFiniteValue { seed: 4, .. }
+    ));
+}
+
+#[test]
+fn screen_rejects_clearly_worse_candidates_only() {
+    let rule = DecisionRule {
+        screen_reject_below_sd: -0.5,
+        ..rule()
+    };
+    // 1.515: gain -0.015 = -0.75 run sd < -0.5 -> reject.
+    let worse = screen(&calibration(), &rule, 1.515);
+    assert_eq!(worse.verdict, ScreenVerdict::Reject);
+    assert!(close(worse.z, -0.75, 1e-9));
+    // 1.505: -0.25 run sd -> pass; an improvement passes too.
+    assert_eq!(
+        screen(&calibration(), &rule, 1.505).verdict,
+        ScreenVerdict::Pass
+    );
+    assert_eq!(
+        screen(&calibration(), &rule, 1.40).verdict,
+        ScreenVerdict::Pass
+    );
+}
+
+#[test]
+fn stage_one_continues_on_a_small_p() {
+    // Gains 0.02, 0.01, 0.03: mean 0.02, sd 0.01, se 0.005774, t = 3.4641, df 2.
+    // t-table df 2: t_0.95 = 2.920, t_0.975 = 4.303 -> 0.025 < p < 0.05;
+    // closed form for df 2: p = (1 - t / sqrt(t^2 + 2)) / 2 = 0.037090.
+    let pairs = [(1.50, 1.48), (1.52, 1.51), (1.49, 1.46)];
+    let s = confirm_stage(&rule(), &calibration(), 0, &pairs).unwrap();
+    assert_eq!(s.verdict, StageVerdict::Continue);
+    assert!(close(s.test.mean, 0.02, 1e-12));
+    assert!(close(s.test.sd, 0.01, 1e-12));
+    assert!(close(s.test.t, 3.464_101_6, 1e-6));
+    assert_eq!(s.test.df, 2.0);
+    assert!(s.test.p > 0.025 && s.test.p < 0.05);
+    assert!(close(s.test.p, 0.037_090, 1e-5), "{}", s.test.p);
+    assert!(
+        close(s.mean_baseline, 1.503_333_3, 1e-6) && close(s.mean_candidate, 1.483_333_3, 1e-6)
+    );
+}
+
+#[test]
+fn stage_one_rejects_without_evidence() {
+    // Gains 0.01, -0.01, 0: mean 0, t = 0, p = 0.5 >= 0.2.
+    let pairs = [(1.50, 1.49), (1.50, 1.51), (1.50, 1.50)];
+    let s = confirm_stage(&rule(), &calibration(), 0, &pairs).unwrap();
+    assert_eq!(s.verdict, StageVerdict::Reject);
+    assert!(close(s.test.p, 0.5, 1e-12));
+}
+
+#[test]
+fn final_stage_accepts_a_large_significant_gain() {
+    // Gains 0.03 0.02 0.04 0.03 0.025 0.035: mean 0.03, sd sqrt(2.5e-4 / 5) = 0.0070711,
+    // t = 10.392 with df 5; t-table t_0.999,5 = 5.893 -> p < 0.001. Min effect 1 run sd = 0.02.
+    let gains = [0.03, 0.02, 0.04, 0.03, 0.025, 0.035];
+    let pairs: Vec<(f64, f64)> = gains.iter().map(|g| (1.5, 1.5 - g)).collect();
+    let s = confirm_stage(&rule(), &calibration(), 1, &pairs).unwrap();
+    assert_eq!(s.verdict, StageVerdict::Accept, "{}", s.reason);
+    assert!(close(s.test.t, 10.392_305, 1e-5));
+    assert!(s.test.p < 0.001);
+    assert!(close(s.min_effect, 0.02, 1e-12));
+}
+
+#[test]
+fn final_stage_rejects_a_significant_gain_below_the_minimum_effect() {
+    // Mean 0.015 < 0.02 although t = 5.196 (t_0.995,5 = 4.032 < t < t_0.999,5 = 5.893).
+    let gains = [0.015, 0.005, 0.025, 0.015, 0.010, 0.020];
+    let pairs: Vec<(f64, f64)> = gains.iter().map(|g| (1.5, 1.5 - g)).collect();
+    let s = confirm_stage(&rule(), &calibration(), 1, &pairs).unwrap();
+    assert_eq!(s.verdict, StageVerdict::Reject);
+    assert!(s.test.p > 0.001 && s.test.p < 0.005, "{}", s.test.p);
+    assert!(s.reason.contains("minimum effect"), "{}", s.reason);
+}
+
+#[test]
+fn final_stage_at_the_table_critical_value() {
+    // t-table: t_0.95,5 = 2.015. Gains built so t = 2.0 (just below: p > 0.05, reject) and
+    // t = 2.1 (just above: p < 0.05, accept with no minimum effect).
+    let base = [-1.0, -0.5, 0.0, 0.5, 1.0, 0.0];
+    let sd = (2.5f64 / 5.0).sqrt() * 0.05; // sd of base * 0.05
+    for (t, verdict) in [(2.0, StageVerdict::Reject), (2.1, StageVerdict::Accept)] {
+        let shift = t * sd / 6f64.sqrt();
+        let pairs: Vec<(f64, f64)> = base
+            .iter()
+            .map(|b| (1.5, 1.5 - (b * 0.05 + shift)))
+            .collect();
+        let rule = DecisionRule {
+            min_effect_sd: 0.0,
+            ..rule()
+        };
+        let s = confirm_stage(&rule, &calibration(), 1, &pairs).unwrap();
+        assert!(close(s.test.t, t, 1e-9));
+        assert_eq!(s.verdict, verdict, "t = {t}, p = {}", s.test.p);
+    }
+}
+
+#[test]
+fn zero_variance_differences() {
+    let rule = rule();
+    let same = [(1.5, 1.5); 3];
+    let s = confirm_stage(&rule, &calibration(), 0, &same).unwrap();
+    assert_eq!((s.verdict, s.test.p), (StageVerdict::Reject, 0.5));
+    let better = [(1.5, 1.47); 6];
+    let s = confirm_stage(&rule, &calibration(), 1, &better).unwrap();
+    assert_eq!(s.verdict, StageVerdict::Accept);
+    assert_eq!(s.test.t, f64::INFINITY);
+    // Serializes (JSON has no infinity) and recomputes.
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["test"]["t"], "inf");
+}
+
+#[test]
+fn stage_inputs_are_validated() {
+    let rule = rule();
+    let c = calibration();
+    assert!(matches!(
+        confirm_stage(&rule, &c, 0, &[(1.0, 1.0)]),
+        Err(DecisionError::WrongPairCount { .. })
+    ));
+    assert!(matches!(
+        confirm_stage(&rule, &c, 5, &[]),
+        Err(DecisionError::NoSuchStage { .. })
+    ));
+    let nan = [(1.0, f64::NAN), (1.0, 1.0), (1.0, 1.0)];
+    assert!(matches!(
+        confirm_stage(&rule, &c, 0, &nan),
+        Err(DecisionError::NonFinitePair { index: 0, .. })
+    ));
+    let bad = DecisionRule {
+        stages: vec![],
+        ..DecisionRule::default()
+    };
+    assert!(bad.validate().is_err());
+}
+
+fn drive(process: &mut DecisionProcess, candidate_screen: f64, gains: &[f64]) {
+    assert_eq!(
+        process.next_request(),
+        Request::NeedRuns {
+            arm: Arm::Candidate,
+            count: 1
+        }
+    );
+    process
+        .add_result(Observation::Candidate(RunValue::Ok(candidate_screen)))
+        .unwrap();
+    for g in gains {
+        if process.decision().is_some() {
+            break;
+        }
+        process
+            .add_result(Observation::Pair {
+                baseline: RunValue::Ok(1.5),
+                candidate: RunValue::Ok(1.5 - g),
+            })
+            .unwrap();
+    }
+}
+
+#[test]
+fn the_process_runs_screen_then_stages_and_accepts() {
+    let mut p = DecisionProcess::new(rule(), calibration()).unwrap();
+    let gains = [0.02, 0.01, 0.03, 0.03, 0.02, 0.04, 0.03, 0.025, 0.035];
+    assert_eq!(
+        p.next_request(),
+        Request::NeedRuns {
+            arm: Arm::Candidate,
+            count: 1
+        }
+    );
+    p.add_result(Observation::Candidate(RunValue::Ok(1.49)))
+        .unwrap();
+    assert_eq!(
+        p.next_request(),
+        Request::NeedRuns {
+            arm: Arm::Paired,
+            count: 3
+        }
+    );
+    drive_pairs(&mut p, &gains[..1]);
+    assert_eq!(
+        p.next_request(),
+        Request::NeedRuns {
+            arm: Arm::Paired,
+            count: 2
+        }
+    );
+    drive_pairs(&mut p, &gains[1..3]);
+    assert_eq!(
+        p.next_request(),
+        Request::NeedRuns {
+            arm: Arm::Paired,
+            count: 6
+        }
+    );
+    drive_pairs(&mut p, &gains[3..]);
+    let d = p.decision().unwrap();
+    assert_eq!(d.verdict, Verdict::Accept);
+    assert_eq!(d.decided_at, DecidedAt::Stage(1));
+    assert_eq!(d.runs, 1 + 2 * 9);
+    assert_eq!(d.stages.len(), 2);
+    recompute(&serde_json::to_value(d).unwrap()).unwrap();
+}
+
+fn drive_pairs(p: &mut DecisionProcess, gains: &[f64]) {
+    for g in gains {
+        p.add_result(Observation::Pair {
+            baseline: RunValue::Ok(1.5),
+            candidate: RunValue::Ok(1.5 - g),
+        })
+        .unwrap();
+    }
+}
+
+#[test]
+fn a_bad_screen_run_ends_the_decision_after_one_run() {
+    let mut p = DecisionProcess::new(rule(), calibration()).unwrap();
+    drive(&mut p, 1.60, &[]);
+    let d = p.decision().unwrap();
+    assert_eq!(
+        (d.verdict, d.decided_at, d.runs),
+        (Verdict::Reject, DecidedAt::Screen, 1)
+    );
+    assert!(matches!(
+        p.add_result(Observation::Candidate(RunValue::Ok(1.0))),
+        Err(ProcessError::AlreadyDone)
+    ));
+}
+
+#[test]
+fn crashes_candidate_ends_baseline_is_retried() {
+    let mut p = DecisionProcess::new(rule(), calibration()).unwrap();
+    p.add_result(Observation::Candidate(RunValue::Ok(1.49)))
+        .unwrap();
+    // A crashed baseline is refused and changes nothing: the loop retries it.
+    let before = serde_json::to_value(&p).unwrap();
+    let err = p.add_result(Observation::Pair {
+        baseline: RunValue::Crashed,
+        candidate: RunValue::Ok(1.4),
+    });
+    assert_eq!(err, Err(ProcessError::BaselineCrashed));
+    assert_eq!(serde_json::to_value(&p).unwrap(), before);
+    // A crashed candidate is a crash decision.
+    p.add_result(Observation::Pair {
+        baseline: RunValue::Ok(1.5),
+        candidate: RunValue::Crashed,
+    })
+    .unwrap();
+    let d = p.decision().unwrap();
+    assert_eq!(
+        (d.verdict, d.decided_at, d.runs),
+        (Verdict::Crash, DecidedAt::Stage(0), 3)
+    );
+    recompute(&serde_json::to_value(d).unwrap()).unwrap();
+    // A crashed screening run too.
+    let mut p = DecisionProcess::new(rule(), calibration()).unwrap();
+    p.add_result(Observation::Candidate(RunValue::Crashed))
+        .unwrap();
+    assert_eq!(p.decision().unwrap().verdict, Verdict::Crash);
+}
+
+#[test]
+fn wrong_observations_are_refused() {
+    let mut p = DecisionProcess::new(rule(), calibration()).unwrap();
+    let pair = Observation::Pair {
+        baseline: RunValue::Ok(1.5),
+        candidate: RunValue::Ok(1.4),
+    };
+    assert!(matches!(
+        p.add_result(pair),
+        Err(ProcessError::WrongObservation { .. })
+    ));
+}
+
+#[test]
+fn the_process_state_survives_a_restart() {
+    let mut p = DecisionProcess::new(rule(), calibration()).unwrap();
+    drive(&mut p, 1.49, &[0.02, 0.01]);
+    let saved = serde_json::to_string(&p).unwrap();
+    let mut resumed: DecisionProcess = serde_json::from_str(&saved).unwrap();
+    assert_eq!(
+        resumed.next_request(),
+        Request::NeedRuns {
+            arm: Arm::Paired,
+            count: 1
+        }
+    );
+    drive_pairs(&mut resumed, &[0.03]);
+    assert_eq!(
+        resumed.next_request(),
+        Request::NeedRuns {
+            arm: Arm::Paired,
+            count: 6
+        }
+    );
+}
+
+#[test]
+fn recompute_detects_a_tampered_decision() {
+    let mut p = DecisionProcess::new(rule(), calibration()).unwrap();
+    drive(
+        &mut p,
+        1.49,
+        &[0.02, 0.01, 0.03, 0.03, 0.02, 0.04, 0.03, 0.025, 0.035],
+    );
+    let good = serde_json::to_value(p.decision().unwrap()).unwrap();
+    recompute(&good).unwrap();
+    let mut flipped = good.clone();
+    flipped["verdict"] = "reject".into();
+    assert!(recompute(&flipped).unwrap_err().contains("/verdict"));
+    let mut edited = good.clone();
+    edited["observations"][3]["pair"]["candidate"]["ok"] = 1.6.into();
+    assert!(recompute(&edited).is_err());
+    let mut p_value = good.clone();
+    p_value["stages"][1]["test"]["p"] = 0.01.into();
+    assert!(recompute(&p_value)
+        .unwrap_err()
+        .contains("/stages/1/test/p"));
+    let mut version = good;
+    version["rule"]["rule_version"] = "other/v9".into();
+    version["rule_version"] = "other/v9".into();
+    assert!(recompute(&version).is_err());
+}
+
+#[test]
+fn screening_can_be_disabled() {
+    let rule = DecisionRule {
+        screen_enabled: false,
+        ..rule()
+    };
+    let p = DecisionProcess::new(rule, calibration()).unwrap();
+    assert_eq!(
+        p.next_request(),
+        Request::NeedRuns {
+            arm: Arm::Paired,
+            count: 3
+        }
+    );
+}
+
+#[test]
+fn a_non_finite_metric_is_refused_and_changes_nothing() {
+    let mut p = DecisionProcess::new(rule(), calibration()).unwrap();
+    let err = p
+        .add_result(Observation::Candidate(RunValue::Ok(f64::NAN)))
+        .unwrap_err();
+    assert!(err.to_string().contains("crashed"), "{err}");
+    assert_eq!(
+        p.next_request(),
+        Request::NeedRuns {
+            arm: Arm::Candidate,
+            count: 1
+        }
+    );
+}
+
+#[test]
+fn recalibration_is_due_every_25_merges_by_default() {
+    let rule = DecisionRule::default();
+    assert!(!rule.needs_recalibration(24));
+    assert!(rule.needs_recalibration(25));
+}

@@ -1,0 +1,102 @@
+//! Parsing `agentloop.toml` from a real file.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+#[test]
+fn parses_the_architecture_example() {
+    let (dir, t) = common::target();
+    assert_eq!(t.root, dir.path());
+    assert_eq!(t.metric, "val_bpb");
+    assert_eq!(t.build.timeout, Duration::from_secs(20 * 60));
+    assert_eq!(t.train.timeout, Duration::from_secs(600));
+    assert_eq!(t.train.memory_limit, 8 * 1024 * 1024 * 1024);
+    assert_eq!(t.train.smoke_budget, "3steps");
+    assert!(t.is_editable("trainer/src/model.rs"));
+    assert!(t.is_editable("trainer/config/small.toml"));
+    assert!(!t.is_editable("trainer/config/a/b.toml"));
+    assert!(t.is_frozen("trainer/data/shakespeare/hamlet.txt"));
+    // Unknown tables pass through for the agent.
+    assert_eq!(
+        t.extra["proposer"]["offline"]["moves"][1].as_str(),
+        Some("warmup")
+    );
+    assert_eq!(
+        t.decision,
+        agentloop_guardrails::decision::DecisionRule::default()
+    );
+}
+
+#[test]
+fn renders_and_shell_quotes_the_train_command() {
+    let (_dir, t) = common::target();
+    let cmd = t.render_train_command(7, "val", "60000tokens", Path::new("runs/c1 x/it's"));
+    assert_eq!(
+        cmd,
+        ".agentloop-bin/agentloop-trainer train --seed 7 --split val --budget 60000tokens --out 'runs/c1 x/it'\\''s'"
+    );
+    // A value holding a placeholder or shell syntax is not re-substituted or executed.
+    let cmd = t.render_train_command(1, "val;rm -rf /", "{out}", Path::new("o"));
+    assert!(
+        cmd.contains("--split 'val;rm -rf /' --budget '{out}' --out o"),
+        "{cmd}"
+    );
+    let smoke = t.render_smoke_command(3, "val", Path::new("o"));
+    assert!(smoke.contains("--budget 3steps"), "{smoke}");
+}
+
+#[test]
+fn decision_and_policy_overrides_apply() {
+    let text = format!(
+        "{}\n[decision]\nmin_effect_sd = 0.5\nstages = [{{ pairs = 4, p_threshold = 0.25 }}, {{ pairs = 8, p_threshold = 0.05 }}]\n[policy]\nmax_patch_bytes = 1000\n",
+        common::TARGET_TOML
+    );
+    let (_dir, t) = common::target_from(&text);
+    assert_eq!(t.decision.min_effect_sd, 0.5);
+    assert_eq!(t.decision.stages[0].pairs, 4);
+    assert_eq!(t.decision.min_baseline_seeds, 10); // untouched default
+    assert_eq!(t.policy.max_patch_bytes, 1000);
+}
+
+#[test]
+fn errors_name_the_file_and_the_key() {
+    let missing = common::TARGET_TOML.replace("timeout  = \"10m\"\n", "");
+    let e = common::load_err(&missing);
+    assert!(
+        e.contains("agentloop.toml") && e.contains("train.timeout"),
+        "{e}"
+    );
+
+    let bad_duration = common::TARGET_TOML.replace("\"20m\"", "\"twenty\"");
+    let e = common::load_err(&bad_duration);
+    assert!(e.contains("build.timeout") && e.contains("twenty"), "{e}");
+
+    let bad_size = common::TARGET_TOML.replace("\"8GiB\"", "\"lots\"");
+    let e = common::load_err(&bad_size);
+    assert!(e.contains("train.memory_limit"), "{e}");
+
+    let no_placeholder = common::TARGET_TOML.replace("--out {out}", "");
+    let e = common::load_err(&no_placeholder);
+    assert!(e.contains("train.command") && e.contains("{out}"), "{e}");
+
+    let unknown = format!("{}\n[decision]\nalpha = 0.1\n", common::TARGET_TOML);
+    let e = common::load_err(&unknown);
+    assert!(e.contains("decision") && e.contains("alpha"), "{e}");
+
+    let bad_rule = format!("{}\n[decision]\nstages = []\n", common::TARGET_TOML);
+    assert!(common::load_err(&bad_rule).contains("stage"));
+
+    let e = common::load_err("[target\n");
+    assert!(
+        e.contains("agentloop.toml") && e.contains("invalid TOML"),
+        "{e}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let e = agentloop_guardrails::target::TargetSpec::load(dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("agentloop.toml"), "{e}");
+}

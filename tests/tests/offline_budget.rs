@@ -1,0 +1,63 @@
+//! `agentloop start --budget 3m` with the offline proposer on a fresh clone, with the default
+//! configuration: the session ends by itself within the budget (plus a small grace for the
+//! run in flight), records decisions, and leaves a ledger that verifies.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use agentloop_ledger::EventKind;
+use agentloop_tests::{check, output, TargetOptions, TargetRepo};
+
+const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
+
+fn target_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
+}
+
+#[test]
+fn three_minute_offline_session_on_a_fresh_clone() {
+    let origin = TargetRepo::create(&TargetOptions::real()).unwrap();
+    let repo = origin.clone_fresh().unwrap();
+    // Build the trainer once outside the budget, as a user's earlier `cargo build` would have:
+    // what is measured is the loop, not a cold compile of candle.
+    let warm = std::process::Command::new("cargo")
+        .args(["build", "-p", "agentloop-trainer"])
+        .current_dir(&repo.root)
+        .env("CARGO_TARGET_DIR", target_dir())
+        .status()
+        .unwrap();
+    assert!(warm.success());
+
+    let started = Instant::now();
+    let out = output(repo.agentloop(
+        BIN.as_ref(),
+        &target_dir(),
+        &["start", "--budget", "3m", "--agent", "offline"],
+    ))
+    .unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        took < Duration::from_secs(180 + 60),
+        "the budget was overrun: {took:?}"
+    );
+    let summary = check::consistent(&repo, "main").unwrap();
+    assert!(
+        !summary.decisions.is_empty(),
+        "no decision in 3 minutes:\n{stderr}"
+    );
+    let events = repo.events().unwrap();
+    let end = events
+        .iter()
+        .rev()
+        .find(|e| e.kind == EventKind::SessionEnd)
+        .unwrap();
+    assert!(
+        ["budget_spent", "proposer_exhausted"]
+            .contains(&end.payload["reason"].as_str().unwrap_or("")),
+        "{:?}",
+        end.payload
+    );
+    assert!(events.iter().any(|e| e.kind == EventKind::Calibration));
+}

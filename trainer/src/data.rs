@@ -1,0 +1,303 @@
+//! The corpus: a directory of `*.txt` documents, split train / validation / holdout by whole
+//! documents, deterministically, and the training-batch source. Frozen.
+//!
+//! The training loop only ever receives a [`BatchSource`]. Validation and holdout tokens are
+//! loaded by [`load_eval_tokens`], which needs an [`EvalAccess`] that only the frozen runner
+//! can create, so editable code cannot read them.
+
+use crate::runner::EvalAccess;
+use crate::tokenizer::Tokenizer;
+use crate::Split;
+use candle_core::{Device, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// Fixed salt of the document split: the split never depends on the run seed.
+const SPLIT_SALT: &[u8] = b"agentloop-trainer/split/v1";
+/// Mixed into the run seed for the data order, so it differs from the initialization stream.
+const DATA_ORDER_SALT: u64 = 0x5eed_da7a_0000_0001;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("data directory {path} cannot be read: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data directory {path} holds {found} `*.txt` documents; at least 3 are needed (train, val, holdout)")]
+    TooFewDocuments { path: PathBuf, found: usize },
+    #[error("data file {path} cannot be read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data file {path} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("the training split has {tokens} tokens, too few for sequences of {seq_len}")]
+    TooShort { tokens: usize, seq_len: usize },
+}
+
+/// Which documents belong to which split (paths only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitManifest {
+    pub train: Vec<PathBuf>,
+    pub val: Vec<PathBuf>,
+    pub holdout: Vec<PathBuf>,
+}
+
+/// Ranks documents by a salted hash of their file name: 5% (at least one) go to validation,
+/// as many to the holdout, the rest to training. Adding a document moves no other document.
+pub fn split_manifest(dir: &Path) -> Result<SplitManifest, DataError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| DataError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut docs = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|source| DataError::Dir {
+                path: dir.to_path_buf(),
+                source,
+            })?
+            .path();
+        if path.extension().is_some_and(|e| e == "txt") {
+            docs.push(path);
+        }
+    }
+    if docs.len() < 3 {
+        return Err(DataError::TooFewDocuments {
+            path: dir.to_path_buf(),
+            found: docs.len(),
+        });
+    }
+    let rank = |p: &PathBuf| {
+        let name = p.file_name().unwrap_or_default().to_string_lossy();
+        let mut h = Sha256::new();
+        h.update(SPLIT_SALT);
+        h.update(name.as_bytes());
+        h.finalize().to_vec()
+    };
+    docs.sort_by_cached_key(rank);
+    let n_eval = (docs.len() / 20).max(1);
+    let mut val: Vec<_> = docs.drain(..n_eval).collect();
+    let mut holdout: Vec<_> = docs.drain(..n_eval).collect();
+    val.sort();
+    holdout.sort();
+    docs.sort();
+    Ok(SplitManifest {
+        train: docs,
+        val,
+        holdout,
+    })
+}
+
+/// Reads one document, refusing anything that is not UTF-8 text.
+pub fn read_document(path: &Path) -> Result<Vec<u8>, DataError> {
+    let bytes = std::fs::read(path).map_err(|source| DataError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if bytes.is_empty() {
+        return Err(DataError::Corrupt {
+            path: path.to_path_buf(),
+            reason: "the file is empty".into(),
+        });
+    }
+    if let Err(e) = std::str::from_utf8(&bytes) {
+        return Err(DataError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                e.valid_up_to()
+            ),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Concatenates documents into one token stream, each one preceded by BOS.
+pub fn tokenize_documents(paths: &[PathBuf], tok: &dyn Tokenizer) -> Result<Vec<u32>, DataError> {
+    let mut tokens = Vec::new();
+    for path in paths {
+        tokens.push(tok.bos());
+        tokens.extend(tok.encode(&read_document(path)?));
+    }
+    Ok(tokens)
+}
+
+/// The tokens of the validation or holdout split, for the frozen evaluation only.
+pub struct EvalTokens {
+    tokens: Vec<u32>,
+    split: Split,
+}
+
+impl EvalTokens {
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+    pub fn split(&self) -> Split {
+        self.split
+    }
+}
+
+pub fn load_eval_tokens(
+    dir: &Path,
+    split: Split,
+    tok: &dyn Tokenizer,
+    _access: &EvalAccess,
+) -> Result<EvalTokens, DataError> {
+    let manifest = split_manifest(dir)?;
+    let docs = match split {
+        Split::Val => &manifest.val,
+        Split::Holdout => &manifest.holdout,
+    };
+    Ok(EvalTokens {
+        tokens: tokenize_documents(docs, tok)?,
+        split,
+    })
+}
+
+/// One training batch: `inputs` and `targets` are `(batch, seq_len)` u32 tensors, `targets`
+/// shifted one token ahead.
+pub struct Batch {
+    pub inputs: Tensor,
+    pub targets: Tensor,
+}
+
+/// What the editable training loop gets: training batches, nothing else. Every batch drawn
+/// counts against the token budget.
+pub trait BatchSource {
+    fn next_batch(&mut self) -> candle_core::Result<Batch>;
+    fn batch_size(&self) -> usize;
+    fn seq_len(&self) -> usize;
+}
+
+/// Random windows of the training stream. Batch `i` depends only on (seed, i), so the data
+/// position alone restores the order on resume.
+pub struct TrainBatches {
+    tokens: Vec<u32>,
+    batch_size: usize,
+    seq_len: usize,
+    seed: u64,
+    position: u64,
+    device: Device,
+}
+
+impl TrainBatches {
+    pub fn load(
+        dir: &Path,
+        tok: &dyn Tokenizer,
+        batch_size: usize,
+        seq_len: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self, DataError> {
+        let manifest = split_manifest(dir)?;
+        let tokens = tokenize_documents(&manifest.train, tok)?;
+        if tokens.len() < seq_len + 2 {
+            return Err(DataError::TooShort {
+                tokens: tokens.len(),
+                seq_len,
+            });
+        }
+        Ok(Self {
+            tokens,
+            batch_size,
+            seq_len,
+            seed,
+            position: 0,
+            device: device.clone(),
+        })
+    }
+
+    /// Batches drawn so far (the data position stored in checkpoints).
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    pub fn set_position(&mut self, position: u64) {
+        self.position = position;
+    }
+
+    pub fn tokens_drawn(&self) -> u64 {
+        self.position * (self.batch_size * self.seq_len) as u64
+    }
+
+    fn rng_for(&self, batch: u64) -> ChaCha8Rng {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ DATA_ORDER_SALT);
+        rng.set_stream(batch);
+        rng
+    }
+}
+
+impl BatchSource for TrainBatches {
+    fn next_batch(&mut self) -> candle_core::Result<Batch> {
+        let mut rng = self.rng_for(self.position);
+        let (b, t) = (self.batch_size, self.seq_len);
+        let mut inputs = Vec::with_capacity(b * t);
+        let mut targets = Vec::with_capacity(b * t);
+        for _ in 0..b {
+            let start = rng.random_range(0..self.tokens.len() - t - 1);
+            inputs.extend_from_slice(&self.tokens[start..start + t]);
+            targets.extend_from_slice(&self.tokens[start + 1..start + t + 1]);
+        }
+        self.position += 1;
+        Ok(Batch {
+            inputs: Tensor::from_vec(inputs, (b, t), &self.device)?,
+            targets: Tensor::from_vec(targets, (b, t), &self.device)?,
+        })
+    }
+
+    fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    fn seq_len(&self) -> usize {
+        self.seq_len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokenizer::ByteTokenizer;
+
+    fn corpus_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("data/shakespeare")
+    }
+
+    #[test]
+    fn split_is_by_whole_documents_disjoint_and_stable() {
+        let m = split_manifest(&corpus_dir()).unwrap();
+        assert_eq!((m.val.len(), m.holdout.len()), (2, 2));
+        assert_eq!(m.train.len(), 38);
+        let mut all: Vec<_> = m.train.iter().chain(&m.val).chain(&m.holdout).collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 42, "a document appears in two splits");
+        assert_eq!(m, split_manifest(&corpus_dir()).unwrap());
+    }
+
+    #[test]
+    fn batch_order_depends_on_seed_and_position_only() {
+        let tok = ByteTokenizer;
+        let mut a = TrainBatches::load(&corpus_dir(), &tok, 2, 8, 7, &Device::Cpu).unwrap();
+        let first: Vec<Vec<u32>> = a.next_batch().unwrap().inputs.to_vec2().unwrap();
+        let second: Vec<Vec<u32>> = a.next_batch().unwrap().inputs.to_vec2().unwrap();
+        assert_ne!(first, second);
+        let mut b = TrainBatches::load(&corpus_dir(), &tok, 2, 8, 7, &Device::Cpu).unwrap();
+        b.set_position(1);
+        assert_eq!(
+            b.next_batch().unwrap().inputs.to_vec2::<u32>().unwrap(),
+            second
+        );
+        let mut c = TrainBatches::load(&corpus_dir(), &tok, 2, 8, 8, &Device::Cpu).unwrap();
+        assert_ne!(
+            c.next_batch().unwrap().inputs.to_vec2::<u32>().unwrap(),
+            first
+        );
+        assert_eq!(a.tokens_drawn(), 32);
+    }
+}

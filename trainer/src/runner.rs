@@ -1,0 +1,464 @@
+//! One training run, end to end: load inputs, train within the budget, fail fast on
+//! divergence, checkpoint, evaluate on the requested split, write `metrics.json`. Frozen.
+
+use crate::checkpoint::{self, Progress};
+use crate::config::{Budget, CheckpointEvery, Config, Split};
+use crate::contract::Training;
+use crate::data::{self, TrainBatches};
+use crate::eval::{self, EvalError, EVAL_TOKENS};
+use crate::metrics::{self, Metrics, Status};
+use crate::tokenizer::{ByteTokenizer, Tokenizer};
+use candle_core::Device;
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Exit code for bad input or usage (no metrics are written).
+pub const EXIT_BAD_INPUT: i32 = 2;
+/// Smoothing of the reported training loss.
+const LOSS_EMA_BETA: f64 = 0.9;
+/// A step whose loss exceeds this multiple of the best smoothed loss is a blow-up.
+const BLOWUP_FACTOR: f64 = 2.5;
+/// A step whose loss exceeds this multiple of ln(vocab) (a fresh model's loss) is a blow-up.
+const BLOWUP_UNIFORM_FACTOR: f64 = 2.0;
+/// Steps before the relative blow-up rule applies (the smoothed loss needs a few values).
+const BLOWUP_GRACE_STEPS: u64 = 10;
+
+/// Proof of being the frozen runner: only this module can create one, and the validation and
+/// holdout tokens cannot be loaded without it.
+pub struct EvalAccess(());
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunArgs {
+    pub seed: u64,
+    pub split: Split,
+    pub budget: Budget,
+    pub out: PathBuf,
+    pub config: PathBuf,
+    pub data: PathBuf,
+    pub resume: bool,
+    pub checkpoint_every: Option<CheckpointEvery>,
+    pub timeout: Option<Duration>,
+    pub device: DeviceKind,
+}
+
+/// Everything loaded before training starts; any failure here is bad input (exit 2).
+struct Prepared {
+    config: Config,
+    tokenizer: ByteTokenizer,
+    device: Device,
+    batches: TrainBatches,
+    eval_tokens: data::EvalTokens,
+}
+
+fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
+    let config = Config::load(&args.config)?;
+    let tokenizer = ByteTokenizer;
+    if config.model.vocab_size < tokenizer.vocab_size() {
+        anyhow::bail!(
+            "config file {}: `model.vocab_size` is {} but the tokenizer has {} tokens",
+            args.config.display(),
+            config.model.vocab_size,
+            tokenizer.vocab_size()
+        );
+    }
+    let device = match args.device {
+        DeviceKind::Cpu => Device::Cpu,
+        DeviceKind::Cuda => {
+            Device::new_cuda(0).map_err(|e| anyhow::anyhow!("cannot open CUDA device 0: {e}"))?
+        }
+    };
+    let batches = TrainBatches::load(
+        &args.data,
+        &tokenizer,
+        config.train.batch_size,
+        config.model.seq_len,
+        args.seed,
+        &device,
+    )?;
+    let eval_tokens = data::load_eval_tokens(&args.data, args.split, &tokenizer, &EvalAccess(()))?;
+    Ok(Prepared {
+        config,
+        tokenizer,
+        device,
+        batches,
+        eval_tokens,
+    })
+}
+
+/// What the timeout watchdog needs to write a `timed_out` record.
+#[derive(Clone)]
+struct Snapshot {
+    steps: u64,
+    tokens: u64,
+    train_loss: Option<f64>,
+    params: usize,
+    finished: bool,
+}
+
+struct Outcome {
+    status: Status,
+    val_bpb: Option<f64>,
+    error: Option<String>,
+}
+
+struct Loop<'a> {
+    args: &'a RunArgs,
+    fingerprint: String,
+    progress: Progress,
+    snapshot: Arc<Mutex<Snapshot>>,
+}
+
+impl Loop<'_> {
+    fn smoothed_loss(&self) -> Option<f64> {
+        (self.progress.ema_weight > 0.0).then(|| self.progress.loss_ema / self.progress.ema_weight)
+    }
+
+    fn budget_used(&self) -> f64 {
+        let p = &self.progress;
+        match self.args.budget {
+            Budget::Tokens(n) => p.tokens as f64 / n as f64,
+            Budget::Steps(n) => p.step as f64 / n as f64,
+            Budget::Seconds(s) => p.elapsed_s / s,
+        }
+    }
+
+    /// Returns the divergence message, if the step diverged.
+    fn record_step(
+        &mut self,
+        loss: f64,
+        grad_norm: f64,
+        tokens: u64,
+        position: u64,
+        vocab: usize,
+    ) -> Option<String> {
+        let p = &mut self.progress;
+        p.step += 1;
+        p.tokens = tokens;
+        p.data_position = position;
+        p.last_loss = loss;
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            return Some(format!(
+                "step {}: loss {loss} or gradient norm {grad_norm} is not finite",
+                p.step
+            ));
+        }
+        p.loss_ema = LOSS_EMA_BETA * p.loss_ema + (1.0 - LOSS_EMA_BETA) * loss;
+        p.ema_weight = LOSS_EMA_BETA * p.ema_weight + (1.0 - LOSS_EMA_BETA);
+        let smoothed = p.loss_ema / p.ema_weight;
+        let uniform = (vocab as f64).ln();
+        if loss > BLOWUP_UNIFORM_FACTOR * uniform {
+            return Some(format!(
+                "step {}: loss {loss:.3} exceeds {BLOWUP_UNIFORM_FACTOR} x ln(vocab) = {:.3}",
+                p.step,
+                BLOWUP_UNIFORM_FACTOR * uniform
+            ));
+        }
+        if p.step > BLOWUP_GRACE_STEPS && loss > BLOWUP_FACTOR * p.best_loss_ema {
+            return Some(format!(
+                "step {}: loss {loss:.3} blew up to over {BLOWUP_FACTOR} x the best smoothed loss {:.3}",
+                p.step, p.best_loss_ema
+            ));
+        }
+        p.best_loss_ema = p.best_loss_ema.min(smoothed);
+        None
+    }
+}
+
+/// Runs one training job and returns the process exit code.
+pub fn run(args: &RunArgs) -> i32 {
+    let started = Instant::now();
+    if let Err(e) = std::fs::create_dir_all(&args.out) {
+        eprintln!(
+            "error: cannot create output directory {}: {e}",
+            args.out.display()
+        );
+        return EXIT_BAD_INPUT;
+    }
+    let mut prepared = match prepare(args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let fingerprint = prepared.config.fingerprint();
+    let resumed = if args.resume {
+        match checkpoint::load(&args.out, args.seed, &fingerprint, &prepared.device) {
+            Ok(loaded) => Some(loaded),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_BAD_INPUT;
+            }
+        }
+    } else {
+        None
+    };
+    let snapshot = Arc::new(Mutex::new(Snapshot {
+        steps: 0,
+        tokens: 0,
+        train_loss: None,
+        params: 0,
+        finished: false,
+    }));
+    if let Some(limit) = args.timeout {
+        spawn_watchdog(
+            args,
+            limit.saturating_sub(started.elapsed()),
+            started,
+            snapshot.clone(),
+        );
+    }
+
+    let mut looped = Loop {
+        args,
+        fingerprint,
+        progress: Progress {
+            step: 0,
+            data_position: 0,
+            tokens: 0,
+            elapsed_s: 0.0,
+            loss_ema: 0.0,
+            ema_weight: 0.0,
+            best_loss_ema: f64::INFINITY,
+            last_loss: f64::NAN,
+        },
+        snapshot: snapshot.clone(),
+    };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        train_and_evaluate(&mut looped, &mut prepared, resumed)
+    }))
+    .unwrap_or_else(|panic| Outcome {
+        status: Status::Crashed,
+        val_bpb: None,
+        error: Some(format!("panic: {}", panic_message(&panic))),
+    });
+
+    let mut snap = snapshot.lock().unwrap_or_else(|p| p.into_inner());
+    snap.finished = true;
+    let p = &looped.progress;
+    let metrics = Metrics {
+        val_bpb: outcome.val_bpb,
+        split: args.split.name(),
+        train_loss: looped.smoothed_loss(),
+        tokens: p.tokens,
+        steps: p.step,
+        wall_s: started.elapsed().as_secs_f64(),
+        tokens_per_s: if p.elapsed_s > 0.0 {
+            p.tokens as f64 / p.elapsed_s
+        } else {
+            0.0
+        },
+        peak_mem_bytes: metrics::peak_mem_bytes(),
+        params: snap.params,
+        seed: args.seed,
+        status: outcome.status,
+        eval_tokens: EVAL_TOKENS,
+        device: format!("{:?}", args.device).to_lowercase(),
+        error: outcome.error.clone(),
+    };
+    finish(args, &metrics)
+}
+
+fn finish(args: &RunArgs, metrics: &Metrics) -> i32 {
+    if let Some(error) = &metrics.error {
+        eprintln!("error: {error}");
+    }
+    if let Err(e) = metrics::write(&args.out, metrics) {
+        eprintln!(
+            "error: cannot write {}: {e}",
+            args.out.join("metrics.json").display()
+        );
+        return Status::Crashed.exit_code();
+    }
+    metrics::emit(&json!({
+        "event": "done",
+        "status": metrics.status,
+        "val_bpb": metrics.val_bpb,
+        "split": metrics.split,
+        "steps": metrics.steps,
+        "tokens": metrics.tokens,
+        "wall_s": metrics.wall_s,
+    }));
+    metrics.status.exit_code()
+}
+
+fn train_and_evaluate(
+    looped: &mut Loop<'_>,
+    prepared: &mut Prepared,
+    resumed: Option<checkpoint::Loaded>,
+) -> Outcome {
+    let crashed = |e: String| Outcome {
+        status: Status::Crashed,
+        val_bpb: None,
+        error: Some(e),
+    };
+    let args = looped.args;
+    let mut training: Box<dyn Training> =
+        match crate::train::build(&prepared.config, &prepared.device, args.seed) {
+            Ok(t) => t,
+            Err(e) => return crashed(format!("building the model failed: {e}")),
+        };
+    looped
+        .snapshot
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .params = training.param_count();
+    if let Some(loaded) = resumed {
+        if let Err(e) = training.restore(loaded.state) {
+            return crashed(format!("restoring the checkpoint failed: {e}"));
+        }
+        prepared.batches.set_position(loaded.progress.data_position);
+        looped.progress = loaded.progress;
+    }
+    let vocab = prepared.config.model.vocab_size;
+    let prior_elapsed = looped.progress.elapsed_s;
+    let train_started = Instant::now();
+    let mut last_checkpoint = Instant::now();
+    while looped.budget_used() < 1.0 {
+        let used = looped.budget_used();
+        let stats = match training.step(&mut prepared.batches, used) {
+            Ok(s) => s,
+            Err(e) => {
+                return crashed(format!(
+                    "training step {} failed: {e}",
+                    looped.progress.step + 1
+                ))
+            }
+        };
+        looped.progress.elapsed_s = prior_elapsed + train_started.elapsed().as_secs_f64();
+        let diverged = looped.record_step(
+            stats.loss,
+            stats.grad_norm,
+            prepared.batches.tokens_drawn(),
+            prepared.batches.position(),
+            vocab,
+        );
+        let p = &looped.progress;
+        metrics::emit(&json!({
+            "event": "step",
+            "step": p.step,
+            "loss": stats.loss,
+            "grad_norm": stats.grad_norm,
+            "lr": stats.lr,
+            "tokens": p.tokens,
+            "tokens_per_s": p.tokens as f64 / p.elapsed_s.max(1e-9),
+        }));
+        {
+            let mut snap = looped.snapshot.lock().unwrap_or_else(|p| p.into_inner());
+            snap.steps = p.step;
+            snap.tokens = p.tokens;
+            snap.train_loss = looped.smoothed_loss();
+        }
+        if let Some(message) = diverged {
+            return Outcome {
+                status: Status::Diverged,
+                val_bpb: None,
+                error: Some(message),
+            };
+        }
+        let due = match args.checkpoint_every {
+            Some(CheckpointEvery::Steps(n)) => looped.progress.step % n == 0,
+            Some(CheckpointEvery::Seconds(s)) => last_checkpoint.elapsed().as_secs_f64() >= s,
+            None => false,
+        };
+        if due && looped.budget_used() < 1.0 {
+            let saved = training
+                .state()
+                .map_err(|e| e.to_string())
+                .and_then(|state| {
+                    checkpoint::save(
+                        &args.out,
+                        args.seed,
+                        &looped.fingerprint,
+                        &looped.progress,
+                        state,
+                    )
+                    .map_err(|e| e.to_string())
+                });
+            if let Err(e) = saved {
+                return crashed(format!("checkpoint failed: {e}"));
+            }
+            last_checkpoint = Instant::now();
+        }
+    }
+    let report = eval::bits_per_byte(
+        training.model(),
+        prepared.eval_tokens.tokens(),
+        EVAL_TOKENS,
+        &prepared.tokenizer,
+        &prepared.device,
+    );
+    match report {
+        Ok(r) => Outcome {
+            status: Status::Ok,
+            val_bpb: Some(r.bpb),
+            error: None,
+        },
+        Err(e @ EvalError::NonFinite { .. }) => Outcome {
+            status: Status::Diverged,
+            val_bpb: None,
+            error: Some(format!("evaluation on {}: {e}", args.split.name())),
+        },
+        Err(e) => crashed(format!("evaluation on {}: {e}", args.split.name())),
+    }
+}
+
+/// Writes a `timed_out` record and exits 4 when the run outlives `--timeout`, wherever it is
+/// stuck (a step, the evaluation, a checkpoint).
+fn spawn_watchdog(
+    args: &RunArgs,
+    remaining: Duration,
+    started: Instant,
+    snapshot: Arc<Mutex<Snapshot>>,
+) {
+    let args = args.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(remaining);
+        let snap = snapshot.lock().unwrap_or_else(|p| p.into_inner());
+        if snap.finished {
+            return;
+        }
+        let wall_s = started.elapsed().as_secs_f64();
+        let metrics = Metrics {
+            val_bpb: None,
+            split: args.split.name(),
+            train_loss: snap.train_loss,
+            tokens: snap.tokens,
+            steps: snap.steps,
+            wall_s,
+            tokens_per_s: snap.tokens as f64 / wall_s.max(1e-9),
+            peak_mem_bytes: metrics::peak_mem_bytes(),
+            params: snap.params,
+            seed: args.seed,
+            status: Status::TimedOut,
+            eval_tokens: EVAL_TOKENS,
+            device: format!("{:?}", args.device).to_lowercase(),
+            error: Some(format!(
+                "the run exceeded its timeout of {}",
+                humantime::format_duration(args.timeout.unwrap_or_default())
+            )),
+        };
+        std::process::exit(finish(&args, &metrics));
+    });
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Default `--config`, relative to the current directory (the loop runs in the repo root).
+pub const DEFAULT_CONFIG: &str = "trainer/config/default.toml";
+/// Default `--data`, relative to the current directory.
+pub const DEFAULT_DATA: &str = "trainer/data/shakespeare";
