@@ -18,6 +18,7 @@ fn report_goes_next_to_the_ledger_by_default_and_says_where() {
     let (dir, ledger_path) = repo_with_session();
     let mut out = Vec::new();
     let args = ReportArgs {
+        repo: None,
         out: None,
         session: None,
     };
@@ -42,6 +43,7 @@ fn report_with_out_dir_and_a_missing_ledger() {
     let (dir, ledger_path) = repo_with_session();
     let out_dir = dir.path().join("elsewhere");
     let args = ReportArgs {
+        repo: None,
         out: Some(out_dir.clone()),
         session: Some(common::SESSION.into()),
     };

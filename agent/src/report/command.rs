@@ -13,6 +13,9 @@ use super::summary::{latest_session, SessionSummary};
 
 #[derive(Debug, Clone, Args)]
 pub struct ReportArgs {
+    /// The target git repository (default: the repository containing the current directory).
+    #[arg(long, value_name = "PATH")]
+    pub repo: Option<PathBuf>,
     /// Directory for report.html, chart.png and chart.svg
     /// (default: `<repo>/.agentloop/reports/<session>`).
     #[arg(long, value_name = "DIR")]

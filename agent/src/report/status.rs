@@ -26,6 +26,11 @@ pub struct Status {
     pub current: Option<Current>,
     #[serde(flatten)]
     pub costs: Costs,
+    /// Share of the wall time not spent training (building, proposing, deciding).
+    pub overhead_share: Option<f64>,
+    pub decisions_per_hour: Option<f64>,
+    /// Wall time not spent training, per decided change.
+    pub overhead_s_per_decision: Option<f64>,
     pub last_seq: i64,
 }
 
@@ -52,8 +57,26 @@ impl Status {
             baseline_metric: s.baseline_metric,
             current: s.current.clone(),
             costs: s.costs.clone(),
+            overhead_share: None,
+            decisions_per_hour: None,
+            overhead_s_per_decision: None,
             last_seq: s.last_seq,
         }
+        .with_rates()
+    }
+
+    /// Fills the rates from the counts, costs and time spent.
+    pub fn with_rates(mut self) -> Status {
+        let decided = self.counts.proposed - self.counts.in_flight;
+        if self.spent_s > 0.0 {
+            self.overhead_share = Some((1.0 - self.costs.training_s / self.spent_s).max(0.0));
+            self.decisions_per_hour = Some(decided as f64 * 3600.0 / self.spent_s);
+        }
+        if decided > 0 {
+            let overhead_s = (self.spent_s - self.costs.training_s).max(0.0);
+            self.overhead_s_per_decision = Some(overhead_s / decided as f64);
+        }
+        self
     }
 }
 
@@ -151,6 +174,12 @@ pub fn text(s: &Status) -> String {
             c.prompt_tokens, c.completion_tokens, c.cost_usd
         ),
     ];
+    if let (Some(o), Some(d)) = (s.overhead_share, s.decisions_per_hour) {
+        out.push(format!(
+            "pace      {d:.1} decisions/hour; loop overhead {:.1}% of wall time",
+            o * 100.0
+        ));
+    }
     out.push(format!("current   {}", current_line(s)));
     out.join("\n") + "\n"
 }

@@ -446,28 +446,34 @@ impl Replay {
         let (start, _) = self.start.as_ref()?;
         let states: Vec<ChangeState> = self.changes.iter().map(state_of).collect();
         let spent_s = self.spent_s();
-        Some(Status {
-            session: self.session.clone(),
-            state: if self.end.is_some() {
-                "ended"
-            } else {
-                "running"
-            },
-            end_reason: self.end.as_ref().map(|e| e.reason.clone()),
-            trunk_branch: start.trunk_branch.clone(),
-            trunk_commit: self.trunk_commit.clone(),
-            metric: self.metric_name(),
-            budget_s: start.budget_s,
-            spent_s,
-            left_s: (start.budget_s - spent_s).max(0.0),
-            counts: count(&states),
-            trunk_metric: self.trunk.last().map(|l| l.value),
-            best_trunk_metric: self.best_trunk(),
-            baseline_metric: self.baseline_metric(),
-            current: self.current(&states),
-            costs: self.costs(&states),
-            last_seq: self.last_seq,
-        })
+        Some(
+            Status {
+                session: self.session.clone(),
+                state: if self.end.is_some() {
+                    "ended"
+                } else {
+                    "running"
+                },
+                end_reason: self.end.as_ref().map(|e| e.reason.clone()),
+                trunk_branch: start.trunk_branch.clone(),
+                trunk_commit: self.trunk_commit.clone(),
+                metric: self.metric_name(),
+                budget_s: start.budget_s,
+                spent_s,
+                left_s: (start.budget_s - spent_s).max(0.0),
+                counts: count(&states),
+                trunk_metric: self.trunk.last().map(|l| l.value),
+                best_trunk_metric: self.best_trunk(),
+                baseline_metric: self.baseline_metric(),
+                current: self.current(&states),
+                costs: self.costs(&states),
+                overhead_share: None,
+                decisions_per_hour: None,
+                overhead_s_per_decision: None,
+                last_seq: self.last_seq,
+            }
+            .with_rates(),
+        )
     }
 
     fn spent_s(&self) -> f64 {
