@@ -1,7 +1,7 @@
 //! How long `status` and `report` take on a long session's ledger.
 //!
-//! `cargo bench -p agentloop --bench report` (optionally `-- 1000` for the number of changes;
-//! `REPORT_BENCH_KEEP=1` keeps the written report and prints where).
+//! `cargo bench --profile dev -p agentloop --bench report -- 300` (the number of changes;
+//! `-- small` for the tests' six-change session; `REPORT_BENCH_KEEP=1` keeps the report).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -19,12 +19,18 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(dir.path().join("ledger.db")).unwrap();
     let t = Instant::now();
-    common::populate_many(&ledger, "s-bench", changes);
+    // `-- small`: the six-change session of the tests instead (to look at the chart).
+    if std::env::args().any(|a| a == "small") {
+        common::populate(&ledger);
+    } else {
+        common::populate_many(&ledger, "s-bench", changes);
+    }
     let events = ledger.len().unwrap();
-    println!(
-        "wrote {changes} changes ({events} events) in {:.2?}",
-        t.elapsed()
-    );
+    println!("wrote the ledger ({events} events) in {:.2?}", t.elapsed());
+
+    let t = Instant::now();
+    let read = ledger.events().unwrap().len();
+    println!("reading the {read} events alone: {:.2?}", t.elapsed());
 
     let t = Instant::now();
     let summary = SessionSummary::load(&ledger, None).unwrap();

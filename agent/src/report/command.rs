@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::status::{self, Status};
-use super::summary::{latest_session, SessionSummary};
+use super::summary::{latest_session, SessionSummary, SummaryError};
 
 #[derive(Debug, Clone, Args)]
 pub struct ReportArgs {
@@ -85,11 +85,13 @@ pub fn run_status(
         return Ok(0);
     }
     let ledger = open_existing(ledger_path)?;
-    if session.is_none() && latest_session(&ledger)?.is_none() {
-        writeln!(out, "no session yet in {}", ledger_path.display())?;
-        return Ok(0);
-    }
-    let summary = SessionSummary::load(&ledger, session)?;
+    let summary = match SessionSummary::load(&ledger, session) {
+        Err(SummaryError::NoSession) => {
+            writeln!(out, "no session yet in {}", ledger_path.display())?;
+            return Ok(0);
+        }
+        other => other?,
+    };
     let st = Status::of(&summary);
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&st)?)?;

@@ -189,13 +189,19 @@ pub struct Current {
 impl SessionSummary {
     /// The named session, or the ledger's latest one.
     pub fn load(ledger: &Ledger, session: Option<&str>) -> Result<SessionSummary, SummaryError> {
-        let session = match session {
-            Some(s) => s.to_string(),
-            None => latest_session(ledger)?.ok_or(SummaryError::NoSession)?,
+        let events = match session {
+            Some(s) => ledger.events_for_session(s)?,
+            // One read of the ledger: find the latest session and keep its events.
+            None => {
+                let all = ledger.events()?;
+                let latest = latest_in(&all).ok_or(SummaryError::NoSession)?.to_string();
+                all.into_iter().filter(|e| e.session == latest).collect()
+            }
         };
-        let events = ledger.events_for_session(&session)?;
         if !events.iter().any(|e| e.kind == EventKind::SessionStart) {
-            return Err(SummaryError::UnknownSession(session));
+            return Err(SummaryError::UnknownSession(
+                session.unwrap_or_default().to_string(),
+            ));
         }
         SessionSummary::from_events(&events)
     }
@@ -216,12 +222,15 @@ impl SessionSummary {
 
 /// The session with the newest session_start.
 pub fn latest_session(ledger: &Ledger) -> Result<Option<String>, SummaryError> {
-    Ok(ledger
-        .events()?
-        .into_iter()
+    Ok(latest_in(&ledger.events()?).map(str::to_string))
+}
+
+fn latest_in(events: &[Event]) -> Option<&str> {
+    events
+        .iter()
         .rev()
         .find(|e| e.kind == EventKind::SessionStart)
-        .map(|e| e.session))
+        .map(|e| e.session.as_str())
 }
 
 #[derive(Debug, Default)]
