@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 )]
 pub struct Cli {
     /// The target git repository (default: the repository containing the current directory).
-    /// Also accepted after `start`, `status` and `rollback`.
+    /// Also accepted after `start`, `status`, `rollback` and `report`.
     #[arg(long, value_name = "PATH")]
     pub repo: Option<PathBuf>,
 
@@ -31,6 +31,8 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Review the ledger: list, show, verify, export.
     Ledger(crate::commands::ledger::LedgerArgs),
+    /// Write an HTML report (with PNG and SVG charts) of the current (or last) session.
+    Report(crate::report::command::ReportArgs),
     /// Replay the decision rule on synthetic noise: false accepts, power, runs per decision.
     Simulate(SimulateArgs),
 }
@@ -95,6 +97,7 @@ impl Cli {
             Command::Start(a) => a.repo.as_deref(),
             Command::Status(a) => a.repo.as_deref(),
             Command::Rollback(a) => a.repo.as_deref(),
+            Command::Report(a) => a.repo.as_deref(),
             Command::Ledger(_) | Command::Simulate(_) => None,
         };
         own.or(self.repo.as_deref())

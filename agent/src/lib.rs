@@ -6,8 +6,10 @@ pub mod git;
 pub mod llm;
 pub mod orchestrator;
 pub mod patch;
+pub mod progress;
 pub mod prompts;
 pub mod proposer;
+pub mod report;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -36,12 +38,11 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     let result = match &cli.command {
         cli::Command::Start(a) => commands::start::run(repo, a),
         cli::Command::Status(a) => commands::status::run(repo, a),
+        cli::Command::Report(a) => commands::report::run(repo, a),
         cli::Command::Rollback(a) => commands::rollback::run(repo, a),
         cli::Command::Simulate(a) => commands::simulate::run(repo, a),
-        cli::Command::Ledger(a) => {
-            orchestrator::workspace::Workspace::open(repo)
-                .and_then(|ws| commands::ledger::run(a, &ws.ledger_path()))
-        }
+        cli::Command::Ledger(a) => orchestrator::workspace::Workspace::open(repo)
+            .and_then(|ws| commands::ledger::run(a, &ws.ledger_path())),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,7 @@
 //! One module per subcommand: argument handling and output; the work is in `orchestrator`.
 
 pub mod ledger;
+pub mod report;
 pub mod rollback;
 pub mod simulate;
 pub mod start;

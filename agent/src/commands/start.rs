@@ -29,6 +29,7 @@ pub fn run(repo: Option<&Path>, args: &StartArgs) -> Result<i32> {
         target_dir,
         fix_attempts: FIX_ATTEMPTS,
         breaker_k: BREAKER_K,
+        progress: crate::progress::Mode::detect(),
     };
     let outcome = session::run(&ws, &target, proposals.as_mut(), &opts, true)?;
     println!(

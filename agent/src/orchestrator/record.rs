@@ -3,10 +3,15 @@
 use agentloop_ledger::payload::EventPayload;
 use agentloop_ledger::{Appended, Ledger, NewEvent};
 use anyhow::{Context, Result};
+use std::sync::Mutex;
+
+use crate::progress::Progress;
 
 pub struct Recorder {
     pub ledger: Ledger,
     pub session: String,
+    /// Shown the session's events as they are appended (`agentloop start`'s live display).
+    progress: Option<Mutex<Progress>>,
 }
 
 impl Recorder {
@@ -14,7 +19,15 @@ impl Recorder {
         Recorder {
             ledger,
             session: session.to_string(),
+            progress: None,
         }
+    }
+
+    /// Shows progress from now on, starting from what the ledger already holds (a resume).
+    pub fn with_progress(mut self, mut progress: Progress) -> Result<Recorder> {
+        progress.catch_up(&self.ledger.events_for_session(&self.session)?)?;
+        self.progress = Some(Mutex::new(progress));
+        Ok(self)
     }
 
     pub fn append<P: EventPayload>(&self, change: Option<&str>, payload: &P) -> Result<Appended> {
@@ -27,7 +40,23 @@ impl Recorder {
                 payload,
             })
             .with_context(|| format!("recording a {} event in the ledger", P::KIND))
-            .inspect(|_| pause_after_event())
+            .inspect(|appended| {
+                self.show(appended.seq);
+                pause_after_event()
+            })
+    }
+
+    /// A display problem never stops the loop: the ledger holds the record either way.
+    fn show(&self, seq: i64) {
+        let Some(progress) = &self.progress else {
+            return;
+        };
+        if let Ok(Some(event)) = self.ledger.event(seq) {
+            let mut progress = progress.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = progress.record(&event) {
+                tracing::warn!("progress display: {e}");
+            }
+        }
     }
 
     /// The `seq:hash` the next commit trailer anchors to.

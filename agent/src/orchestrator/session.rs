@@ -33,6 +33,8 @@ pub struct Options {
     pub fix_attempts: u32,
     /// Consecutive crashes / policy rejections / build failures that pause the loop.
     pub breaker_k: u32,
+    /// How live progress is shown (a bar on a terminal, plain lines otherwise).
+    pub progress: crate::progress::Mode,
 }
 
 #[derive(Debug, Clone)]
@@ -63,7 +65,8 @@ pub fn run(
     if stop_on_signals {
         stop.on_signals();
     }
-    let rec = Recorder::new(Ledger::open(ws.ledger_path())?, &session);
+    let rec = Recorder::new(Ledger::open(ws.ledger_path())?, &session)
+        .with_progress(crate::progress::Progress::new(opts.progress))?;
     let env = vec![(
         "CARGO_TARGET_DIR".to_string(),
         opts.target_dir.to_string_lossy().into_owned(),

@@ -1,0 +1,185 @@
+//! `agentloop status` and the progress display's words: a compact view of a [`SessionSummary`],
+//! as text for people and as JSON for scripts.
+
+use serde::Serialize;
+
+use super::summary::{Costs, Counts, Current, SessionSummary};
+
+/// What `status --json` prints: the summary without the per-change diffs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub session: String,
+    /// `running` (or killed: no session_end yet) or `ended`.
+    pub state: &'static str,
+    pub end_reason: Option<String>,
+    pub trunk_branch: String,
+    pub trunk_commit: String,
+    pub metric: String,
+    pub budget_s: f64,
+    pub spent_s: f64,
+    pub left_s: f64,
+    #[serde(flatten)]
+    pub counts: Counts,
+    pub trunk_metric: Option<f64>,
+    pub best_trunk_metric: Option<f64>,
+    pub baseline_metric: Option<f64>,
+    pub current: Option<Current>,
+    #[serde(flatten)]
+    pub costs: Costs,
+    /// Share of the wall time not spent training (building, proposing, deciding).
+    pub overhead_share: Option<f64>,
+    pub decisions_per_hour: Option<f64>,
+    /// Wall time not spent training, per decided change.
+    pub overhead_s_per_decision: Option<f64>,
+    pub last_seq: i64,
+}
+
+impl Status {
+    /// The same numbers as [`super::summary::Replay::status`], taken from a full summary.
+    pub fn of(s: &SessionSummary) -> Status {
+        Status {
+            session: s.session.clone(),
+            state: if s.ended.is_some() {
+                "ended"
+            } else {
+                "running"
+            },
+            end_reason: s.ended.clone(),
+            trunk_branch: s.trunk_branch.clone(),
+            trunk_commit: s.trunk_commit.clone(),
+            metric: s.metric.clone(),
+            budget_s: s.budget_s,
+            spent_s: s.spent_s,
+            left_s: s.left_s,
+            counts: s.counts.clone(),
+            trunk_metric: s.trunk_metric,
+            best_trunk_metric: s.best_trunk_metric,
+            baseline_metric: s.baseline_metric,
+            current: s.current.clone(),
+            costs: s.costs.clone(),
+            overhead_share: None,
+            decisions_per_hour: None,
+            overhead_s_per_decision: None,
+            last_seq: s.last_seq,
+        }
+        .with_rates()
+    }
+
+    /// Fills the rates from the counts, costs and time spent.
+    pub fn with_rates(mut self) -> Status {
+        let decided = self.counts.proposed - self.counts.in_flight;
+        if self.spent_s > 0.0 {
+            self.overhead_share = Some((1.0 - self.costs.training_s / self.spent_s).max(0.0));
+            self.decisions_per_hour = Some(decided as f64 * 3600.0 / self.spent_s);
+        }
+        if decided > 0 {
+            let overhead_s = (self.spent_s - self.costs.training_s).max(0.0);
+            self.overhead_s_per_decision = Some(overhead_s / decided as f64);
+        }
+        self
+    }
+}
+
+pub fn format_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+fn metric(v: Option<f64>) -> String {
+    v.map_or_else(|| "not measured yet".into(), |v| format!("{v:.6}"))
+}
+
+/// "2 accepted, 1 rejected, 1 crashed, ..." (zero counts beyond the first three left out).
+pub fn counts_line(c: &Counts) -> String {
+    let mut parts = vec![
+        format!("{} accepted", c.accepted),
+        format!("{} rejected", c.rejected),
+        format!("{} crashed", c.crashed),
+    ];
+    for (n, what) in [
+        (c.policy_rejected, "policy-rejected"),
+        (c.build_failed, "build-failed"),
+        (c.rolled_back, "rolled back"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    parts.join(", ")
+}
+
+/// The current change and its stage, or what the loop is between.
+pub fn current_line(s: &Status) -> String {
+    match (&s.current, s.state) {
+        (Some(c), _) => format!("{} at {}: {}", c.change, c.stage, c.description),
+        (None, "ended") => format!("ended ({})", s.end_reason.as_deref().unwrap_or("?")),
+        (None, _) => "between changes".into(),
+    }
+}
+
+/// One line for logs and the progress bar's message.
+pub fn one_line(s: &Status) -> String {
+    format!(
+        "{} | best {} {} | {} | {}",
+        current_line(s),
+        s.metric,
+        s.best_trunk_metric
+            .map_or_else(|| "-".into(), |v| format!("{v:.6}")),
+        counts_line(&s.counts),
+        format_duration(s.spent_s) + " of " + &format_duration(s.budget_s),
+    )
+}
+
+/// `agentloop status` as text.
+pub fn text(s: &Status) -> String {
+    let state = match &s.end_reason {
+        Some(r) => format!("ended: {r}"),
+        None => "running (or killed; `agentloop start` resumes it)".into(),
+    };
+    let c = &s.costs;
+    let mut out = vec![
+        format!("session   {} ({state})", s.session),
+        format!("trunk     {} at {}", s.trunk_branch, s.trunk_commit),
+        format!(
+            "budget    {} used of {} ({} left)",
+            format_duration(s.spent_s),
+            format_duration(s.budget_s),
+            format_duration(s.left_s)
+        ),
+        format!(
+            "changes   {} proposed: {}",
+            s.counts.proposed,
+            counts_line(&s.counts)
+        ),
+        format!(
+            "{:<9} trunk {}, best {}, baseline {}",
+            s.metric,
+            metric(s.trunk_metric),
+            metric(s.best_trunk_metric),
+            metric(s.baseline_metric)
+        ),
+        format!(
+            "time      {} training ({} runs), {} building, {} lost to crashes",
+            format_duration(c.training_s),
+            c.runs,
+            format_duration(c.build_s),
+            format_duration(c.crash_lost_s)
+        ),
+        format!(
+            "llm       {} prompt + {} completion tokens, ${:.4}",
+            c.prompt_tokens, c.completion_tokens, c.cost_usd
+        ),
+    ];
+    if let (Some(o), Some(d)) = (s.overhead_share, s.decisions_per_hour) {
+        out.push(format!(
+            "pace      {d:.1} decisions/hour; loop overhead {:.1}% of wall time",
+            o * 100.0
+        ));
+    }
+    out.push(format!("current   {}", current_line(s)));
+    out.join("\n") + "\n"
+}

@@ -1,0 +1,80 @@
+//! The `report` and `status` subcommands' logic on a real repository and ledger.
+
+mod common;
+
+use agentloop::report::command::{run_report, run_status, ReportArgs};
+use agentloop_ledger::Ledger;
+
+fn repo_with_session() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    git2::Repository::init(dir.path()).unwrap();
+    let ledger_path = dir.path().join(".agentloop/ledger.db");
+    common::populate(&Ledger::open(&ledger_path).unwrap());
+    (dir, ledger_path)
+}
+
+#[test]
+fn report_goes_next_to_the_ledger_by_default_and_says_where() {
+    let (dir, ledger_path) = repo_with_session();
+    let mut out = Vec::new();
+    let args = ReportArgs {
+        repo: None,
+        out: None,
+        session: None,
+    };
+    assert_eq!(
+        run_report(&args, dir.path(), &ledger_path, &mut out).unwrap(),
+        0
+    );
+    let text = String::from_utf8(out).unwrap();
+    let want = dir.path().join(".agentloop/reports").join(common::SESSION);
+    assert!(
+        text.contains(&want.join("report.html").display().to_string()),
+        "{text}"
+    );
+    assert!(!text.contains("warning"), "the ledger verifies: {text}");
+    for f in ["report.html", "chart.png", "chart.svg"] {
+        assert!(want.join(f).is_file(), "{f}");
+    }
+}
+
+#[test]
+fn report_with_out_dir_and_a_missing_ledger() {
+    let (dir, ledger_path) = repo_with_session();
+    let out_dir = dir.path().join("elsewhere");
+    let args = ReportArgs {
+        repo: None,
+        out: Some(out_dir.clone()),
+        session: Some(common::SESSION.into()),
+    };
+    run_report(&args, dir.path(), &ledger_path, &mut Vec::new()).unwrap();
+    assert!(out_dir.join("report.html").is_file());
+
+    let missing = dir.path().join("nope/ledger.db");
+    let err = run_report(&args, dir.path(), &missing, &mut Vec::new()).unwrap_err();
+    assert!(format!("{err:#}").contains("no ledger at"), "{err:#}");
+    assert!(!missing.exists(), "no empty ledger was created");
+}
+
+#[test]
+fn status_prints_text_or_json() {
+    let (_dir, ledger_path) = repo_with_session();
+    let mut out = Vec::new();
+    run_status(&ledger_path, None, true, &mut out).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(json["session"], common::SESSION);
+    assert_eq!(json["accepted"], 2);
+    let mut out = Vec::new();
+    run_status(&ledger_path, None, false, &mut out).unwrap();
+    assert!(String::from_utf8(out)
+        .unwrap()
+        .contains("1 policy-rejected"));
+
+    let mut out = Vec::new();
+    let missing = ledger_path.with_file_name("none.db");
+    run_status(&missing, None, false, &mut out).unwrap();
+    assert!(String::from_utf8(out)
+        .unwrap()
+        .starts_with("no session yet"));
+    assert!(!missing.exists());
+}
