@@ -123,6 +123,7 @@ impl TargetRepo {
             "/target\n/.agentloop/\n.agentloop-bin/\n",
         )?;
         std::fs::write(root.join("agentloop.toml"), agentloop_toml(&ws, opts)?)?;
+        settle_lockfile(&root)?;
         init_repo(&root)?;
         Ok(TargetRepo { _dir: dir, root })
     }
@@ -307,5 +308,24 @@ fn copy_dir(from: &Path, to: &Path, skip: &[&str]) -> Result<()> {
             std::fs::copy(entry.path(), &target)?;
         }
     }
+    Ok(())
+}
+
+/// The copied Cargo.lock lists the whole agentloop workspace; cargo prunes it to the single
+/// trainer member on first use. Prune it before the first commit, so that a build in the
+/// repository (the user's own, or the test's warm-up) leaves the committed tree unchanged.
+fn settle_lockfile(root: &Path) -> Result<()> {
+    let out = std::process::Command::new("cargo")
+        .args(["metadata", "--offline", "--format-version", "1"])
+        .current_dir(root)
+        .stdout(std::process::Stdio::null())
+        .output()
+        .context("running cargo metadata")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "cargo metadata failed in {}: {}",
+        root.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }

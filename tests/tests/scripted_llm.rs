@@ -44,7 +44,13 @@ fn scripted_agent_session_accepts_only_the_real_improvement() {
     let eval = std::fs::read_to_string(repo.root.join("trainer/src/eval.rs")).unwrap();
     let model = std::fs::read_to_string(repo.root.join("trainer/src/model.rs")).unwrap();
     let eval_anchor = unique_line(&eval);
-    let model_anchor = unique_line(&model);
+    // Insert after a `use` line, not a `//!` doc line: the broken constant must still parse
+    // (a type error the compiler reports, not a syntax error the policy refuses).
+    let model_anchor = model
+        .lines()
+        .find(|l| l.starts_with("use ") && model.matches(*l).count() == 1)
+        .expect("a unique `use` line in model.rs")
+        .to_string();
     let broken = block(
         "trainer/src/model.rs",
         &model_anchor,
