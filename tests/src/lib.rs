@@ -316,14 +316,14 @@ fn copy_dir(from: &Path, to: &Path, skip: &[&str]) -> Result<()> {
 /// repository (the user's own, or the test's warm-up) leaves the committed tree unchanged.
 fn settle_lockfile(root: &Path) -> Result<()> {
     let out = std::process::Command::new("cargo")
-        .args(["metadata", "--offline", "--format-version", "1"])
+        .args(["update", "--workspace", "--offline"])
         .current_dir(root)
         .stdout(std::process::Stdio::null())
         .output()
-        .context("running cargo metadata")?;
+        .context("running cargo update --workspace")?;
     anyhow::ensure!(
         out.status.success(),
-        "cargo metadata failed in {}: {}",
+        "cargo update --workspace failed in {}: {}",
         root.display(),
         String::from_utf8_lossy(&out.stderr)
     );
