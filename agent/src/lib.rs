@@ -33,6 +33,8 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in logs and pipes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let repo = cli.repo();
     let result = match &cli.command {

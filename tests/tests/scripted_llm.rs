@@ -63,8 +63,9 @@ fn scripted_agent_session_accepts_only_the_real_improvement() {
     );
     let diverge = format!(
         "{}{}",
-        block(config, "lr = 0.0001", "lr = 1000.0"),
-        block(config, "embed_lr = 0.0001", "embed_lr = 1000.0")
+        // Applies to the trunk after the first change was merged (lr already raised to 1e-2).
+        block(config, "lr = 0.01", "lr = 1000.0"),
+        block(config, "embed_lr = 0.01", "embed_lr = 1000.0")
     );
     let first_line = std::fs::read_to_string(repo.root.join(config))
         .unwrap()
@@ -120,7 +121,15 @@ fn scripted_agent_session_accepts_only_the_real_improvement() {
     ))
     .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "agentloop failed:\n{stderr}");
+    if !out.status.success() {
+        let timeline: Vec<String> = repo
+            .events()
+            .unwrap_or_default()
+            .iter()
+            .map(|e| format!("{} {:?} {:?} {}", e.seq, e.kind, e.change, e.payload))
+            .collect();
+        panic!("agentloop failed:\n{stderr}\nledger:\n{}", timeline.join("\n"));
+    }
 
     let summary = check::consistent(&repo, "main").unwrap();
     let events = repo.events().unwrap();
