@@ -38,10 +38,8 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         cli::Command::Status(a) => commands::status::run(repo, a),
         cli::Command::Rollback(a) => commands::rollback::run(repo, a),
         cli::Command::Simulate(a) => commands::simulate::run(repo, a),
-        cli::Command::Ledger(a) => {
-            orchestrator::workspace::Workspace::open(repo)
-                .and_then(|ws| commands::ledger::run(a, &ws.ledger_path()))
-        }
+        cli::Command::Ledger(a) => orchestrator::workspace::Workspace::open(repo)
+            .and_then(|ws| commands::ledger::run(a, &ws.ledger_path())),
     };
     match result {
         Ok(code) => code,
