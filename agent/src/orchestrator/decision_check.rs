@@ -59,3 +59,50 @@ fn short(value: &Value) -> String {
         None => text,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(kind: EventKind, payload: Value) -> Event {
+        Event {
+            seq: 7,
+            ts: "2026-01-01T00:00:00.000Z".into(),
+            kind,
+            session: "s1".into(),
+            change: Some("c1a2b3c".into()),
+            payload,
+            payload_sha256: String::new(),
+            prev_hash: String::new(),
+            entry_hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn only_decisions_are_recomputed_and_an_accept_needs_its_record() {
+        let propose = event(EventKind::Propose, json!({"outcome": "accepted"}));
+        assert_eq!(recompute(&propose), None);
+        let policy_reject = event(
+            EventKind::Decision,
+            json!({"outcome": "policy_rejected", "rule_version": "v1"}),
+        );
+        assert_eq!(recompute(&policy_reject), None);
+        let bare_accept = event(
+            EventKind::Decision,
+            json!({"outcome": "accepted", "rule_version": "v1", "p_value": 0.001}),
+        );
+        let err = recompute(&bare_accept).unwrap().unwrap_err();
+        assert!(err.contains("no `process` record"), "{err}");
+    }
+
+    #[test]
+    fn a_record_that_is_not_a_decision_is_reported() {
+        let garbled = event(
+            EventKind::Decision,
+            json!({"outcome": "rejected", "rule_version": "v1", "process": {"verdict": 3}}),
+        );
+        let err = recompute(&garbled).unwrap().unwrap_err();
+        assert!(err.contains("not a decision record"), "{err}");
+    }
+}
