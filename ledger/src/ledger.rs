@@ -232,7 +232,7 @@ impl Ledger {
                     p.event.kind,
                     &p.event.session,
                     p.event.change.as_deref(),
-                    &p.event.payload,
+                    &p.stored_payload,
                 )?;
                 head = Some(ChainHead {
                     seq,
@@ -266,10 +266,14 @@ impl Ledger {
             .map_err(|message| LedgerError::InvalidPayload { kind, message })?;
         let payload_text = canonical::to_string(&event.payload);
         let payload_sha256 = chain::sha256_hex(payload_text.as_bytes());
+        // The derived tables are fed what a rebuild will read back (the stored text, parsed),
+        // not the caller's in-memory numbers: one path, so both always agree to the bit.
+        let stored_payload = serde_json::from_str(&payload_text)?;
         Ok(Prepared {
             event,
             payload_text,
             payload_sha256,
+            stored_payload,
         })
     }
 
@@ -354,6 +358,7 @@ struct Prepared {
     event: NewEvent,
     payload_text: String,
     payload_sha256: String,
+    stored_payload: Value,
 }
 
 pub(crate) fn head_of(conn: &Connection) -> Result<Option<ChainHead>> {

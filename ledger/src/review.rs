@@ -97,7 +97,7 @@ pub fn list(
         "{}",
         style.bold(&format!(
             "{:<9} {:<15} {:>10} {:>10} {:>9} {:>3} {:<8} {}",
-            "CHANGE", "STATUS", "METRIC", "DELTA", "P", "N", "COMMIT", "DESCRIPTION"
+            "CHANGE", "STATUS", "METRIC", "GAIN", "P", "N", "COMMIT", "DESCRIPTION"
         ))
     )?;
     for c in &changes {
@@ -181,7 +181,11 @@ pub fn show(ledger: &Ledger, prefix: &str, style: Style, out: &mut dyn Write) ->
             p.completion_tokens.map_or("-".into(), |t| t.to_string()),
             p.cost_usd.map_or(String::new(), |c| format!(" (${c:.4})"))
         )?;
-        if let Some(h) = &p.prompt_template_sha256 {
+        if let Some(h) = p
+            .prompt_template_sha256
+            .as_deref()
+            .filter(|h| !h.is_empty())
+        {
             writeln!(out, "prompt sha   {h}")?;
         }
         writeln!(out, "\n{}", style.bold("Rationale"))?;
@@ -223,9 +227,10 @@ fn write_runs(ledger: &Ledger, id: &str, style: Style, out: &mut dyn Write) -> R
     writeln!(
         out,
         "  {:<10} {:>20} {:>12} {:>12} {:>10}",
-        "stage", "seed", "baseline", "candidate", "diff"
+        "stage", "seed", "baseline", "candidate", "gain"
     )?;
-    // Pair the arms on (stage, seed): that is how the test compares them.
+    // Pair the arms on (stage, seed): that is how the test compares them. The gain is
+    // baseline minus candidate, the sign the decision's mean_diff uses (positive = better).
     let mut order: Vec<(String, i64)> = Vec::new();
     let mut cells: BTreeMap<(String, i64), [Option<String>; 2]> = BTreeMap::new();
     let mut values: BTreeMap<(String, i64), [Option<f64>; 2]> = BTreeMap::new();
@@ -246,8 +251,8 @@ fn write_runs(ledger: &Ledger, id: &str, style: Style, out: &mut dyn Write) -> R
     for key in order {
         let c = &cells[&key];
         let v = values[&key];
-        let diff = match (v[0], v[1]) {
-            (Some(b), Some(c)) => format!("{:+.5}", c - b),
+        let gain = match (v[0], v[1]) {
+            (Some(b), Some(c)) => format!("{:+.5}", b - c),
             _ => "-".to_string(),
         };
         writeln!(
@@ -258,7 +263,7 @@ fn write_runs(ledger: &Ledger, id: &str, style: Style, out: &mut dyn Write) -> R
             key.1 as u64,
             c[0].as_deref().unwrap_or("-"),
             c[1].as_deref().unwrap_or("-"),
-            diff
+            gain
         )?;
     }
     Ok(())
@@ -277,7 +282,7 @@ fn write_decisions(ledger: &Ledger, id: &str, style: Style, out: &mut dyn Write)
         )?;
         writeln!(
             out,
-            "  mean baseline {}  candidate {}  diff {}  sd(diff) {}",
+            "  mean baseline {}  candidate {}  gain {}  sd(gain) {}",
             fmt_opt(d.mean_baseline, 5),
             fmt_opt(d.mean_candidate, 5),
             fmt_opt(d.mean_diff, 5),

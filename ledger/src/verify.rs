@@ -92,7 +92,7 @@ impl Ledger {
     /// returned as errors: an `Err` means verification itself could not run.
     pub fn verify_with(&self, options: &VerifyOptions<'_>) -> Result<VerifyReport> {
         let mut report = VerifyReport::new();
-        run_checks(&self.conn, options, &mut report)?;
+        run_checks(&self.conn, Some(self.path()), options, &mut report)?;
         Ok(report.finish())
     }
 }
@@ -117,20 +117,44 @@ pub fn verify_path(path: &Path, options: &VerifyOptions<'_>) -> Result<VerifyRep
                 check_views: false,
                 ..*options
             };
-            run_checks(&conn, &salvage, &mut report)?;
+            // A damaged file: one connection, one check after the other.
+            run_checks(&conn, None, &salvage, &mut report)?;
             Ok(report.finish())
         }
         Err(open_error) => Err(open_error),
     }
 }
 
+/// `path` (the file `conn` has open) lets SQLite's own checks run on a second connection
+/// while this thread walks the chain: the two take about as long, so on two cores verify
+/// takes the time of the longer rather than their sum.
 fn run_checks(
     conn: &Connection,
+    path: Option<&Path>,
     options: &VerifyOptions<'_>,
     report: &mut VerifyReport,
 ) -> Result<()> {
-    check_chain(conn, report);
-    check_sqlite(conn, report);
+    match path.and_then(open_reader) {
+        Some(reader) => {
+            let sqlite_problems = std::thread::scope(|scope| {
+                let checks = scope.spawn(move || {
+                    let mut side = VerifyReport::new();
+                    check_sqlite(&reader, &mut side);
+                    side.problems
+                });
+                check_chain(conn, report);
+                checks.join()
+            });
+            match sqlite_problems {
+                Ok(problems) => report.problems.extend(problems),
+                Err(_) => report.problem(None, "SQLite's checks panicked"),
+            }
+        }
+        None => {
+            check_chain(conn, report);
+            check_sqlite(conn, report);
+        }
+    }
     if options.check_views {
         check_views(conn, report);
     }
@@ -141,6 +165,20 @@ fn run_checks(
         recompute(conn, hook, report)?;
     }
     Ok(())
+}
+
+/// A read-only connection to the ledger file, or `None` (then the checks share `conn`).
+/// integrity_check looks every index entry up in its table: a page cache that holds the
+/// tables (memory is only taken as pages are read) and memory-mapped reads make those
+/// lookups memory accesses instead of one read syscall each.
+fn open_reader(path: &Path) -> Option<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).ok()?;
+    conn.pragma_update(None, "cache_size", -131_072).ok()?;
+    // mmap_size answers with a row, hence query_row.
+    conn.query_row("PRAGMA mmap_size = 1073741824", [], |_| Ok(()))
+        .ok()?;
+    Some(conn)
 }
 
 fn check_views(conn: &Connection, report: &mut VerifyReport) {

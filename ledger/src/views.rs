@@ -528,10 +528,23 @@ pub(crate) fn snapshot(conn: &Connection) -> Result<Vec<String>> {
             let mut line = format!("{table}:");
             for i in 0..columns {
                 let v: rusqlite::types::Value = row.get(i)?;
-                line.push_str(&format!("{v:?}|"));
+                push_cell(&mut line, &v);
             }
             out.push(line);
         }
     }
     Ok(out)
+}
+
+/// One cell of a snapshot line. REALs are written in one canonical form (the shortest text
+/// that reads back as the same f64, with -0 as 0), so two snapshots compare the numbers
+/// themselves and never two printers' spellings of them.
+fn push_cell(line: &mut String, value: &rusqlite::types::Value) {
+    use rusqlite::types::Value as Sql;
+    use std::fmt::Write as _;
+    let _ = match value {
+        Sql::Real(x) if *x == 0.0 => write!(line, "Real(0)|"),
+        Sql::Real(x) => write!(line, "Real({x:e})|"),
+        other => write!(line, "{other:?}|"),
+    };
 }

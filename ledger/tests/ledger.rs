@@ -377,3 +377,38 @@ fn secrets_never_reach_the_file() {
         "redaction happens before hashing"
     );
 }
+
+/// Regression: a tiny p-value (as the staged test gives a clear win) used to be stored by the
+/// append path and by a rebuild as two floats one ulp apart, so `verify` with the derived-table
+/// check failed on an intact ledger.
+#[test]
+fn tiny_and_awkward_floats_survive_the_derived_table_check() {
+    let (_dir, ledger) = temp_ledger();
+    let change = "c9f0009";
+    common::propose(&ledger, change, "a clear win");
+    let values = [
+        4.209198248715368e-19,
+        4.2091982487153683e-19,
+        1e-300,
+        5e-324,
+        0.1 + 0.2,
+        -1.7976931348623157e308,
+        1.2345678901234567e-7,
+    ];
+    for (i, p) in values.into_iter().enumerate() {
+        common::decide(&ledger, change, "accepted", -p, p);
+        let stored = ledger.decisions(change).unwrap();
+        assert_eq!(stored[i].p_value, Some(p), "p-value {p:e} stored exactly");
+        assert_eq!(ledger.change(change).unwrap().unwrap().p_value, Some(p));
+    }
+    let report = ledger
+        .verify_with(&agentloop_ledger::VerifyOptions {
+            check_views: true,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+    let before = ledger.views_snapshot().unwrap();
+    ledger.rebuild_views().unwrap();
+    assert_eq!(ledger.views_snapshot().unwrap(), before);
+}

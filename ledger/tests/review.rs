@@ -84,7 +84,8 @@ fn show_prints_rationale_diff_seeds_statistics_and_timeline() {
     ] {
         assert!(out.contains(expected), "missing {expected:?} in\n{out}");
     }
-    // Three paired seeds, each with both arms and their difference.
+    // Three paired seeds, each with both arms and the gain (baseline - candidate, the sign
+    // of the decision's mean_diff: positive = the change helped).
     let seed_rows: Vec<&str> = out
         .lines()
         .filter(|l| l.trim_start().starts_with("confirm"))
@@ -93,7 +94,8 @@ fn show_prints_rationale_diff_seeds_statistics_and_timeline() {
     assert!(
         seed_rows[0].contains("1.50000")
             && seed_rows[0].contains("1.49000")
-            && seed_rows[0].contains("-0.01000")
+            && seed_rows[0].contains("+0.01000"),
+        "{out}"
     );
     let timeline = out.split("Timeline").nth(1).unwrap();
     assert_eq!(

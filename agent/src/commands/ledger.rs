@@ -10,6 +10,8 @@ use agentloop_ledger::{verify_path, ChangeStatus, Ledger, VerifyOptions};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
+use crate::orchestrator::decision_check;
+
 /// Review the ledger: what was tried, why it was kept or not, and whether the record is intact.
 #[derive(Debug, Args)]
 pub struct LedgerArgs {
@@ -34,7 +36,8 @@ pub enum LedgerCommand {
         id: String,
     },
     /// Recompute the hash chain, run SQLite's checks, compare the derived tables with the
-    /// events and check the git trailers. Exit status 1 on any mismatch.
+    /// events, re-run every stored decision and check the git trailers. Exit status 1 on any
+    /// mismatch.
     Verify {
         /// The git repository whose `Ledger-Head` trailers to check (default: the repository
         /// holding the ledger's `.agentloop` directory).
@@ -116,7 +119,7 @@ pub fn run_to(
         let options = VerifyOptions {
             repo: repo.as_deref(),
             check_views: true,
-            ..Default::default()
+            recompute: Some(&decision_check::recompute),
         };
         // verify_path, not open: a damaged file still gets a report naming the first bad seq.
         let report = verify_path(ledger_path, &options)

@@ -739,7 +739,7 @@ fn simple_decision(outcome: DecisionOutcome, reason: String, rule_version: &str)
 
 /// The ledger's decision record: headline statistics plus the engine's full record (inputs,
 /// rule, calibration), so `ledger verify` can recompute it.
-fn decision_payload(d: &agentloop_guardrails::process::Decision) -> Result<Decision> {
+pub(crate) fn decision_payload(d: &agentloop_guardrails::process::Decision) -> Result<Decision> {
     let outcome = match d.verdict {
         Verdict::Accept => DecisionOutcome::Accepted,
         Verdict::Reject => DecisionOutcome::Rejected,

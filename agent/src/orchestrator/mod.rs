@@ -5,6 +5,7 @@ pub mod agent_adapter;
 pub mod artifacts;
 pub mod budget;
 pub mod change;
+pub mod decision_check;
 pub mod history;
 pub mod process;
 pub mod proposals;

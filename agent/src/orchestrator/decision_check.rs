@@ -1,0 +1,108 @@
+//! `ledger verify`'s recompute hook: re-runs each stored decision and checks that the event's
+//! headline (outcome, statistics) is what that decision gives.
+//!
+//! The ledger crate knows nothing of the decision engine; it calls [`recompute`] for every
+//! event through `VerifyOptions::recompute`.
+
+use agentloop_guardrails::process::{self, Decision as ProcessRecord};
+use agentloop_ledger::{Event, EventKind};
+use serde_json::Value;
+
+/// `None` for events with nothing to recompute; for a decision event, whether its stored
+/// outcome and statistics reproduce from the engine record in its `process` field.
+pub fn recompute(event: &Event) -> Option<Result<(), String>> {
+    if event.kind != EventKind::Decision {
+        return None;
+    }
+    match event.payload.get("process") {
+        Some(record) => Some(check(&event.payload, record)),
+        // Policy, build and smoke-crash decisions involve no statistics; but an accept is only
+        // ever made by the statistical test, so one without its record cannot be trusted.
+        None if is_accept(&event.payload) => Some(Err(
+            "an accepted decision carries no `process` record to recompute".into(),
+        )),
+        None => None,
+    }
+}
+
+fn is_accept(payload: &Value) -> bool {
+    payload.get("outcome").and_then(Value::as_str) == Some("accepted")
+}
+
+fn check(payload: &Value, record: &Value) -> Result<(), String> {
+    process::recompute(record)?;
+    let decision: ProcessRecord = serde_json::from_value(record.clone())
+        .map_err(|e| format!("not a decision record: {e}"))?;
+    let expected = super::change::decision_payload(&decision).map_err(|e| e.to_string())?;
+    let expected = serde_json::to_value(&expected).map_err(|e| e.to_string())?;
+    let Value::Object(expected) = expected else {
+        return Err("the recomputed decision is not a JSON object".into());
+    };
+    // The record itself was just re-run; every other field is the headline derived from it.
+    for (key, want) in expected.iter().filter(|(key, _)| *key != "process") {
+        let got = payload.get(key).unwrap_or(&Value::Null);
+        if got != want {
+            return Err(format!(
+                "stored {key} {} but its decision record gives {}",
+                short(got),
+                short(want)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn short(value: &Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(80) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(kind: EventKind, payload: Value) -> Event {
+        Event {
+            seq: 7,
+            ts: "2026-01-01T00:00:00.000Z".into(),
+            kind,
+            session: "s1".into(),
+            change: Some("c1a2b3c".into()),
+            payload,
+            payload_sha256: String::new(),
+            prev_hash: String::new(),
+            entry_hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn only_decisions_are_recomputed_and_an_accept_needs_its_record() {
+        let propose = event(EventKind::Propose, json!({"outcome": "accepted"}));
+        assert_eq!(recompute(&propose), None);
+        let policy_reject = event(
+            EventKind::Decision,
+            json!({"outcome": "policy_rejected", "rule_version": "v1"}),
+        );
+        assert_eq!(recompute(&policy_reject), None);
+        let bare_accept = event(
+            EventKind::Decision,
+            json!({"outcome": "accepted", "rule_version": "v1", "p_value": 0.001}),
+        );
+        let err = recompute(&bare_accept).unwrap().unwrap_err();
+        assert!(err.contains("no `process` record"), "{err}");
+    }
+
+    #[test]
+    fn a_record_that_is_not_a_decision_is_reported() {
+        let garbled = event(
+            EventKind::Decision,
+            json!({"outcome": "rejected", "rule_version": "v1", "process": {"verdict": 3}}),
+        );
+        let err = recompute(&garbled).unwrap().unwrap_err();
+        assert!(err.contains("not a decision record"), "{err}");
+    }
+}
