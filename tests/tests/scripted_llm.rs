@@ -128,7 +128,10 @@ fn scripted_agent_session_accepts_only_the_real_improvement() {
             .iter()
             .map(|e| format!("{} {:?} {:?} {}", e.seq, e.kind, e.change, e.payload))
             .collect();
-        panic!("agentloop failed:\n{stderr}\nledger:\n{}", timeline.join("\n"));
+        panic!(
+            "agentloop failed:\n{stderr}\nledger:\n{}",
+            timeline.join("\n")
+        );
     }
 
     let summary = check::consistent(&repo, "main").unwrap();
