@@ -1,12 +1,17 @@
 //! The corpus: a directory of `*.txt` documents, split train / validation / holdout by whole
-//! documents, deterministically, and the training-batch source. Frozen.
+//! documents, deterministically, or a directory prepared by `agentloop-trainer prepare`
+//! (detected by its `manifest.json`), whose shards are memory-mapped; and the training-batch
+//! source. Frozen.
 //!
 //! The training loop only ever receives a [`BatchSource`]. Validation and holdout tokens are
 //! loaded by [`load_eval_tokens`], which needs an [`EvalAccess`] that only the frozen runner
 //! can create, so editable code cannot read them.
 
+use crate::prepare::manifest::{self, Manifest, ManifestError};
 use crate::runner::EvalAccess;
-use crate::tokenizer::Tokenizer;
+use crate::shards::{ShardError, ShardSet};
+use crate::tokenizer::spec::SpecError;
+use crate::tokenizer::{ByteTokenizer, Tokenizer};
 use crate::Split;
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
@@ -37,6 +42,83 @@ pub enum DataError {
     Corrupt { path: PathBuf, reason: String },
     #[error("the training split has {tokens} tokens, too few for sequences of {seq_len}")]
     TooShort { tokens: usize, seq_len: usize },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+    #[error("the tokenizer of prepared data {path}: {source}")]
+    Tokenizer { path: PathBuf, source: SpecError },
+    #[error("prepared data {path}: the manifest says {manifest} tokens but its tokenizer has {tokenizer}")]
+    VocabMismatch {
+        path: PathBuf,
+        manifest: usize,
+        tokenizer: usize,
+    },
+}
+
+/// The tokenizer of a data directory: the one saved beside prepared shards (checked against
+/// its bytes-per-token table), else bytes.
+pub fn tokenizer_for(dir: &Path) -> Result<Box<dyn Tokenizer>, DataError> {
+    if !manifest::is_prepared(dir) {
+        return Ok(Box::new(ByteTokenizer));
+    }
+    let manifest = Manifest::read(dir)?;
+    let tokenizer_error = |source| DataError::Tokenizer {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let tok = manifest.tokenizer.load(dir).map_err(tokenizer_error)?;
+    crate::tokenizer::spec::check_token_bytes(dir, tok.as_ref()).map_err(tokenizer_error)?;
+    if tok.vocab_size() != manifest.vocab_size || tok.bos() != manifest.bos {
+        return Err(DataError::VocabMismatch {
+            path: dir.to_path_buf(),
+            manifest: manifest.vocab_size,
+            tokenizer: tok.vocab_size(),
+        });
+    }
+    Ok(tok)
+}
+
+/// A split's tokens: in memory (text documents) or memory-mapped shards (prepared data).
+enum TokenStream {
+    Memory(Vec<u32>),
+    Mapped(ShardSet),
+}
+
+impl TokenStream {
+    fn len(&self) -> usize {
+        match self {
+            TokenStream::Memory(tokens) => tokens.len(),
+            TokenStream::Mapped(shards) => shards.len(),
+        }
+    }
+
+    fn extend_window(&self, start: usize, count: usize, out: &mut Vec<u32>) {
+        match self {
+            TokenStream::Memory(tokens) => out.extend_from_slice(&tokens[start..start + count]),
+            TokenStream::Mapped(shards) => shards.read_into(start, count, out),
+        }
+    }
+}
+
+/// The memory-mapped shards of a prepared split, after checking the tokenizer matches.
+fn open_prepared_split(
+    dir: &Path,
+    tok: &dyn Tokenizer,
+    pick: impl Fn(&Manifest) -> &manifest::SplitInfo,
+) -> Result<ShardSet, DataError> {
+    let manifest = Manifest::read(dir)?;
+    if manifest.vocab_size != tok.vocab_size() {
+        return Err(DataError::VocabMismatch {
+            path: dir.to_path_buf(),
+            manifest: manifest.vocab_size,
+            tokenizer: tok.vocab_size(),
+        });
+    }
+    Ok(ShardSet::open(&Manifest::shard_paths(
+        dir,
+        pick(&manifest),
+    ))?)
 }
 
 /// Which documents belong to which split (paths only).
@@ -148,6 +230,15 @@ pub fn load_eval_tokens(
     tok: &dyn Tokenizer,
     _access: &EvalAccess,
 ) -> Result<EvalTokens, DataError> {
+    if manifest::is_prepared(dir) {
+        let shards = open_prepared_split(dir, tok, |m| m.split(split))?;
+        // The evaluation scores a fixed number of targets; more would only cost memory.
+        let count = shards.len().min(crate::eval::EVAL_TOKENS + 1);
+        return Ok(EvalTokens {
+            tokens: shards.read(0, count),
+            split,
+        });
+    }
     let manifest = split_manifest(dir)?;
     let docs = match split {
         Split::Val => &manifest.val,
@@ -177,7 +268,7 @@ pub trait BatchSource {
 /// Random windows of the training stream. Batch `i` depends only on (seed, i), so the data
 /// position alone restores the order on resume.
 pub struct TrainBatches {
-    tokens: Vec<u32>,
+    tokens: TokenStream,
     batch_size: usize,
     seq_len: usize,
     seed: u64,
@@ -194,8 +285,12 @@ impl TrainBatches {
         seed: u64,
         device: &Device,
     ) -> Result<Self, DataError> {
-        let manifest = split_manifest(dir)?;
-        let tokens = tokenize_documents(&manifest.train, tok)?;
+        let tokens = if manifest::is_prepared(dir) {
+            TokenStream::Mapped(open_prepared_split(dir, tok, |m| &m.train)?)
+        } else {
+            let manifest = split_manifest(dir)?;
+            TokenStream::Memory(tokenize_documents(&manifest.train, tok)?)
+        };
         if tokens.len() < seq_len + 2 {
             return Err(DataError::TooShort {
                 tokens: tokens.len(),
@@ -240,8 +335,8 @@ impl BatchSource for TrainBatches {
         let mut targets = Vec::with_capacity(b * t);
         for _ in 0..b {
             let start = rng.random_range(0..self.tokens.len() - t - 1);
-            inputs.extend_from_slice(&self.tokens[start..start + t]);
-            targets.extend_from_slice(&self.tokens[start + 1..start + t + 1]);
+            self.tokens.extend_window(start, t, &mut inputs);
+            self.tokens.extend_window(start + 1, t, &mut targets);
         }
         self.position += 1;
         Ok(Batch {

@@ -14,7 +14,9 @@ pub mod data;
 pub mod eval;
 pub mod metrics;
 pub mod params;
+pub mod prepare;
 pub mod runner;
+pub mod shards;
 pub mod tokenizer;
 
 pub mod model;

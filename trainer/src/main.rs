@@ -1,6 +1,9 @@
 //! `agentloop-trainer train ...`: see ARCHITECTURE.md §2 for the contract.
+//! `agentloop-trainer prepare ...`: documents in, token shards out (see `prepare`).
 
+use agentloop_trainer::prepare::{self, input::Format, PrepareArgs};
 use agentloop_trainer::runner::{self, DeviceKind, RunArgs};
+use agentloop_trainer::tokenizer::spec::TokenizerSpec;
 use agentloop_trainer::{Budget, CheckpointEvery, Split};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -41,6 +44,7 @@ enum Command {
         out: PathBuf,
         #[arg(long, default_value = runner::DEFAULT_CONFIG)]
         config: PathBuf,
+        /// A folder of `*.txt` documents, or a folder made by `prepare` (has `manifest.json`).
         #[arg(long, default_value = runner::DEFAULT_DATA)]
         data: PathBuf,
         /// Continue from OUT/checkpoint (refused if there is none).
@@ -55,16 +59,68 @@ enum Command {
         #[arg(long, value_enum, default_value = "cpu")]
         device: DeviceArg,
     },
+    /// Tokenize documents (text files or folders, JSONL, Parquet) into token shards in OUT.
+    /// Re-running with the same inputs and settings reuses finished shards.
+    Prepare {
+        /// Files or folders (folders are read recursively, in sorted order).
+        #[arg(long, required = true, num_args = 1..)]
+        input: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value = "auto")]
+        format: Format,
+        /// JSONL field or Parquet column holding the text.
+        #[arg(long, default_value = "text")]
+        field: String,
+        /// `byte`, `gpt2` or `bpe:<vocab size>` (trained on the training split).
+        #[arg(long, default_value = "byte")]
+        tokenizer: TokenizerSpec,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        val_docs: u64,
+        #[arg(long, default_value_t = 1)]
+        holdout_docs: u64,
+        #[arg(long, default_value_t = 0)]
+        split_seed: u64,
+        /// A shard closes after the document that brings it to this many tokens.
+        #[arg(long, default_value_t = PrepareArgs::DEFAULT_SHARD_TOKENS)]
+        shard_tokens: u64,
+        /// Training text the BPE trainer reads at most (bounds its memory).
+        #[arg(long, default_value_t = PrepareArgs::DEFAULT_BPE_TRAIN_BYTES)]
+        bpe_train_bytes: u64,
+        /// Hide the progress bar (it is hidden anyway when stderr is not a terminal).
+        #[arg(long)]
+        quiet: bool,
+    },
 }
 
 fn main() {
-    // The default model is too small to gain from threads, and on a shared 2-core machine
-    // idle-spinning rayon workers made steps about 4x slower; RAYON_NUM_THREADS overrides.
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        std::env::set_var("RAYON_NUM_THREADS", "1");
-    }
     let cli = Cli::parse();
     let code = match cli.command {
+        Command::Prepare {
+            input,
+            format,
+            field,
+            tokenizer,
+            out,
+            val_docs,
+            holdout_docs,
+            split_seed,
+            shard_tokens,
+            bpe_train_bytes,
+            quiet,
+        } => run_prepare(PrepareArgs {
+            inputs: input,
+            format,
+            field,
+            tokenizer,
+            out,
+            val_docs,
+            holdout_docs,
+            split_seed,
+            shard_tokens,
+            bpe_train_bytes,
+            progress: !quiet,
+        }),
         Command::Train {
             seed,
             split,
@@ -76,21 +132,58 @@ fn main() {
             checkpoint_every,
             timeout,
             device,
-        } => runner::run(&RunArgs {
-            seed,
-            split,
-            budget,
-            out,
-            config,
-            data,
-            resume,
-            checkpoint_every,
-            timeout,
-            device: match device {
-                DeviceArg::Cpu => DeviceKind::Cpu,
-                DeviceArg::Cuda => DeviceKind::Cuda,
-            },
-        }),
+        } => {
+            // The default model is too small to gain from threads, and on a shared 2-core
+            // machine idle-spinning rayon workers made steps about 4x slower;
+            // RAYON_NUM_THREADS overrides. (`prepare` keeps every core.)
+            if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+                std::env::set_var("RAYON_NUM_THREADS", "1");
+            }
+            runner::run(&RunArgs {
+                seed,
+                split,
+                budget,
+                out,
+                config,
+                data,
+                resume,
+                checkpoint_every,
+                timeout,
+                device: match device {
+                    DeviceArg::Cpu => DeviceKind::Cpu,
+                    DeviceArg::Cuda => DeviceKind::Cuda,
+                },
+            })
+        }
     };
     std::process::exit(code);
+}
+
+fn run_prepare(args: PrepareArgs) -> i32 {
+    match prepare::prepare(&args) {
+        Ok(summary) => {
+            let m = &summary.manifest;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "event": "prepared",
+                    "out": args.out,
+                    "tokenizer": m.tokenizer.to_string(),
+                    "vocab_size": m.vocab_size,
+                    "token_width": m.token_width,
+                    "train_tokens": m.train.tokens,
+                    "val_tokens": m.val.tokens,
+                    "holdout_tokens": m.holdout.tokens,
+                    "documents": m.train.documents + m.val.documents + m.holdout.documents,
+                    "shards_written": summary.shards_written,
+                    "shards_reused": summary.shards_reused,
+                })
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            runner::EXIT_BAD_INPUT
+        }
+    }
 }

@@ -7,7 +7,7 @@ use crate::contract::Training;
 use crate::data::{self, TrainBatches};
 use crate::eval::{self, EvalError, EVAL_TOKENS};
 use crate::metrics::{self, Metrics, Status};
-use crate::tokenizer::{ByteTokenizer, Tokenizer};
+use crate::tokenizer::Tokenizer;
 use candle_core::Device;
 use serde_json::json;
 use std::path::PathBuf;
@@ -52,7 +52,7 @@ pub struct RunArgs {
 /// Everything loaded before training starts; any failure here is bad input (exit 2).
 struct Prepared {
     config: Config,
-    tokenizer: ByteTokenizer,
+    tokenizer: Box<dyn Tokenizer>,
     device: Device,
     batches: TrainBatches,
     eval_tokens: data::EvalTokens,
@@ -60,7 +60,7 @@ struct Prepared {
 
 fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     let config = Config::load(&args.config)?;
-    let tokenizer = ByteTokenizer;
+    let tokenizer = data::tokenizer_for(&args.data)?;
     if config.model.vocab_size < tokenizer.vocab_size() {
         anyhow::bail!(
             "config file {}: `model.vocab_size` is {} but the tokenizer has {} tokens",
@@ -77,13 +77,14 @@ fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     };
     let batches = TrainBatches::load(
         &args.data,
-        &tokenizer,
+        tokenizer.as_ref(),
         config.train.batch_size,
         config.model.seq_len,
         args.seed,
         &device,
     )?;
-    let eval_tokens = data::load_eval_tokens(&args.data, args.split, &tokenizer, &EvalAccess(()))?;
+    let eval_tokens =
+        data::load_eval_tokens(&args.data, args.split, tokenizer.as_ref(), &EvalAccess(()))?;
     Ok(Prepared {
         config,
         tokenizer,
@@ -393,7 +394,7 @@ fn train_and_evaluate(
         training.model(),
         prepared.eval_tokens.tokens(),
         EVAL_TOKENS,
-        &prepared.tokenizer,
+        prepared.tokenizer.as_ref(),
         &prepared.device,
     );
     match report {

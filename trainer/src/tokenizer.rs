@@ -1,5 +1,13 @@
 //! Tokenizers. Frozen: the evaluation counts bytes through `bytes_of`, so a tokenizer the agent
 //! could edit would let it change the metric's denominator.
+//!
+//! Three kinds sit behind [`Tokenizer`]: [`ByteTokenizer`] (the default), a BPE trained on the
+//! training split ([`bpe`]) and GPT-2's BPE ([`tiktoken::TiktokenTokenizer::gpt2`]). [`spec`]
+//! names them, saves them beside prepared shards and loads them back.
+
+pub mod bpe;
+pub mod spec;
+pub mod tiktoken;
 
 /// What the data loader and the evaluation need from a tokenizer. A trained BPE tokenizer
 /// plugs in here later.
