@@ -150,7 +150,15 @@ fn draw<DB: DrawingBackend>(
         .y_desc(format!("{} (lower is better)", summary.metric))
         .label_style((FONT, 13))
         .axis_desc_style((FONT, 14))
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        // Changes are numbered 1, 2, ...: label whole numbers only, or ticks at 0.5 would
+        // print as duplicated integers.
+        .x_label_formatter(&|x| {
+            if x.fract().abs() < 1e-9 {
+                format!("{x:.0}")
+            } else {
+                String::new()
+            }
+        })
         .y_label_formatter(&|y| format!("{y:.4}"))
         .light_line_style(RGBColor(0xee, 0xee, 0xee))
         .draw()
