@@ -153,6 +153,21 @@ impl TargetRepo {
         c
     }
 
+    /// Runs `agentloop` on this repo to completion: exit code (-1 if killed), stdout, stderr.
+    pub fn run_agentloop(
+        &self,
+        bin: &Path,
+        target_dir: &Path,
+        args: &[&str],
+    ) -> Result<(i32, String, String)> {
+        let out = output(self.agentloop(bin, target_dir, args))?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
     pub fn git(&self, args: &[&str]) -> Result<String> {
         git(&self.root, args)
     }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use agentloop_ledger::payload::DecisionOutcome;
 use agentloop_tests::toy::ToyOptions;
-use agentloop_tests::{output, TargetRepo};
+use agentloop_tests::TargetRepo;
 
 const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
 
@@ -14,12 +14,8 @@ fn target_dir() -> PathBuf {
 }
 
 fn run(repo: &TargetRepo, args: &[&str]) -> (i32, String, String) {
-    let out = output(repo.agentloop(BIN.as_ref(), &target_dir(), args)).unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    repo.run_agentloop(BIN.as_ref(), &target_dir(), args)
+        .unwrap()
 }
 
 #[test]

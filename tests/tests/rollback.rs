@@ -9,7 +9,7 @@ use agentloop::testing::{CannedReply, ScriptedServer};
 use agentloop_ledger::payload::DecisionOutcome;
 use agentloop_ledger::EventKind;
 use agentloop_tests::toy::ToyOptions;
-use agentloop_tests::{check, output, TargetRepo};
+use agentloop_tests::{check, TargetRepo};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
 
@@ -28,12 +28,8 @@ fn edit(description: &str, search: &str, replace: &str) -> CannedReply {
 }
 
 fn run(repo: &TargetRepo, args: &[&str]) -> (i32, String, String) {
-    let out = output(repo.agentloop(BIN.as_ref(), &target_dir(), args)).unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    repo.run_agentloop(BIN.as_ref(), &target_dir(), args)
+        .unwrap()
 }
 
 #[test]
