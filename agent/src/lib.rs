@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod executor;
 pub mod git;
 pub mod llm;
 pub mod orchestrator;

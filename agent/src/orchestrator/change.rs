@@ -26,6 +26,7 @@ use super::runs::{self, value_of, RunSpec};
 use super::seeds::seed_for;
 use super::trunk::{ensure_built, kept_ref, recorded, BuildState, Ready};
 use super::workspace::Workspace;
+use crate::executor::Executor;
 use crate::git::{change_branch, trunk_branch, FileWrite};
 
 pub enum ChangeEnd {
@@ -42,6 +43,8 @@ pub struct ChangeRunner<'a> {
     pub rec: &'a Recorder,
     pub session: &'a str,
     pub env: &'a [(String, String)],
+    /// Where training runs execute.
+    pub exec: &'a dyn Executor,
     pub stop: &'a Stop,
     pub proposals: &'a mut dyn Proposals,
     pub fix_attempts: u32,
@@ -316,7 +319,8 @@ impl<'a> ChangeRunner<'a> {
                         worktree: &worktree,
                         out: self.run_dir(id, "smoke-candidate-0"),
                     };
-                    let Some(r) = runs::run(self.target, &spec, self.env, self.stop)? else {
+                    let Some(r) = runs::run(self.target, &spec, self.env, self.exec, self.stop)?
+                    else {
                         return Ok(Prepared::Stopped);
                     };
                     self.rec.append(Some(id), &r)?;
@@ -458,7 +462,7 @@ impl<'a> ChangeRunner<'a> {
             worktree,
             out: self.run_dir(&change.id, label),
         };
-        let Some(r) = runs::run(self.target, &spec, self.env, self.stop)? else {
+        let Some(r) = runs::run(self.target, &spec, self.env, self.exec, self.stop)? else {
             return Ok(None);
         };
         self.rec.append(Some(&change.id), &r)?;
@@ -492,7 +496,7 @@ impl<'a> ChangeRunner<'a> {
                 worktree: &ready.worktree,
                 out: self.run_dir(&change.id, &format!("confirm-baseline-{index}-{tries}")),
             };
-            let Some(r) = runs::run(self.target, &spec, self.env, self.stop)? else {
+            let Some(r) = runs::run(self.target, &spec, self.env, self.exec, self.stop)? else {
                 return Ok(None);
             };
             self.rec.append(Some(&change.id), &r)?;

@@ -14,7 +14,7 @@ use super::artifacts::BuildCache;
 use super::budget::Stop;
 use super::change::outcome_name;
 use super::record::Recorder;
-use super::session::load;
+use super::session::{executor_for, load};
 use super::trunk::{ensure_built, measure, BuildState};
 use super::workspace::Workspace;
 use crate::git::{trunk_branch, GitError};
@@ -140,6 +140,7 @@ pub fn rollback(
     let stop = Stop::after(Duration::from_secs(24 * 3600));
     stop.on_signals();
     let cache = BuildCache::new(&ws.state);
+    let exec = executor_for(target)?;
     let tree = git.tree_of(revert)?.to_string();
     let mean = match ensure_built(ws, target, &cache, &env, &stop, &worktree, &tree)? {
         BuildState::Ready => measure(
@@ -148,6 +149,7 @@ pub fn rollback(
             &rec,
             &session,
             &env,
+            exec.as_ref(),
             &stop,
             &history,
             revert,

@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 
 use agentloop_guardrails::target::TargetSpec;
 use agentloop_ledger::payload::{Arm, ExitStatus, RunResult, Stage};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::budget::Stop;
-use super::process::{self, Exit, Job};
+use super::process::Exit;
+use crate::executor::{Executor, RunJob};
 
 /// Where and how a run happens.
 pub struct RunSpec<'a> {
@@ -31,25 +32,20 @@ pub fn run(
     target: &TargetSpec,
     spec: &RunSpec<'_>,
     env: &[(String, String)],
+    exec: &dyn Executor,
     stop: &Stop,
 ) -> Result<Option<RunResult>> {
-    if spec.out.exists() {
-        // A leftover of an interrupted attempt must not be mistaken for this run's output.
-        std::fs::remove_dir_all(&spec.out)
-            .with_context(|| format!("clearing {}", spec.out.display()))?;
-    }
-    std::fs::create_dir_all(&spec.out)
-        .with_context(|| format!("creating {}", spec.out.display()))?;
     let command = target.render_train_command(spec.seed, spec.split, spec.budget, &spec.out);
-    let job = Job {
-        command: &command,
-        cwd: spec.worktree,
+    let job = RunJob {
+        command,
+        cwd: spec.worktree.to_path_buf(),
         env: env.to_vec(),
         timeout: target.train.timeout,
         memory_limit: Some(target.train.memory_limit).filter(|&m| m > 0),
-        log: spec.out.join("run.log"),
+        out: spec.out.clone(),
+        name: run_name(&spec.out),
     };
-    let finished = process::run(&job, stop).context("starting the train command")?;
+    let finished = exec.run(&job, stop)?;
     let (exit_status, exit_code) = match finished.exit {
         Exit::Stopped => return Ok(None),
         Exit::TimedOut => (ExitStatus::TimedOut, None),
@@ -93,9 +89,19 @@ pub fn run(
         exit_code,
         wall_s: Some(finished.wall.as_secs_f64()),
         log_sha256: file_sha256(&finished.log),
-        worker: Some("local".into()),
+        worker: Some(finished.worker.clone()),
         extra,
     }))
+}
+
+/// `<parent>-<run>` from `.agentloop/runs/<parent>/<run>/`: readable in `squeue` and logs.
+fn run_name(out: &Path) -> String {
+    let part = |p: Option<&Path>| {
+        p.and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    format!("{}-{}", part(out.parent()), part(Some(out)))
 }
 
 /// The trainer's exit codes (ARCHITECTURE.md §2): 0 ok, 3 diverged, 4 timed out, else crashed.

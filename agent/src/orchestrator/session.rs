@@ -19,6 +19,7 @@ use super::proposals::Proposals;
 use super::record::Recorder;
 use super::trunk::Trunk;
 use super::workspace::Workspace;
+use crate::executor::{Executor, ExecutorConfig};
 use crate::git::trunk_branch;
 
 #[derive(Debug, Clone)]
@@ -71,7 +72,17 @@ pub fn run(
         "CARGO_TARGET_DIR".to_string(),
         opts.target_dir.to_string_lossy().into_owned(),
     )];
-    let mut trunk = Trunk::new(ws, target, &rec, &session, env.clone(), stop.clone());
+    let exec = executor_for(target)?;
+    tracing::info!("training runs execute on: {}", exec.describe());
+    let mut trunk = Trunk::new(
+        ws,
+        target,
+        &rec,
+        &session,
+        env.clone(),
+        exec.as_ref(),
+        stop.clone(),
+    );
     trunk.reconcile(&history)?;
 
     let mut runner = ChangeRunner {
@@ -80,6 +91,7 @@ pub fn run(
         rec: &rec,
         session: &session,
         env: &env,
+        exec: exec.as_ref(),
         stop: &stop,
         proposals,
         fix_attempts: opts.fix_attempts,
@@ -181,6 +193,12 @@ pub fn run(
         trunk.clean_all()?;
     }
     Ok(outcome)
+}
+
+/// The executor the target's `[executor]` table asks for (one local slot by default).
+pub fn executor_for(target: &TargetSpec) -> Result<Box<dyn Executor>> {
+    let config = ExecutorConfig::from_target_extra(&target.extra)?;
+    crate::executor::from_config(&config)
 }
 
 pub fn load(ledger: &Ledger, session: &str) -> Result<SessionHistory> {

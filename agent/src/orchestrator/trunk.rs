@@ -18,6 +18,7 @@ use super::record::Recorder;
 use super::runs::{self, value_of, RunSpec};
 use super::seeds::seed_for;
 use super::workspace::Workspace;
+use crate::executor::Executor;
 use crate::git::{change_branch, trunk_branch, REJECTED_PREFIX};
 
 /// The worktree (and its branch) where every build runs.
@@ -37,6 +38,8 @@ pub struct Trunk<'a> {
     pub rec: &'a Recorder,
     pub session: String,
     pub env: Vec<(String, String)>,
+    /// Where training runs execute.
+    pub exec: &'a dyn Executor,
     pub stop: Stop,
     pub cache: BuildCache,
 }
@@ -48,6 +51,7 @@ impl<'a> Trunk<'a> {
         rec: &'a Recorder,
         session: &str,
         env: Vec<(String, String)>,
+        exec: &'a dyn Executor,
         stop: Stop,
     ) -> Trunk<'a> {
         Trunk {
@@ -56,6 +60,7 @@ impl<'a> Trunk<'a> {
             rec,
             session: session.to_string(),
             env,
+            exec,
             stop,
             cache: BuildCache::new(&ws.state),
         }
@@ -205,6 +210,7 @@ impl<'a> Trunk<'a> {
             self.rec,
             &self.session,
             &self.env,
+            self.exec,
             &self.stop,
             history,
             commit,
@@ -226,6 +232,7 @@ pub fn measure(
     rec: &Recorder,
     session: &str,
     env: &[(String, String)],
+    exec: &dyn Executor,
     stop: &Stop,
     history: &SessionHistory,
     commit: Oid,
@@ -272,7 +279,7 @@ pub fn measure(
                             &commit.to_string()[..10]
                         )),
                     };
-                    let Some(mut r) = runs::run(target, &spec, env, stop)? else {
+                    let Some(mut r) = runs::run(target, &spec, env, exec, stop)? else {
                         return Ok(None);
                     };
                     r.extra.insert("role".into(), Value::String(role.into()));
