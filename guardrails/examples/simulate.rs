@@ -1,8 +1,10 @@
 //! Prints the simulation table for the default decision rule.
 //!
 //! `cargo run --release -p agentloop-guardrails --example simulate -- [trials] [rho] [screen_reject_below_sd]`
+//!
+//! A third argument switches to the v1 single-run screen with that threshold.
 
-use agentloop_guardrails::decision::DecisionRule;
+use agentloop_guardrails::decision::{DecisionRule, ScreenRule};
 use agentloop_guardrails::simulate::{run, SimConfig};
 
 fn main() {
@@ -17,6 +19,7 @@ fn main() {
     let mut rule = DecisionRule::default();
     if let Some(screen) = args.next() {
         rule.screen_reject_below_sd = screen.parse().expect("screen threshold must be a number");
+        rule.screen = ScreenRule::Single;
     }
     let start = std::time::Instant::now();
     let report = run(&config, &rule);

@@ -10,7 +10,52 @@ use thiserror::Error;
 use crate::stats::{mean_sd, one_sample_t, TTest};
 
 /// Version of the decision logic; bump whenever the same inputs could give a different outcome.
-pub const RULE_VERSION: &str = "paired-two-stage/v1";
+/// v2 adds the sequential screen ([`ScreenRule::Sequential`]); v1 decisions (a single screening
+/// run) stay recomputable, so both are implemented.
+pub const RULE_VERSION: &str = "sequential-screen/v2";
+pub const RULE_VERSION_V1: &str = "paired-two-stage/v1";
+
+/// How candidates are screened before the paired stages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ScreenRule {
+    /// One candidate run; reject when its gain is below `screen_reject_below_sd` run sd (v1).
+    Single,
+    /// Wald's sequential probability ratio test, one candidate run at a time against the
+    /// calibrated baseline: H0 "no gain" against H1 "a gain of `effect_sd` run sd". Most
+    /// proposals are no better than the trunk, and this drops them after about 2 runs instead
+    /// of a full paired stage. It only filters: acceptance is still decided by the paired
+    /// stages on fresh seeds, so their p thresholds bound the false-accept rate whatever the
+    /// screen does.
+    Sequential {
+        /// The gain H1 assumes, in run-to-run sd.
+        effect_sd: f64,
+        /// Wald's type I error: chance a no-gain candidate passes (before truncation).
+        alpha: f64,
+        /// Wald's type II error: chance a candidate with the H1 gain is dropped.
+        beta: f64,
+        /// At most this many screening runs; then pass when the evidence leans to H1.
+        max_runs: usize,
+    },
+}
+
+impl ScreenRule {
+    /// Decisions recorded before v2 have no `screen` field: they used the single run.
+    fn recorded_before_v2() -> ScreenRule {
+        ScreenRule::Single
+    }
+
+    /// The default screen: H1 = 1.5 run sd, alpha 0.05, beta 0.1, at most 8 runs
+    /// (chosen with the simulation, guardrails/SIMULATION.md).
+    pub fn sequential_default() -> ScreenRule {
+        ScreenRule::Sequential {
+            effect_sd: 1.5,
+            alpha: 0.05,
+            beta: 0.1,
+            max_runs: 8,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum DecisionError {
@@ -67,9 +112,12 @@ pub struct DecisionRule {
     pub recalibrate_every_merges: usize,
     /// Run the one-run screen before the paired stages.
     pub screen_enabled: bool,
-    /// Screen rejects when (baseline mean - candidate) / run-to-run sd is below this.
+    /// Single screen: rejects when (baseline mean - candidate) / run-to-run sd is below this.
     /// Negative: only candidates that look clearly worse are dropped.
     pub screen_reject_below_sd: f64,
+    /// Which screen runs (when `screen_enabled`).
+    #[serde(default = "ScreenRule::recorded_before_v2")]
+    pub screen: ScreenRule,
     /// Confirmation stages, in order; the last one decides accept / reject.
     pub stages: Vec<StageRule>,
     /// Minimum mean gain to accept, as a multiple of the calibrated run-to-run sd.
@@ -78,8 +126,8 @@ pub struct DecisionRule {
 
 impl Default for DecisionRule {
     fn default() -> Self {
-        // Sizes chosen with the simulation harness (guardrails/SIMULATION.md): they keep the
-        // false-accept rate far below alpha and power >= 0.8 at 1.5 paired sd.
+        // Sizes chosen with the simulation harness (guardrails/SIMULATION.md): false accepts
+        // far below alpha, power >= 0.8 at 1.5 paired sd, and about 5 runs per null decision.
         DecisionRule {
             rule_version: RULE_VERSION.to_string(),
             min_baseline_seeds: 10,
@@ -87,16 +135,11 @@ impl Default for DecisionRule {
             recalibrate_every_merges: 25,
             screen_enabled: true,
             screen_reject_below_sd: -0.5,
-            stages: vec![
-                StageRule {
-                    pairs: 4,
-                    p_threshold: 0.25,
-                },
-                StageRule {
-                    pairs: 8,
-                    p_threshold: 0.05,
-                },
-            ],
+            screen: ScreenRule::sequential_default(),
+            stages: vec![StageRule {
+                pairs: 12,
+                p_threshold: 0.025,
+            }],
             min_effect_sd: 1.0,
         }
     }
@@ -106,11 +149,37 @@ impl DecisionRule {
     /// Checks that the rule can be applied (stage sizes, thresholds in range).
     pub fn validate(&self) -> Result<(), DecisionError> {
         let bad = |m: String| Err(DecisionError::InvalidRule(m));
-        if self.rule_version != RULE_VERSION {
-            return bad(format!(
-                "rule_version {:?} is not the implemented {RULE_VERSION:?}",
-                self.rule_version
-            ));
+        match (self.rule_version.as_str(), &self.screen) {
+            (RULE_VERSION, _) | (RULE_VERSION_V1, ScreenRule::Single) => {}
+            (RULE_VERSION_V1, _) => {
+                return bad(format!(
+                    "rule_version {RULE_VERSION_V1:?} has only the single-run screen; use {RULE_VERSION:?}"
+                ))
+            }
+            (other, _) => {
+                return bad(format!(
+                    "rule_version {other:?} is not implemented (this build knows {RULE_VERSION:?} and {RULE_VERSION_V1:?})"
+                ))
+            }
+        }
+        if let ScreenRule::Sequential {
+            effect_sd,
+            alpha,
+            beta,
+            max_runs,
+        } = self.screen
+        {
+            if !(effect_sd.is_finite() && effect_sd > 0.0) {
+                return bad(format!("screen effect_sd {effect_sd} must be > 0"));
+            }
+            if !(alpha > 0.0 && beta > 0.0 && alpha + beta < 1.0) {
+                return bad(format!(
+                    "screen alpha {alpha} and beta {beta} must be > 0 with alpha + beta < 1"
+                ));
+            }
+            if max_runs == 0 {
+                return bad("screen max_runs must be >= 1".into());
+            }
         }
         if self.stages.is_empty() {
             return bad("at least one confirmation stage is needed".into());
@@ -290,6 +359,114 @@ pub struct ScreenOutcome {
     pub z: f64,
     pub threshold_z: f64,
     pub reason: String,
+    /// The sequential screen's evidence (v2); absent for a single-run screen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequential: Option<SequentialEvidence>,
+}
+
+/// What the sequential screen saw: every run, and the log likelihood ratio against its bounds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SequentialEvidence {
+    /// The screening runs' values, in order.
+    pub values: Vec<f64>,
+    /// log L(H1) / L(H0) after the last run (+/-inf when the run-to-run sd is 0).
+    #[serde(with = "crate::stats::lossless_f64")]
+    pub log_lr: f64,
+    /// Pass at or above this: ln((1 - beta) / alpha).
+    pub pass_at: f64,
+    /// Reject at or below this: ln(beta / (1 - alpha)).
+    pub reject_at: f64,
+    pub max_runs: usize,
+}
+
+/// The sequential screen after `values` (candidate runs so far, in order): `None` while the
+/// evidence is between the bounds and runs are left. The single-run screen for a v1 rule.
+pub fn screen_runs(
+    calibration: &Calibration,
+    rule: &DecisionRule,
+    values: &[f64],
+) -> Option<ScreenOutcome> {
+    let ScreenRule::Sequential {
+        effect_sd,
+        alpha,
+        beta,
+        max_runs,
+    } = rule.screen
+    else {
+        return values.last().map(|&v| screen(calibration, rule, v));
+    };
+    let n = values.len();
+    if n == 0 {
+        return None;
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    let gain = calibration.baseline_mean - mean;
+    let z_of = |g: f64| {
+        if calibration.run_sd > 0.0 {
+            g / calibration.run_sd
+        } else if g > 0.0 {
+            f64::INFINITY
+        } else if g < 0.0 {
+            f64::NEG_INFINITY
+        } else {
+            0.0
+        }
+    };
+    // Each run's gain in run sd is N(0, 1) under H0 and N(effect, 1) under H1.
+    let log_lr: f64 = values
+        .iter()
+        .map(|v| effect_sd * z_of(calibration.baseline_mean - v) - effect_sd * effect_sd / 2.0)
+        .sum();
+    let pass_at = ((1.0 - beta) / alpha).ln();
+    let reject_at = (beta / (1.0 - alpha)).ln();
+    let z = z_of(gain);
+    let (verdict, reason) = if log_lr >= pass_at {
+        (
+            ScreenVerdict::Pass,
+            format!(
+                "mean gain {z:.2} run sd over {n} screening run(s): log LR {log_lr:.2} >= {pass_at:.2}"
+            ),
+        )
+    } else if log_lr <= reject_at {
+        (
+            ScreenVerdict::Reject,
+            format!(
+                "mean gain {z:.2} run sd over {n} screening run(s): log LR {log_lr:.2} <= {reject_at:.2}, no sign of a {effect_sd} sd gain"
+            ),
+        )
+    } else if n >= max_runs {
+        if log_lr >= 0.0 {
+            (
+                ScreenVerdict::Pass,
+                format!("after {n} screening runs the evidence leans to a gain (log LR {log_lr:.2} >= 0, mean gain {z:.2} run sd)"),
+            )
+        } else {
+            (
+                ScreenVerdict::Reject,
+                format!("after {n} screening runs the evidence leans to no gain (log LR {log_lr:.2} < 0, mean gain {z:.2} run sd)"),
+            )
+        }
+    } else {
+        return None;
+    };
+    Some(ScreenOutcome {
+        verdict,
+        candidate: mean,
+        baseline_mean: calibration.baseline_mean,
+        run_sd: calibration.run_sd,
+        gain,
+        z,
+        // The mean gain at which the log LR is 0.
+        threshold_z: effect_sd / 2.0,
+        reason,
+        sequential: Some(SequentialEvidence {
+            values: values.to_vec(),
+            log_lr,
+            pass_at,
+            reject_at,
+            max_runs,
+        }),
+    })
 }
 
 /// Screens one candidate run: reject early when it is clearly worse than the baseline.
@@ -338,6 +515,7 @@ pub fn screen(calibration: &Calibration, rule: &DecisionRule, candidate: f64) ->
         z,
         threshold_z,
         reason,
+        sequential: None,
     }
 }
 

@@ -175,10 +175,27 @@ mod tests {
         assert_eq!(back.next_level(), lord.next_level());
     }
 
+    /// The v1 default: 4 pairs at p < 0.25, then 8 at p < 0.05.
+    fn two_stage_rule() -> DecisionRule {
+        DecisionRule {
+            stages: vec![
+                crate::decision::StageRule {
+                    pairs: 4,
+                    p_threshold: 0.25,
+                },
+                crate::decision::StageRule {
+                    pairs: 8,
+                    p_threshold: 0.05,
+                },
+            ],
+            ..DecisionRule::default()
+        }
+    }
+
     #[test]
     fn fdr_mode_tightens_only_the_last_stage() {
         let lord = LordPlusPlus::new(0.05, None).unwrap();
-        let base = DecisionRule::default();
+        let base = two_stage_rule();
         let rule = lord.rule_for_next(&base);
         // First level: gamma_1 * w0 = 0.050046 * 0.025 = 0.0012512.
         assert!((rule.stages[1].p_threshold - 0.050_046 * 0.025).abs() < 1e-6);
@@ -194,11 +211,14 @@ mod tests {
 
     #[test]
     fn session_risk_multiplies_the_per_decision_bound() {
-        let rule = DecisionRule::default();
+        let rule = two_stage_rule();
         let risk = SessionRisk::new(&rule, 200, 5);
-        // Default stages: 0.25 * 0.05 = 0.0125 per decision -> 2.5 expected false merges at most.
+        // 0.25 * 0.05 = 0.0125 per decision -> 2.5 expected false merges at most.
         assert!((risk.per_decision_bound - 0.0125).abs() < 1e-12);
         assert!((risk.expected_false_merges - 2.5).abs() < 1e-9);
         assert!((risk.expected_false_share - 0.5).abs() < 1e-9);
+        // The default: one stage at p < 0.025 -> at most 5 of 200 decisions.
+        let risk = SessionRisk::new(&DecisionRule::default(), 200, 5);
+        assert!((risk.expected_false_merges - 5.0).abs() < 1e-9);
     }
 }

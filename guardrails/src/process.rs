@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::decision::{
-    confirm_stage, screen, Calibration, DecisionError, DecisionRule, ScreenOutcome, ScreenVerdict,
-    StageOutcome, StageVerdict,
+    confirm_stage, screen_runs, Calibration, DecisionError, DecisionRule, ScreenOutcome,
+    ScreenVerdict, StageOutcome, StageVerdict,
 };
 
 /// Which arm(s) a request is for.
@@ -120,6 +120,9 @@ pub struct DecisionProcess {
     stages: Vec<StageOutcome>,
     observations: Vec<Observation>,
     runs: usize,
+    /// The screening runs so far (the sequential screen takes several).
+    #[serde(default)]
+    screen_values: Vec<f64>,
 }
 
 impl DecisionProcess {
@@ -141,6 +144,7 @@ impl DecisionProcess {
             stages: Vec::new(),
             observations: Vec::new(),
             runs: 0,
+            screen_values: Vec::new(),
         })
     }
 
@@ -188,7 +192,11 @@ impl DecisionProcess {
                     );
                     return Ok(());
                 };
-                let outcome = screen(&self.calibration, &self.rule, value);
+                self.screen_values.push(value);
+                let Some(outcome) = screen_runs(&self.calibration, &self.rule, &self.screen_values)
+                else {
+                    return Ok(()); // the sequential screen wants another run
+                };
                 let verdict = outcome.verdict;
                 let reason = outcome.reason.clone();
                 self.screen = Some(outcome);

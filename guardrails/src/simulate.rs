@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::decision::{Calibration, DecisionRule};
+use crate::decision::{Calibration, DecisionRule, ScreenRule};
 use crate::process::{Arm, DecisionProcess, Observation, Request, RunValue, Verdict};
 use crate::stats::clopper_pearson_upper;
 
@@ -252,6 +252,28 @@ fn run_cell(
     }
 }
 
+/// The screen in words, for the table's header.
+pub fn describe_screen(rule: &DecisionRule) -> String {
+    match (&rule.screen, rule.screen_enabled) {
+        (_, false) => "no screen".into(),
+        (ScreenRule::Single, true) => format!(
+            "one screening run, rejected below {} run sd",
+            rule.screen_reject_below_sd
+        ),
+        (
+            ScreenRule::Sequential {
+                effect_sd,
+                alpha,
+                beta,
+                max_runs,
+            },
+            true,
+        ) => format!(
+            "sequential screen (SPRT, H1 = {effect_sd} run sd, alpha {alpha}, beta {beta}, at most {max_runs} runs)"
+        ),
+    }
+}
+
 /// A session's calibration on the simulated noise (baseline seeds plus same-seed replays).
 fn calibrate(rule: &DecisionRule, noise: &Noise, rng: &mut ChaCha8Rng) -> Calibration {
     let seeds = rule.min_baseline_seeds.max(2);
@@ -294,10 +316,10 @@ impl SimReport {
     /// Markdown table of every cell.
     pub fn render_table(&self) -> String {
         let mut out = format!(
-            "Rule `{}`: screen rejects below {} run sd; stages {}; min effect {} run sd; \
+            "Rule `{}`: {}; stages {}; min effect {} run sd; \
              alpha (product of stage thresholds) = {}. rho = {}, {} trials per row, seed {}.\n\n",
             self.rule.rule_version,
-            self.rule.screen_reject_below_sd,
+            describe_screen(&self.rule),
             self.rule
                 .stages
                 .iter()

@@ -3,8 +3,8 @@
 //! upper critical values of the t distribution).
 
 use agentloop_guardrails::decision::{
-    confirm_stage, screen, Calibration, DecisionError, DecisionRule, ScreenVerdict, StageRule,
-    StageVerdict,
+    confirm_stage, screen, screen_runs, Calibration, DecisionError, DecisionRule, ScreenRule,
+    ScreenVerdict, StageRule, StageVerdict, RULE_VERSION, RULE_VERSION_V1,
 };
 use agentloop_guardrails::process::{
     recompute, Arm, DecidedAt, DecisionProcess, Observation, ProcessError, Request, RunValue,
@@ -26,9 +26,12 @@ fn replays() -> Vec<(u64, Vec<f64>)> {
     vec![(1, vec![1.50, 1.50]), (2, vec![1.53])]
 }
 
-/// The example rule: 3 pairs at p < 0.2, then 6 pairs at p < 0.05, min effect 1 run sd.
+/// The example rule: 3 pairs at p < 0.2, then 6 pairs at p < 0.05, min effect 1 run sd,
+/// with v1's single screening run (v1 decisions must stay recomputable).
 fn rule() -> DecisionRule {
     DecisionRule {
+        rule_version: RULE_VERSION_V1.into(),
+        screen: ScreenRule::Single,
         stages: vec![
             StageRule {
                 pairs: 3,
@@ -446,4 +449,145 @@ fn recalibration_is_due_every_25_merges_by_default() {
     let rule = DecisionRule::default();
     assert!(!rule.needs_recalibration(24));
     assert!(rule.needs_recalibration(25));
+}
+
+// ---- the sequential screen (v2) -----------------------------------------------------------
+// Calibration: mean 1.50, run sd 0.02. H1 = 1.5 run sd, alpha 0.05, beta 0.1, at most 8 runs:
+// each run adds 1.5 z - 1.125 to the log LR; pass at ln(0.9 / 0.05) = ln 18 = 2.890372,
+// reject at ln(0.1 / 0.95) = -2.251292.
+
+fn sequential_rule() -> DecisionRule {
+    DecisionRule {
+        screen: ScreenRule::Sequential {
+            effect_sd: 1.5,
+            alpha: 0.05,
+            beta: 0.1,
+            max_runs: 8,
+        },
+        ..rule()
+    }
+    .with_version(RULE_VERSION)
+}
+
+trait WithVersion {
+    fn with_version(self, v: &str) -> Self;
+}
+
+impl WithVersion for DecisionRule {
+    fn with_version(mut self, v: &str) -> Self {
+        self.rule_version = v.into();
+        self
+    }
+}
+
+#[test]
+fn sequential_screen_passes_on_strong_evidence_by_hand() {
+    let (c, r) = (calibration(), sequential_rule());
+    // 1.45: z = 2.5, log LR 2.625 < 2.890: not yet.
+    assert_eq!(screen_runs(&c, &r, &[1.45]), None);
+    // 1.46: z = 2.0, log LR 2.625 + 1.875 = 4.5 >= 2.890: pass after 2 runs.
+    let s = screen_runs(&c, &r, &[1.45, 1.46]).unwrap();
+    assert_eq!(s.verdict, ScreenVerdict::Pass);
+    let seq = s.sequential.as_ref().unwrap();
+    assert!(close(seq.log_lr, 4.5, 1e-9), "{}", seq.log_lr);
+    assert!(close(seq.pass_at, 18f64.ln(), 1e-12));
+    assert!(close(seq.reject_at, (0.1f64 / 0.95).ln(), 1e-12));
+    assert!(close(s.candidate, 1.455, 1e-12) && close(s.z, 2.25, 1e-9));
+}
+
+#[test]
+fn sequential_screen_rejects_no_gain_after_three_runs_and_worse_after_one() {
+    let (c, r) = (calibration(), sequential_rule());
+    // No gain: -1.125 per run; -2.25 after 2 is still above -2.2513, -3.375 after 3 is below.
+    assert_eq!(screen_runs(&c, &r, &[1.50, 1.50]), None);
+    let s = screen_runs(&c, &r, &[1.50, 1.50, 1.50]).unwrap();
+    assert_eq!(s.verdict, ScreenVerdict::Reject);
+    // One run sd worse: -1.5 - 1.125 = -2.625: rejected at once.
+    let s = screen_runs(&c, &r, &[1.52]).unwrap();
+    assert_eq!(s.verdict, ScreenVerdict::Reject);
+}
+
+#[test]
+fn sequential_screen_truncates_at_max_runs_by_the_sign_of_the_evidence() {
+    let (c, r) = (calibration(), sequential_rule());
+    // z = 0.8: +0.075 per run, never reaching a bound; after 8 runs +0.6 >= 0: pass.
+    let leaning_good = [1.484; 8];
+    assert_eq!(screen_runs(&c, &r, &leaning_good[..7]), None);
+    let s = screen_runs(&c, &r, &leaning_good).unwrap();
+    assert_eq!(s.verdict, ScreenVerdict::Pass);
+    assert!(close(s.sequential.unwrap().log_lr, 0.6, 1e-9));
+    // z = 0.7: -0.075 per run; after 8 runs -0.6 < 0: reject.
+    let s = screen_runs(&c, &r, &[1.486; 8]).unwrap();
+    assert_eq!(s.verdict, ScreenVerdict::Reject);
+}
+
+#[test]
+fn the_process_asks_for_screening_runs_one_at_a_time_then_pairs() {
+    let mut p = DecisionProcess::new(sequential_rule(), calibration()).unwrap();
+    for v in [1.49, 1.48] {
+        assert_eq!(
+            p.next_request(),
+            Request::NeedRuns {
+                arm: Arm::Candidate,
+                count: 1
+            }
+        );
+        p.add_result(Observation::Candidate(RunValue::Ok(v)))
+            .unwrap();
+    }
+    // 1.49: z 0.5 -> -0.375; 1.48: z 1.0 -> +0.375; log LR 0: between the bounds.
+    assert!(p.decision().is_none());
+    p.add_result(Observation::Candidate(RunValue::Ok(1.44)))
+        .unwrap(); // z 3.0 -> +3.375: pass
+    assert_eq!(
+        p.next_request(),
+        Request::NeedRuns {
+            arm: Arm::Paired,
+            count: 3
+        }
+    );
+    drive_pairs(
+        &mut p,
+        &[0.02, 0.01, 0.03, 0.03, 0.02, 0.04, 0.03, 0.025, 0.035],
+    );
+    let d = p.decision().unwrap();
+    assert_eq!(d.verdict, Verdict::Accept);
+    assert_eq!(d.runs, 3 + 2 * 9);
+    let good = serde_json::to_value(d).unwrap();
+    recompute(&good).unwrap();
+    // Tampering with a screening run is caught.
+    let mut edited = good;
+    edited["observations"][1]["candidate"]["ok"] = 1.60.into();
+    assert!(recompute(&edited).is_err());
+}
+
+#[test]
+fn v1_rules_cannot_take_the_sequential_screen_and_unknown_versions_are_refused() {
+    let v1_sequential = sequential_rule().with_version(RULE_VERSION_V1);
+    assert!(v1_sequential.validate().is_err());
+    assert!(
+        rule().validate().is_ok(),
+        "v1 with the single screen stays valid"
+    );
+    let unknown = DecisionRule::default().with_version("other/v9");
+    assert!(unknown
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("other/v9"));
+}
+
+#[test]
+fn a_decision_recorded_before_v2_has_no_screen_field_and_still_recomputes() {
+    let mut p = DecisionProcess::new(rule(), calibration()).unwrap();
+    drive(
+        &mut p,
+        1.49,
+        &[0.02, 0.01, 0.03, 0.03, 0.02, 0.04, 0.03, 0.025, 0.035],
+    );
+    let mut old = serde_json::to_value(p.decision().unwrap()).unwrap();
+    // What a v1 build wrote: no `screen` in the rule, no `sequential` in the screen outcome.
+    old["rule"].as_object_mut().unwrap().remove("screen");
+    assert!(old["screen"].get("sequential").is_none());
+    recompute(&old).unwrap();
 }

@@ -741,6 +741,20 @@ fn simple_decision(outcome: DecisionOutcome, reason: String, rule_version: &str)
     }
 }
 
+/// The rule's thresholds as the decision event shows them. A v1 rule's shape is kept as it
+/// was, so decisions recorded before the sequential screen verify unchanged.
+fn thresholds(rule: &agentloop_guardrails::decision::DecisionRule) -> Value {
+    let mut t = json!({
+        "stages": rule.stages,
+        "screen_reject_below_sd": rule.screen_reject_below_sd,
+        "min_effect_sd": rule.min_effect_sd,
+    });
+    if let agentloop_guardrails::decision::ScreenRule::Sequential { .. } = rule.screen {
+        t["screen"] = json!(rule.screen);
+    }
+    t
+}
+
 /// The ledger's decision record: headline statistics plus the engine's full record (inputs,
 /// rule, calibration), so `ledger verify` can recompute it.
 pub(crate) fn decision_payload(d: &agentloop_guardrails::process::Decision) -> Result<Decision> {
@@ -760,12 +774,19 @@ pub(crate) fn decision_payload(d: &agentloop_guardrails::process::Decision) -> R
     Ok(Decision {
         outcome,
         stage: Some(stage),
-        test: last
-            .map(|_| "paired_t_one_sided".to_string())
-            .or_else(|| d.screen.as_ref().map(|_| "screen_z".to_string())),
+        test: last.map(|_| "paired_t_one_sided".to_string()).or_else(|| {
+            d.screen.as_ref().map(|s| match s.sequential {
+                Some(_) => "screen_sprt".to_string(),
+                None => "screen_z".to_string(),
+            })
+        }),
         n: last
             .map(|s| s.pairs.len() as u32)
-            .or(d.screen.as_ref().map(|_| 1)),
+            .or(d.screen.as_ref().map(|s| {
+                s.sequential
+                    .as_ref()
+                    .map_or(1, |seq| seq.values.len() as u32)
+            })),
         mean_baseline: last
             .map(|s| s.mean_baseline)
             .or(d.screen.as_ref().map(|s| s.baseline_mean)),
@@ -779,11 +800,7 @@ pub(crate) fn decision_payload(d: &agentloop_guardrails::process::Decision) -> R
         ci_low: last.map(|s| s.test.ci_low),
         ci_high: last.map(|s| s.test.ci_high),
         p_value: last.map(|s| s.test.p),
-        thresholds: json!({
-            "stages": d.rule.stages,
-            "screen_reject_below_sd": d.rule.screen_reject_below_sd,
-            "min_effect_sd": d.rule.min_effect_sd,
-        }),
+        thresholds: thresholds(&d.rule),
         min_effect: Some(d.calibration.min_effect(&d.rule)),
         rule_version: d.rule_version.clone(),
         reason: Some(d.reason.clone()),
