@@ -21,7 +21,7 @@ pub fn rows_cols(layout: &Layout) -> Result<(usize, usize)> {
         .last()
         .ok_or_else(|| candle_core::Error::Msg("a fused op needs at least one dimension".into()))?;
     let count = layout.shape().elem_count();
-    Ok((if cols == 0 { 0 } else { count / cols }, cols))
+    Ok((count.checked_div(cols).unwrap_or(0), cols))
 }
 
 /// Fails with a message naming the op for dtypes the fused ops do not implement.
