@@ -8,10 +8,12 @@
 //! [`runner::EvalAccess`] that only the runner can create.
 
 pub mod checkpoint;
+pub mod compute;
 pub mod config;
 pub mod contract;
 pub mod data;
 pub mod eval;
+pub mod fused;
 pub mod metrics;
 pub mod params;
 pub mod prepare;

@@ -1,6 +1,7 @@
 //! `agentloop-trainer train ...`: see ARCHITECTURE.md §2 for the contract.
 //! `agentloop-trainer prepare ...`: documents in, token shards out (see `prepare`).
 
+use agentloop_trainer::compute::{FusedChoice, Precision};
 use agentloop_trainer::prepare::{self, input::Format, PrepareArgs};
 use agentloop_trainer::runner::{self, DeviceKind, RunArgs};
 use agentloop_trainer::tokenizer::spec::TokenizerSpec;
@@ -24,6 +25,20 @@ struct Cli {
 enum DeviceArg {
     Cpu,
     Cuda,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DtypeArg {
+    Auto,
+    F32,
+    Bf16,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FusedArg {
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Subcommand)]
@@ -58,6 +73,14 @@ enum Command {
         timeout: Option<Duration>,
         #[arg(long, value_enum, default_value = "cpu")]
         device: DeviceArg,
+        /// Training compute dtype; `auto` is bf16 on CUDA (f32 master weights and optimizer
+        /// moments) and f32 on CPU, which refuses bf16. The evaluation is always f32.
+        #[arg(long, value_enum, default_value = "auto")]
+        dtype: DtypeArg,
+        /// Fused kernels (RMSNorm, causal softmax, cross-entropy, AdamW); `auto` is on for
+        /// CUDA and off on CPU.
+        #[arg(long, value_enum, default_value = "auto")]
+        fused: FusedArg,
     },
     /// Tokenize documents (text files or folders, JSONL, Parquet) into token shards in OUT.
     /// Re-running with the same inputs and settings reuses finished shards.
@@ -132,6 +155,8 @@ fn main() {
             checkpoint_every,
             timeout,
             device,
+            dtype,
+            fused,
         } => {
             // The default model is too small to gain from threads, and on a shared 2-core
             // machine idle-spinning rayon workers made steps about 4x slower;
@@ -152,6 +177,16 @@ fn main() {
                 device: match device {
                     DeviceArg::Cpu => DeviceKind::Cpu,
                     DeviceArg::Cuda => DeviceKind::Cuda,
+                },
+                precision: match dtype {
+                    DtypeArg::Auto => Precision::Auto,
+                    DtypeArg::F32 => Precision::F32,
+                    DtypeArg::Bf16 => Precision::Bf16,
+                },
+                fused: match fused {
+                    FusedArg::Auto => FusedChoice::Auto,
+                    FusedArg::On => FusedChoice::On,
+                    FusedArg::Off => FusedChoice::Off,
                 },
             })
         }

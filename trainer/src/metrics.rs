@@ -1,9 +1,15 @@
 //! The run's outputs: JSON-lines progress on stdout and `metrics.json`. Frozen: the loop reads
 //! these, so their shape is part of the target contract (ARCHITECTURE.md §2).
 
+use candle_core::Device;
 use serde::Serialize;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Dense bf16 peak of an H100 SXM (TFLOP/s), the default denominator of `mfu`;
+/// `AGENTLOOP_PEAK_TFLOPS` overrides it for other GPUs.
+pub const DEFAULT_PEAK_TFLOPS: f64 = 989.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -42,8 +48,47 @@ pub struct Metrics {
     pub status: Status,
     pub eval_tokens: usize,
     pub device: String,
+    /// Model FLOPs per trained token (see `Gpt::flops_per_token`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flops_per_token: Option<f64>,
+    /// Model FLOPs utilization on CUDA: tokens_per_s * flops_per_token / peak FLOP/s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mfu: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// The peak FLOP/s that `mfu` divides by.
+pub fn peak_flops() -> f64 {
+    std::env::var("AGENTLOOP_PEAK_TFLOPS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .unwrap_or(DEFAULT_PEAK_TFLOPS)
+        * 1e12
+}
+
+/// Highest device memory in use seen by [`sample_device_memory`].
+static DEVICE_PEAK: AtomicU64 = AtomicU64::new(0);
+
+/// Records the memory in use on `device` now (CUDA: total minus free, for the whole GPU);
+/// does nothing on CPU. Called after each forward pass and each step, where memory peaks.
+pub fn sample_device_memory(device: &Device) {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(cuda) = device {
+        if let Ok((free, total)) = cuda.cuda_stream().context().mem_get_info() {
+            DEVICE_PEAK.fetch_max(total.saturating_sub(free) as u64, Ordering::Relaxed);
+        }
+    }
+    let _ = device;
+}
+
+/// The peak memory to report: the sampled device peak on a GPU, else the process's VmHWM.
+pub fn reported_peak_mem_bytes() -> u64 {
+    match DEVICE_PEAK.load(Ordering::Relaxed) {
+        0 => peak_mem_bytes(),
+        device => device,
+    }
 }
 
 /// Peak resident memory of this process (VmHWM), 0 where the platform does not report it.

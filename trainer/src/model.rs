@@ -4,10 +4,16 @@
 //!
 //! Every op here must have a backward pass: candle's fused `rms_norm`, `layer_norm`,
 //! `softmax_last_dim` and `rope` have none, so gradients would silently stop at them. The
-//! composite forms below are differentiable.
+//! composite forms below are differentiable; `crate::fused` has kernels with backward passes
+//! for the norm, the causal softmax and the loss, used when `Compute::fused` is on.
+//!
+//! Mixed precision: parameters are f32 and cast to the compute dtype where they are used,
+//! so gradients flow back to them in f32; norm and softmax statistics and the loss are f32.
 
+use crate::compute::Compute;
 use crate::config::ModelConfig;
 use crate::eval::LanguageModel;
+use crate::fused;
 use crate::params::ParamStore;
 use candle_core::{DType, Device, Result, Tensor, D};
 
@@ -15,9 +21,35 @@ const NORM_EPS: f64 = 1e-6;
 const ROPE_BASE: f64 = 10_000.0;
 
 /// x / sqrt(mean(x^2) + eps) over the last dimension, without a learned scale.
-fn rms_norm(x: &Tensor) -> Result<Tensor> {
-    let mean_sq = x.sqr()?.mean_keepdim(D::Minus1)?;
-    x.broadcast_div(&(mean_sq + NORM_EPS)?.sqrt()?)
+fn rms_norm(x: &Tensor, compute: Compute) -> Result<Tensor> {
+    if compute.fused {
+        return fused::rms_norm(x, NORM_EPS);
+    }
+    let x32 = x.to_dtype(DType::F32)?;
+    let mean_sq = x32.sqr()?.mean_keepdim(D::Minus1)?;
+    x32.broadcast_div(&(mean_sq + NORM_EPS)?.sqrt()?)?
+        .to_dtype(x.dtype())
+}
+
+/// Softmax over keys of `scores / sqrt(head_dim)` with keys after the query masked out.
+fn causal_softmax(scores: &Tensor, head_dim: usize, compute: Compute) -> Result<Tensor> {
+    let sqrt_hd = (head_dim as f64).sqrt();
+    if compute.fused {
+        return fused::causal_softmax(scores, 1.0 / sqrt_hd);
+    }
+    let t = scores.dim(D::Minus1)?;
+    let scores = (scores.to_dtype(DType::F32)? / sqrt_hd)?
+        .broadcast_add(&causal_mask(t, scores.device())?)?;
+    candle_nn::ops::softmax(&scores, D::Minus1)?.to_dtype(compute.dtype)
+}
+
+/// `cap * tanh(logits / cap)`, or the logits unchanged when `cap` is 0.
+fn softcap(logits: &Tensor, cap: f64) -> Result<Tensor> {
+    if cap > 0.0 {
+        (logits / cap)?.tanh()? * cap
+    } else {
+        Ok(logits.clone())
+    }
 }
 
 /// Rotary embedding on `(batch, heads, len, head_dim)`, rotating the two halves of each head.
@@ -56,12 +88,28 @@ pub struct Gpt {
     cos: Tensor,
     sin: Tensor,
     cfg: ModelConfig,
-    /// Compute dtype: f32 on CPU, bf16 on CUDA (parameters stay f32).
-    dtype: DType,
+    /// Training's dtype and kernels (parameters stay f32).
+    compute: Compute,
 }
 
+/// The evaluation's arithmetic: f32 composite ops on every device.
+const EVAL_COMPUTE: Compute = Compute {
+    dtype: DType::F32,
+    fused: false,
+};
+
 impl Gpt {
+    /// The model with the default computation for the parameters' device.
     pub fn new(cfg: &ModelConfig, params: &mut ParamStore) -> Result<Self> {
+        let compute = Compute::for_device(params.device());
+        Self::with_compute(cfg, params, compute)
+    }
+
+    pub fn with_compute(
+        cfg: &ModelConfig,
+        params: &mut ParamStore,
+        compute: Compute,
+    ) -> Result<Self> {
         let (d, v) = (cfg.width, cfg.vocab_size);
         let std_in = 1.0 / (d as f64).sqrt();
         // Residual projections start small so each block begins close to the identity.
@@ -81,11 +129,6 @@ impl Gpt {
         let lm_head = params.normal("lm_head", &[d, v], 0.5 * std_in)?;
         let device = params.device().clone();
         let (cos, sin) = rope_tables(cfg.seq_len, d / cfg.heads, &device)?;
-        let dtype = if device.is_cuda() {
-            DType::BF16
-        } else {
-            DType::F32
-        };
         Ok(Self {
             wte,
             blocks,
@@ -93,40 +136,38 @@ impl Gpt {
             cos,
             sin,
             cfg: cfg.clone(),
-            dtype,
+            compute,
         })
     }
 
-    fn attention(&self, block: &Block, x: &Tensor) -> Result<Tensor> {
+    fn attention(&self, block: &Block, x: &Tensor, c: Compute) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let (h, hd) = (self.cfg.heads, d / self.cfg.heads);
         let heads = |w: &Tensor| -> Result<Tensor> {
-            linear(x, &w.to_dtype(self.dtype)?)?
+            linear(x, &w.to_dtype(c.dtype)?)?
                 .reshape((b, t, h, hd))?
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let cos = self.cos.narrow(0, 0, t)?.to_dtype(self.dtype)?;
-        let sin = self.sin.narrow(0, 0, t)?.to_dtype(self.dtype)?;
-        let q = apply_rope(&rms_norm(&heads(&block.wq)?)?, &cos, &sin)?;
-        let k = apply_rope(&rms_norm(&heads(&block.wk)?)?, &cos, &sin)?;
+        let cos = self.cos.narrow(0, 0, t)?.to_dtype(c.dtype)?;
+        let sin = self.sin.narrow(0, 0, t)?.to_dtype(c.dtype)?;
+        let q = apply_rope(&rms_norm(&heads(&block.wq)?, c)?, &cos, &sin)?;
+        let k = apply_rope(&rms_norm(&heads(&block.wk)?, c)?, &cos, &sin)?;
         let v = heads(&block.wv)?;
-        let scores = (q.matmul(&k.t()?.contiguous()?)? / (hd as f64).sqrt())?;
-        let scores = scores.broadcast_add(&causal_mask(t, x.device())?.to_dtype(self.dtype)?)?;
-        let weights = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let scores = q.matmul(&k.t()?.contiguous()?)?;
+        let weights = causal_softmax(&scores, hd, c)?;
         let y = weights.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
-        linear(&y, &block.wo.to_dtype(self.dtype)?)
+        linear(&y, &block.wo.to_dtype(c.dtype)?)
     }
 
-    fn mlp(&self, block: &Block, x: &Tensor) -> Result<Tensor> {
-        let hidden = linear(x, &block.w_fc.to_dtype(self.dtype)?)?
-            .relu()?
-            .sqr()?;
-        linear(&hidden, &block.w_proj.to_dtype(self.dtype)?)
+    fn mlp(&self, block: &Block, x: &Tensor, c: Compute) -> Result<Tensor> {
+        let hidden = linear(x, &block.w_fc.to_dtype(c.dtype)?)?.relu()?.sqr()?;
+        linear(&hidden, &block.w_proj.to_dtype(c.dtype)?)
     }
 
-    /// `(batch, len)` token ids -> `(batch, len, vocab)` f32 logits.
-    pub fn forward(&self, tokens: &Tensor) -> Result<Tensor> {
+    /// `(batch, len)` token ids -> `(batch, len, vocab)` logits before the soft-cap, in
+    /// `c.dtype`.
+    fn uncapped_logits(&self, tokens: &Tensor, c: Compute) -> Result<Tensor> {
         let (b, t) = tokens.dims2()?;
         if t > self.cfg.seq_len {
             candle_core::bail!(
@@ -134,23 +175,57 @@ impl Gpt {
                 self.cfg.seq_len
             );
         }
+        // Gathered in f32, then cast: the embedding's gradient accumulates in f32.
         let emb = self
             .wte
-            .to_dtype(self.dtype)?
-            .embedding(&tokens.flatten_all()?)?;
-        let mut x = rms_norm(&emb.reshape((b, t, self.cfg.width))?)?;
+            .embedding(&tokens.flatten_all()?)?
+            .to_dtype(c.dtype)?;
+        let mut x = rms_norm(&emb.reshape((b, t, self.cfg.width))?, c)?;
         for block in &self.blocks {
-            x = (&x + self.attention(block, &rms_norm(&x)?)?)?;
-            x = (&x + self.mlp(block, &rms_norm(&x)?)?)?;
+            x = (&x + self.attention(block, &rms_norm(&x, c)?, c)?)?;
+            x = (&x + self.mlp(block, &rms_norm(&x, c)?, c)?)?;
         }
-        let logits =
-            linear(&rms_norm(&x)?, &self.lm_head.to_dtype(self.dtype)?)?.to_dtype(DType::F32)?;
-        let cap = self.cfg.softcap;
-        if cap > 0.0 {
-            (logits / cap)?.tanh()? * cap
-        } else {
-            Ok(logits)
+        linear(&rms_norm(&x, c)?, &self.lm_head.to_dtype(c.dtype)?)
+    }
+
+    /// `(batch, len)` token ids -> `(batch, len, vocab)` f32 logits, computed in f32 with the
+    /// composite ops whatever the training computation (the evaluation's numerics).
+    pub fn forward(&self, tokens: &Tensor) -> Result<Tensor> {
+        softcap(
+            &self.uncapped_logits(tokens, EVAL_COMPUTE)?,
+            self.cfg.softcap,
+        )
+    }
+
+    /// Mean training cross-entropy (nats per token, f32 scalar) of `targets` `(batch, len)`
+    /// after `tokens`, in the training computation.
+    pub fn loss(&self, tokens: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        let c = self.compute;
+        let logits = self.uncapped_logits(tokens, c)?;
+        let vocab = logits.dim(D::Minus1)?;
+        let logits = logits.reshape(((), vocab))?;
+        let targets = targets.flatten_all()?;
+        if c.fused {
+            return fused::softcapped_cross_entropy(&logits, &targets, self.cfg.softcap)?
+                .mean_all();
         }
+        let logits = softcap(&logits.to_dtype(DType::F32)?, self.cfg.softcap)?;
+        candle_nn::loss::cross_entropy(&logits, &targets)
+    }
+
+    /// Model FLOPs per trained token: 6 per matmul parameter (forward and backward; the
+    /// embedding gather is free) plus the attention score and value matmuls, counted
+    /// without the causal saving: `6 * (params - embedding) + 12 * depth * width * seq_len`
+    /// (the formula of nanochat / autoresearch, so MFU figures compare).
+    pub fn flops_per_token(&self) -> f64 {
+        let (d, v, l, t) = (
+            self.cfg.width as f64,
+            self.cfg.vocab_size as f64,
+            self.cfg.depth as f64,
+            self.cfg.seq_len as f64,
+        );
+        let matmul_params = l * 12.0 * d * d + d * v;
+        6.0 * matmul_params + 12.0 * l * d * t
     }
 }
 

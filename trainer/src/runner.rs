@@ -2,6 +2,7 @@
 //! divergence, checkpoint, evaluate on the requested split, write `metrics.json`. Frozen.
 
 use crate::checkpoint::{self, Progress};
+use crate::compute::{Compute, FusedChoice, Precision};
 use crate::config::{Budget, CheckpointEvery, Config, Split};
 use crate::contract::Training;
 use crate::data::{self, TrainBatches};
@@ -47,6 +48,10 @@ pub struct RunArgs {
     pub checkpoint_every: Option<CheckpointEvery>,
     pub timeout: Option<Duration>,
     pub device: DeviceKind,
+    /// `--dtype`: the training compute dtype (auto: bf16 on CUDA, f32 on CPU).
+    pub precision: Precision,
+    /// `--fused`: the fused kernels (auto: on for CUDA).
+    pub fused: FusedChoice,
 }
 
 /// Everything loaded before training starts; any failure here is bad input (exit 2).
@@ -54,6 +59,7 @@ struct Prepared {
     config: Config,
     tokenizer: Box<dyn Tokenizer>,
     device: Device,
+    compute: Compute,
     batches: TrainBatches,
     eval_tokens: data::EvalTokens,
 }
@@ -75,6 +81,7 @@ fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
             Device::new_cuda(0).map_err(|e| anyhow::anyhow!("cannot open CUDA device 0: {e}"))?
         }
     };
+    let compute = Compute::resolve(&device, args.precision, args.fused)?;
     let batches = TrainBatches::load(
         &args.data,
         tokenizer.as_ref(),
@@ -89,6 +96,7 @@ fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         config,
         tokenizer,
         device,
+        compute,
         batches,
         eval_tokens,
     })
@@ -101,6 +109,7 @@ struct Snapshot {
     tokens: u64,
     train_loss: Option<f64>,
     params: usize,
+    flops_per_token: Option<f64>,
     finished: bool,
 }
 
@@ -207,6 +216,7 @@ pub fn run(args: &RunArgs) -> i32 {
         tokens: 0,
         train_loss: None,
         params: 0,
+        flops_per_token: None,
         finished: false,
     }));
     if let Some(limit) = args.timeout {
@@ -245,6 +255,11 @@ pub fn run(args: &RunArgs) -> i32 {
     let mut snap = snapshot.lock().unwrap_or_else(|p| p.into_inner());
     snap.finished = true;
     let p = &looped.progress;
+    let tokens_per_s = if p.elapsed_s > 0.0 {
+        p.tokens as f64 / p.elapsed_s
+    } else {
+        0.0
+    };
     let metrics = Metrics {
         val_bpb: outcome.val_bpb,
         split: args.split.name(),
@@ -252,20 +267,25 @@ pub fn run(args: &RunArgs) -> i32 {
         tokens: p.tokens,
         steps: p.step,
         wall_s: started.elapsed().as_secs_f64(),
-        tokens_per_s: if p.elapsed_s > 0.0 {
-            p.tokens as f64 / p.elapsed_s
-        } else {
-            0.0
-        },
-        peak_mem_bytes: metrics::peak_mem_bytes(),
+        tokens_per_s,
+        peak_mem_bytes: metrics::reported_peak_mem_bytes(),
         params: snap.params,
         seed: args.seed,
         status: outcome.status,
         eval_tokens: EVAL_TOKENS,
         device: format!("{:?}", args.device).to_lowercase(),
+        flops_per_token: snap.flops_per_token,
+        mfu: mfu(args.device, tokens_per_s, snap.flops_per_token),
         error: outcome.error.clone(),
     };
     finish(args, &metrics)
+}
+
+/// Model FLOPs utilization, reported on CUDA only (a CPU has no meaningful bf16 peak).
+fn mfu(device: DeviceKind, tokens_per_s: f64, flops_per_token: Option<f64>) -> Option<f64> {
+    (device == DeviceKind::Cuda)
+        .then(|| flops_per_token.map(|f| tokens_per_s * f / metrics::peak_flops()))
+        .flatten()
 }
 
 fn finish(args: &RunArgs, metrics: &Metrics) -> i32 {
@@ -302,16 +322,20 @@ fn train_and_evaluate(
         error: Some(e),
     };
     let args = looped.args;
-    let mut training: Box<dyn Training> =
-        match crate::train::build(&prepared.config, &prepared.device, args.seed) {
-            Ok(t) => t,
-            Err(e) => return crashed(format!("building the model failed: {e}")),
-        };
-    looped
-        .snapshot
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .params = training.param_count();
+    let mut training: Box<dyn Training> = match crate::train::build_with(
+        &prepared.config,
+        &prepared.device,
+        args.seed,
+        prepared.compute,
+    ) {
+        Ok(t) => t,
+        Err(e) => return crashed(format!("building the model failed: {e}")),
+    };
+    {
+        let mut snap = looped.snapshot.lock().unwrap_or_else(|p| p.into_inner());
+        snap.params = training.param_count();
+        snap.flops_per_token = training.flops_per_token();
+    }
     if let Some(loaded) = resumed {
         if let Err(e) = training.restore(loaded.state) {
             return crashed(format!("restoring the checkpoint failed: {e}"));
@@ -335,6 +359,7 @@ fn train_and_evaluate(
             }
         };
         looped.progress.elapsed_s = prior_elapsed + train_started.elapsed().as_secs_f64();
+        metrics::sample_device_memory(&prepared.device);
         let diverged = looped.record_step(
             stats.loss,
             stats.grad_norm,
@@ -436,12 +461,14 @@ fn spawn_watchdog(
             steps: snap.steps,
             wall_s,
             tokens_per_s: snap.tokens as f64 / wall_s.max(1e-9),
-            peak_mem_bytes: metrics::peak_mem_bytes(),
+            peak_mem_bytes: metrics::reported_peak_mem_bytes(),
             params: snap.params,
             seed: args.seed,
             status: Status::TimedOut,
             eval_tokens: EVAL_TOKENS,
             device: format!("{:?}", args.device).to_lowercase(),
+            flops_per_token: snap.flops_per_token,
+            mfu: None,
             error: Some(format!(
                 "the run exceeded its timeout of {}",
                 humantime::format_duration(args.timeout.unwrap_or_default())

@@ -2,6 +2,7 @@
 //! into a parameter update. The runner around it (budget, divergence checks, checkpoints,
 //! evaluation) is frozen.
 
+use crate::compute::Compute;
 use crate::config::Config;
 use crate::contract::{StepStats, TrainState, Training};
 use crate::data::BatchSource;
@@ -19,10 +20,21 @@ pub struct GptTraining {
     cfg: Config,
 }
 
-/// Builds the model and its optimizer; `seed` fixes the initialization.
+/// Builds the model and its optimizer with the default computation for `device`; `seed`
+/// fixes the initialization.
 pub fn build(cfg: &Config, device: &Device, seed: u64) -> Result<Box<dyn Training>> {
+    build_with(cfg, device, seed, Compute::for_device(device))
+}
+
+/// Like [`build`], with the compute dtype and kernels chosen by the caller.
+pub fn build_with(
+    cfg: &Config,
+    device: &Device,
+    seed: u64,
+    compute: Compute,
+) -> Result<Box<dyn Training>> {
     let mut params = ParamStore::new(seed, device);
-    let model = Gpt::new(&cfg.model, &mut params)?;
+    let model = Gpt::with_compute(&cfg.model, &mut params, compute)?;
     let groups = params
         .vars()
         .iter()
@@ -35,7 +47,7 @@ pub fn build(cfg: &Config, device: &Device, seed: u64) -> Result<Box<dyn Trainin
             (name.clone(), var.clone(), group)
         })
         .collect();
-    let optimizer = Optimizer::new(&cfg.optim, groups)?;
+    let optimizer = Optimizer::with_fused(&cfg.optim, groups, compute.fused)?;
     Ok(Box::new(GptTraining {
         model,
         params,
@@ -56,8 +68,8 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 impl Training for GptTraining {
     fn step(&mut self, batches: &mut dyn BatchSource, progress: f64) -> Result<StepStats> {
         let batch = batches.next_batch()?;
-        let logits = self.model.forward(&batch.inputs)?;
-        let loss = cross_entropy(&logits, &batch.targets)?;
+        let loss = self.model.loss(&batch.inputs, &batch.targets)?;
+        crate::metrics::sample_device_memory(batch.inputs.device());
         let grads = loss.backward()?;
         let o = &self.cfg.optim;
         let lr_mult = lr_multiplier(progress, o.warmup_frac, o.warmdown_frac);
@@ -77,6 +89,10 @@ impl Training for GptTraining {
         self.params.count()
     }
 
+    fn flops_per_token(&self) -> Option<f64> {
+        Some(self.model.flops_per_token())
+    }
+
     fn state(&self) -> Result<TrainState> {
         let mut tensors: Vec<(String, Tensor)> = self
             .params
@@ -84,7 +100,7 @@ impl Training for GptTraining {
             .iter()
             .map(|(name, var)| (format!("param.{name}"), var.as_detached_tensor()))
             .collect();
-        let (moments, step) = self.optimizer.state();
+        let (moments, step) = self.optimizer.state()?;
         tensors.extend(moments);
         Ok(TrainState {
             tensors,

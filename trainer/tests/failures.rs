@@ -215,3 +215,24 @@ fn a_run_past_its_timeout_exits_4_with_a_timed_out_record() {
     assert_eq!(m["status"], "timed_out");
     assert!(m["wall_s"].as_f64().unwrap() < 10.0);
 }
+
+#[test]
+fn bf16_on_the_cpu_is_refused_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "tiny.toml", TINY_CONFIG);
+    let out = dir.path().join("run");
+    let output = run(train_command(
+        &config,
+        &out,
+        1,
+        "2steps",
+        &["--dtype", "bf16"],
+    ));
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    assert!(
+        stderr(&output).contains("--dtype bf16 needs --device cuda"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!out.join("metrics.json").exists());
+}

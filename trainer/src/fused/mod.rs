@@ -1,0 +1,19 @@
+//! Fused training ops with their backward passes, as candle custom ops (frozen; the model
+//! and optimizer choose whether to call them). Each op has a CPU implementation, the
+//! reference that the tests hold against the composite candle version (values and
+//! gradients through candle's autograd), and with the `cuda` feature a CUDA kernel from
+//! `kernels/fused.cu` that computes the same thing. Statistics (sums, maxima, log-sum-exp)
+//! are kept in f32 whatever the tensor dtype.
+
+mod adamw;
+mod cpu;
+mod cross_entropy;
+#[cfg(feature = "cuda")]
+mod cuda;
+mod rms_norm;
+mod softmax;
+
+pub use adamw::{adamw_step, AdamWStep};
+pub use cross_entropy::softcapped_cross_entropy;
+pub use rms_norm::rms_norm;
+pub use softmax::causal_softmax;
