@@ -119,7 +119,7 @@ fn two_workers_overlap_runs_and_decide_as_one_worker_does() {
     let parallel_summary = check::consistent(&parallel, "main").unwrap();
     let expected: BTreeMap<String, String> = [
         ("optim.lr = 0.01", "accepted"),
-        ("optim.lr = 1.0", "rejected"),
+        ("optim.lr = 1", "rejected"),
         ("optim.weight_decay = 0.1", "accepted"),
     ]
     .iter()
@@ -267,15 +267,35 @@ fn two_workers_killed_at_any_point_resume_and_settle_every_change_once() {
         let summary = check::consistent(&repo, "main")
             .unwrap_or_else(|e| panic!("killed after event {seen}: {e:#}"));
         let got = outcomes(&repo, &summary);
+        let trace: Vec<String> = repo
+            .events()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {} {:?} {}",
+                    e.seq,
+                    e.kind,
+                    e.change,
+                    e.payload
+                        .get("description")
+                        .or(e.payload.get("reason"))
+                        .or(e.payload.get("message"))
+                        .cloned()
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        let trace = trace.join("\n");
         assert_eq!(
             got.get("optim.lr = 0.01").map(String::as_str),
             Some("accepted"),
-            "killed after event {seen}: {got:?}"
+            "killed after event {seen}: {got:?}\n{trace}"
         );
         assert_eq!(
             got.get("optim.weight_decay = 0.1").map(String::as_str),
             Some("accepted"),
-            "killed after event {seen}: {got:?}"
+            "killed after event {seen}: {got:?}\n{trace}"
         );
     }
 }

@@ -54,6 +54,21 @@ impl LocalExecutor {
     }
 }
 
+/// Removes `dir`, retrying while a run orphaned by a killed loop may still be writing into it.
+fn clear_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut tries = 0;
+    loop {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && tries < 20 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            other => return other,
+        }
+    }
+}
+
 fn available_cores() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -93,8 +108,7 @@ impl Executor for LocalExecutor {
         };
         if job.out.exists() {
             // A leftover of an interrupted attempt must not be mistaken for this run's output.
-            std::fs::remove_dir_all(&job.out)
-                .with_context(|| format!("clearing {}", job.out.display()))?;
+            clear_dir(&job.out).with_context(|| format!("clearing {}", job.out.display()))?;
         }
         std::fs::create_dir_all(&job.out)
             .with_context(|| format!("creating {}", job.out.display()))?;
