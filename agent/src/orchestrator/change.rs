@@ -67,7 +67,7 @@ enum Prepared {
 
 /// How launching both runs of a pair at once went.
 enum PairStart {
-    Ran(RunResult, RunResult),
+    Ran(Box<(RunResult, RunResult)>),
     Stopped,
     /// One of the two is recorded already; run the rest one after the other.
     NotTogether,
@@ -426,7 +426,7 @@ impl<'a> ChangeRunner<'a> {
                         };
                         let (baseline, candidate) = match together {
                             PairStart::Stopped => return Ok(None),
-                            PairStart::Ran(b, c) => (b, c),
+                            PairStart::Ran(pair) => *pair,
                             PairStart::NotTogether => {
                                 let Some(baseline) =
                                     self.baseline_run(change, seed, ready, index, 0)?
@@ -579,11 +579,11 @@ impl<'a> ChangeRunner<'a> {
             return Ok(PairStart::Stopped);
         };
         if value_of(&b).is_some() {
-            return Ok(PairStart::Ran(b, c));
+            return Ok(PairStart::Ran(Box::new((b, c))));
         }
         // The trunk's run crashed: retried on the same seed, as with one slot.
         match self.baseline_run(change, seed, ready, index, 1)? {
-            Some(b) => Ok(PairStart::Ran(b, c)),
+            Some(b) => Ok(PairStart::Ran(Box::new((b, c)))),
             None => Ok(PairStart::Stopped),
         }
     }

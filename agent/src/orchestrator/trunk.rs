@@ -352,7 +352,7 @@ pub fn measure(
             return Ok(CalibrationTry::Stopped);
         };
         r.extra.insert("role".into(), Value::String(p.role.into()));
-        Ok(CalibrationTry::Ran(r))
+        Ok(CalibrationTry::Ran(Box::new(r)))
     };
     let failed_thrice = |k: usize, r: &RunResult| {
         anyhow::anyhow!(
@@ -392,7 +392,7 @@ pub fn measure(
                     Err(e) => failure = failure.take().or(Some(e)),
                     Ok(CalibrationTry::Stopped) => stopped = true,
                     Ok(CalibrationTry::Ran(r)) => {
-                        if let Err(e) = rec.append(None, &r) {
+                        if let Err(e) = rec.append(None, r.as_ref()) {
                             failure = failure.take().or(Some(e));
                             stop.request("recording a calibration run failed");
                             continue;
@@ -419,7 +419,7 @@ pub fn measure(
                 tries += 1;
                 let r = match run(k)? {
                     CalibrationTry::Stopped => return Ok(None),
-                    CalibrationTry::Ran(r) => r,
+                    CalibrationTry::Ran(r) => *r,
                 };
                 rec.append(None, &r)?;
                 if let Some(v) = value_of(&r) {
@@ -480,7 +480,7 @@ struct CalibrationRun {
 }
 
 enum CalibrationTry {
-    Ran(RunResult),
+    Ran(Box<RunResult>),
     Stopped,
 }
 
