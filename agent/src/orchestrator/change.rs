@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 
 use super::artifacts::BuildCache;
 use super::budget::Stop;
-use super::history::{ChangeRecord, SessionHistory};
+use super::history::ChangeRecord;
 use super::proposals::{Ask, Context, Edit, HistoryItem, ProposalSource, Reply};
 use super::record::Recorder;
 use super::runs::{self, value_of, RunSpec};
@@ -83,12 +83,7 @@ struct Cursor {
 }
 
 impl<'a> ChangeRunner<'a> {
-    pub fn process(
-        &mut self,
-        history: &SessionHistory,
-        ready: &Ready,
-        change: &ChangeRecord,
-    ) -> Result<ChangeEnd> {
+    pub fn process(&mut self, ready: &Ready, change: &ChangeRecord) -> Result<ChangeEnd> {
         let id = change.id.as_str();
         if change.superseded_by().is_some() {
             return Ok(ChangeEnd::Settled);
@@ -109,7 +104,7 @@ impl<'a> ChangeRunner<'a> {
         let decision = match &change.decision {
             Some((_, d)) => d.clone(),
             None => {
-                let prepared = self.prepare(history, ready, change)?;
+                let prepared = self.prepare(ready, change)?;
                 let decision = match prepared {
                     Prepared::Stopped => return Ok(ChangeEnd::Stopped),
                     Prepared::Exhausted => return Ok(ChangeEnd::Exhausted),
@@ -135,12 +130,7 @@ impl<'a> ChangeRunner<'a> {
     }
 
     /// Propose, policy, apply, build (with fix attempts) and smoke.
-    fn prepare(
-        &mut self,
-        history: &SessionHistory,
-        ready: &Ready,
-        change: &ChangeRecord,
-    ) -> Result<Prepared> {
+    fn prepare(&mut self, ready: &Ready, change: &ChangeRecord) -> Result<Prepared> {
         let id = change.id.as_str();
         let git = &self.ws.git;
         let mut cur = Cursor::default();
@@ -160,7 +150,7 @@ impl<'a> ChangeRunner<'a> {
                     if self.stop.is_stopped() {
                         return Ok(Prepared::Stopped);
                     }
-                    let ctx = self.context(history, ready, base, ask.clone())?;
+                    let ctx = self.context(id, ready, base, ask.clone())?;
                     let Some(reply) = self
                         .proposals
                         .propose(&ctx)
@@ -834,13 +824,7 @@ impl<'a> ChangeRunner<'a> {
         )
     }
 
-    fn context(
-        &self,
-        history: &SessionHistory,
-        ready: &Ready,
-        base: Oid,
-        ask: Ask,
-    ) -> Result<Context> {
+    fn context(&self, asking_for: &str, ready: &Ready, base: Oid, ask: Ask) -> Result<Context> {
         let git = &self.ws.git;
         let mut editable_files = Vec::new();
         for path in git.list_files(base)? {
@@ -850,10 +834,24 @@ impl<'a> ChangeRunner<'a> {
                 }
             }
         }
+        // Read now: other workers may have decided or proposed changes since this one began.
+        let history = super::session::load(&self.rec.ledger, self.session)?;
         let history_items = history
             .changes
             .iter()
             .filter_map(|c| {
+                if c.id != asking_for && !c.is_settled() && c.decision.is_none() {
+                    // Being evaluated by another worker: not to be proposed again.
+                    let p = c.proposals.last()?;
+                    return Some(HistoryItem {
+                        change_id: c.id.clone(),
+                        description: p.description.clone(),
+                        outcome: "in_flight".into(),
+                        effect: None,
+                        ci_low: None,
+                        ci_high: None,
+                    });
+                }
                 let d = c.counted_decision()?;
                 Some(HistoryItem {
                     change_id: c.id.clone(),

@@ -147,7 +147,7 @@ fn worker(shared: &Shared<'_>, coord: &Coordinator, i: usize) -> Result<()> {
                     .cloned()
                     .unwrap_or(change.clone());
                 runner
-                    .process(&history, &ready, &record)
+                    .process(&ready, &record)
                     .with_context(|| format!("change {} at stage {}", record.id, runner.stage))?
             }
         };

@@ -154,7 +154,7 @@ pub fn run(
                                 ..Default::default()
                             }
                         });
-                        match runner.process(&history, &ready, &change)? {
+                        match runner.process(&ready, &change)? {
                             ChangeEnd::Settled => {}
                             ChangeEnd::Stopped => continue,
                             ChangeEnd::Exhausted => break "proposer_exhausted".into(),
