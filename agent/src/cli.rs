@@ -66,6 +66,10 @@ pub struct StartArgs {
     /// Base URL of the provider (e.g. a local vLLM or Ollama server).
     #[arg(long)]
     pub base_url: Option<String>,
+    /// Changes evaluated at once, each run on its own executor slot (overrides `[executor]
+    /// slots`; a resumed session keeps the number it started with unless given again).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
     /// Shared cargo target directory for every build (default: `<repo>/target`).
     #[arg(long, value_name = "DIR")]
     pub target_dir: Option<PathBuf>,
@@ -138,9 +142,26 @@ mod tests {
                 assert_eq!(a.budget, Duration::from_secs(180));
                 assert_eq!(a.max_changes, Some(4));
                 assert_eq!(a.agent.as_deref(), Some("offline"));
+                assert_eq!(a.workers, None);
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn workers_must_be_a_positive_count() {
+        let cli = Cli::try_parse_from(["agentloop", "start", "--budget", "1m", "--workers", "2"])
+            .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Start(StartArgs {
+                workers: Some(2),
+                ..
+            })
+        ));
+        let err = Cli::try_parse_from(["agentloop", "start", "--budget", "1m", "--workers", "0"])
+            .unwrap_err();
+        assert!(err.to_string().contains("--workers"), "{err}");
     }
 
     #[test]

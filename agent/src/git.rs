@@ -287,6 +287,7 @@ impl Git {
     /// Checks `branch` out into `.agentloop/worktrees/<name>`, replacing a stale one.
     pub fn add_worktree(&self, name: &str, branch: &str) -> Result<PathBuf> {
         self.remove_worktree(name)?;
+        let _one_at_a_time = worktree_lock();
         let dir = self.worktrees_dir();
         std::fs::create_dir_all(&dir).map_err(|source| GitError::Io {
             path: dir.clone(),
@@ -312,6 +313,7 @@ impl Git {
 
     /// Removes a worktree (its directory and its registration); fine if it does not exist.
     pub fn remove_worktree(&self, name: &str) -> Result<()> {
+        let _one_at_a_time = worktree_lock();
         if let Ok(wt) = self.repo.find_worktree(name) {
             wt.prune(Some(
                 WorktreePruneOptions::new()
@@ -430,6 +432,13 @@ impl Git {
 
 fn signature() -> Result<Signature<'static>> {
     Ok(Signature::now("agentloop", "agentloop@localhost")?)
+}
+
+/// libgit2 creates `.git/worktrees/` racily: workers of one loop add and remove worktrees one
+/// at a time.
+fn worktree_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub fn oid_short(oid: Oid) -> String {

@@ -12,9 +12,12 @@ use crate::TargetRepo;
 #[derive(Debug)]
 pub struct Summary {
     pub session: String,
+    /// Decisions that count (a change superseded by its re-test on a newer trunk is not here).
     pub decisions: BTreeMap<String, Decision>,
     /// Accepted change ids, in merge order.
     pub merged: Vec<String>,
+    /// Changes accepted on a trunk that moved before they merged, and their re-tests.
+    pub superseded: BTreeMap<String, String>,
 }
 
 /// Checks everything a resumed or finished session promises; returns what was decided.
@@ -41,6 +44,7 @@ pub fn consistent(repo: &TargetRepo, user_branch: &str) -> Result<Summary> {
     let mut decisions = BTreeMap::new();
     let mut settled: BTreeMap<String, usize> = BTreeMap::new();
     let mut merged = Vec::new();
+    let mut superseded = BTreeMap::new();
     let mut trunk = base.clone();
     for e in &events {
         let change = e.change.clone().unwrap_or_default();
@@ -57,7 +61,12 @@ pub fn consistent(repo: &TargetRepo, user_branch: &str) -> Result<Summary> {
                 merged.push(change.clone());
                 trunk = m.commit;
             }
-            EventKind::Discard => *settled.entry(change.clone()).or_default() += 1,
+            EventKind::Discard => {
+                *settled.entry(change.clone()).or_default() += 1;
+                if let Some(next) = e.payload["superseded_by"].as_str() {
+                    superseded.insert(change.clone(), next.to_string());
+                }
+            }
             EventKind::Rollback => {
                 trunk = e.payload["revert_commit"]
                     .as_str()
@@ -67,6 +76,16 @@ pub fn consistent(repo: &TargetRepo, user_branch: &str) -> Result<Summary> {
             _ => {}
         }
     }
+    for (old, new) in &superseded {
+        ensure!(
+            events.iter().any(|e| e.kind == EventKind::Propose
+                && e.change.as_deref() == Some(new.as_str())
+                && e.payload["retest_of"].as_str() == Some(old.as_str())),
+            "change {old} superseded by {new}, but {new} is no re-test of it"
+        );
+        ensure!(!merged.contains(old), "superseded change {old} was merged");
+    }
+    decisions.retain(|c, _| !superseded.contains_key(c));
     for (change, d) in &decisions {
         let n = settled.get(change).copied().unwrap_or(0);
         ensure!(
@@ -129,5 +148,6 @@ pub fn consistent(repo: &TargetRepo, user_branch: &str) -> Result<Summary> {
         session,
         decisions,
         merged,
+        superseded,
     })
 }

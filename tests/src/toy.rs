@@ -30,22 +30,47 @@ pub const CONFIG: &str = "[optim]\nlr = 0.1\n\n\n\n# spacer lines keep the two k
 
 pub struct ToyOptions {
     pub offline_values: Vec<f64>,
+    /// Offered weight-decay values (empty: only `lr` is searched).
+    pub offline_weight_decay: Vec<f64>,
     pub decision: String,
+    /// Seconds each training run sleeps (so runs of parallel workers overlap measurably).
+    pub run_sleep_s: f64,
+    /// Noise keyed on the run's role and index (its directory name, commit ids left out)
+    /// instead of its seed: two sessions then get the same value for the same config and run,
+    /// so their decisions can be compared.
+    pub noise_by_run: bool,
 }
 
 impl Default for ToyOptions {
     fn default() -> Self {
         ToyOptions {
             offline_values: vec![0.01, 0.03, 0.003],
+            offline_weight_decay: Vec::new(),
+            run_sleep_s: 0.02,
+            noise_by_run: false,
             decision: "min_baseline_seeds = 3\nmin_replays = 1\nscreen_reject_below_sd = -3.0\nstages = [{ pairs = 3, p_threshold = 0.05 }]\nmin_effect_sd = 0.5\n".into(),
         }
     }
 }
 
+/// Seeds the noise from a hash of the run directory's name, hex runs (commit ids) removed.
+const NOISE_BY_RUN: &str = r#"n = split(out, parts, "/"); key = parts[n]; gsub(/[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]+/, "", key)
+  h = 7; for (i = 1; i <= length(key); i++) h = (h * 31 + index("abcdefghijklmnopqrstuvwxyz0123456789-_", substr(key, i, 1))) % 1000003
+  srand(h); noise = (rand() - 0.5) * 0.004"#;
+
+/// The train script for these options.
+pub fn train_sh(opts: &ToyOptions) -> String {
+    let mut sh = TRAIN_SH.replace("sleep 0.02", &format!("sleep {}", opts.run_sleep_s));
+    if opts.noise_by_run {
+        sh = sh.replace("srand(seed); noise = (rand() - 0.5) * 0.004", NOISE_BY_RUN);
+    }
+    sh
+}
+
 /// Writes the toy target into a fresh git repository at `root`.
 pub fn create(root: &PathBuf, opts: &ToyOptions) -> Result<()> {
     std::fs::create_dir_all(root)?;
-    std::fs::write(root.join("train.sh"), TRAIN_SH)?;
+    std::fs::write(root.join("train.sh"), train_sh(opts))?;
     std::fs::write(root.join("config.toml"), CONFIG)?;
     std::fs::write(root.join(".gitignore"), ".agentloop-bin/\n")?;
     let values: Vec<String> = opts.offline_values.iter().map(|v| format!("{v}")).collect();
@@ -74,9 +99,22 @@ file = "config.toml"
 [[proposer.offline.space]]
 key = "optim.lr"
 values = [{values}]
-"#,
+{wd}"#,
         decision = opts.decision,
-        values = values.join(", ")
+        values = values.join(", "),
+        wd = if opts.offline_weight_decay.is_empty() {
+            String::new()
+        } else {
+            let wd: Vec<String> = opts
+                .offline_weight_decay
+                .iter()
+                .map(|v| format!("{v}"))
+                .collect();
+            format!(
+                "\n[[proposer.offline.space]]\nkey = \"optim.weight_decay\"\nvalues = [{}]\n",
+                wd.join(", ")
+            )
+        }
     );
     std::fs::write(root.join("agentloop.toml"), toml)?;
     Ok(())

@@ -30,6 +30,7 @@ pub fn run(repo: Option<&Path>, args: &StartArgs) -> Result<i32> {
         fix_attempts: FIX_ATTEMPTS,
         breaker_k: BREAKER_K,
         progress: crate::progress::Mode::detect(),
+        workers: args.workers.map(usize::from),
     };
     let outcome = session::run(&ws, &target, proposals.as_mut(), &opts, true)?;
     println!(

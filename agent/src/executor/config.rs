@@ -3,7 +3,8 @@
 //! ```toml
 //! [executor]
 //! kind = "local"          # or "slurm"
-//! slots = 2               # runs at once (local: one GPU each when there are GPUs)
+//! slots = 2               # runs at once (default 1, or one per GPU listed)
+//! gpus = [0, 1]           # local: slot i runs with CUDA_VISIBLE_DEVICES=gpus[i]
 //!
 //! [executor.slurm]
 //! partition = "gpu"
@@ -26,6 +27,8 @@ pub enum ExecutorKind {
 pub struct ExecutorConfig {
     pub kind: ExecutorKind,
     pub slots: usize,
+    /// Local GPU ids, one slot each; empty: CPU slots.
+    pub gpus: Vec<u32>,
     pub slurm: SlurmConfig,
 }
 
@@ -34,6 +37,7 @@ impl Default for ExecutorConfig {
         ExecutorConfig {
             kind: ExecutorKind::Local,
             slots: 1,
+            gpus: Vec::new(),
             slurm: SlurmConfig::default(),
         }
     }
@@ -54,11 +58,42 @@ impl ExecutorConfig {
     pub fn from_target_extra(extra: &toml::Table) -> anyhow::Result<ExecutorConfig> {
         match extra.get("executor") {
             None => Ok(ExecutorConfig::default()),
-            Some(v) => v
-                .clone()
-                .try_into()
-                .map_err(|e| anyhow::anyhow!("agentloop.toml [executor]: {e}")),
+            Some(v) => {
+                let mut config: ExecutorConfig = v
+                    .clone()
+                    .try_into()
+                    .map_err(|e| anyhow::anyhow!("agentloop.toml [executor]: {e}"))?;
+                let slots_given = v.get("slots").is_some();
+                if !slots_given && !config.gpus.is_empty() {
+                    config.slots = config.gpus.len();
+                }
+                config.check()?;
+                Ok(config)
+            }
         }
+    }
+
+    /// `--workers N`: runs at once, overriding `slots`.
+    pub fn with_workers(mut self, workers: usize) -> anyhow::Result<ExecutorConfig> {
+        self.slots = workers;
+        self.check()?;
+        Ok(self)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.slots == 0 {
+            anyhow::bail!("agentloop.toml [executor]: slots (or --workers) must be at least 1");
+        }
+        if self.kind == ExecutorKind::Local && !self.gpus.is_empty() && self.slots > self.gpus.len()
+        {
+            anyhow::bail!(
+                "{} local slots asked for but [executor] gpus lists only {} GPU(s) ({:?}); list more GPUs or ask for fewer slots",
+                self.slots,
+                self.gpus.len(),
+                self.gpus
+            );
+        }
+        Ok(())
     }
 }
 
@@ -90,5 +125,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("k8s"), "{e}");
+    }
+
+    #[test]
+    fn slots_default_to_the_gpus_listed_and_cannot_exceed_them() {
+        let c = parse("[executor]\ngpus = [0, 1, 2]\n").unwrap();
+        assert_eq!((c.slots, c.gpus.clone()), (3, vec![0, 1, 2]));
+        let c = parse("[executor]\ngpus = [0, 1, 2]\nslots = 2\n").unwrap();
+        assert_eq!(c.slots, 2);
+        let e = parse("[executor]\ngpus = [0]\nslots = 2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("2 local slots") && e.contains("1 GPU"), "{e}");
+        let e = c.with_workers(4).unwrap_err().to_string();
+        assert!(e.contains("4 local slots"), "{e}");
+        let e = parse("[executor]\nslots = 0\n").unwrap_err().to_string();
+        assert!(e.contains("at least 1"), "{e}");
+        assert_eq!(parse("").unwrap().with_workers(2).unwrap().slots, 2);
     }
 }

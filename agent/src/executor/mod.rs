@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod local;
+pub mod slots;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -64,7 +65,12 @@ pub trait Executor: Send + Sync {
 /// The executor `agentloop.toml`'s `[executor]` table asks for.
 pub fn from_config(config: &ExecutorConfig) -> anyhow::Result<Box<dyn Executor>> {
     match config.kind {
-        ExecutorKind::Local => Ok(Box::new(LocalExecutor::new(config.slots))),
+        ExecutorKind::Local if config.gpus.is_empty() => {
+            Ok(Box::new(LocalExecutor::new(config.slots)))
+        }
+        ExecutorKind::Local => Ok(Box::new(LocalExecutor::with_gpus(
+            config.gpus.iter().copied().take(config.slots).collect(),
+        ))),
         ExecutorKind::Slurm => anyhow::bail!("the slurm executor is not available in this build"),
     }
 }

@@ -19,8 +19,8 @@ use serde_json::{json, Map, Value};
 
 use super::artifacts::BuildCache;
 use super::budget::Stop;
-use super::history::{ChangeRecord, SessionHistory};
-use super::proposals::{Ask, Context, Edit, HistoryItem, Proposals, Reply};
+use super::history::ChangeRecord;
+use super::proposals::{Ask, Context, Edit, HistoryItem, ProposalSource, Reply};
 use super::record::Recorder;
 use super::runs::{self, value_of, RunSpec};
 use super::seeds::seed_for;
@@ -28,6 +28,10 @@ use super::trunk::{ensure_built, kept_ref, recorded, BuildState, Ready};
 use super::workspace::Workspace;
 use crate::executor::Executor;
 use crate::git::{change_branch, trunk_branch, FileWrite};
+
+/// Merges are decided one at a time: "is the trunk still the one this change was tested on?"
+/// and moving the trunk must not interleave with another worker's merge.
+static MERGE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 pub enum ChangeEnd {
     Settled,
@@ -46,7 +50,8 @@ pub struct ChangeRunner<'a> {
     /// Where training runs execute.
     pub exec: &'a dyn Executor,
     pub stop: &'a Stop,
-    pub proposals: &'a mut dyn Proposals,
+    /// Shared with the session's other workers; asked one at a time.
+    pub proposals: &'a dyn ProposalSource,
     pub fix_attempts: u32,
     /// The stage in flight, for the budget event when the loop stops.
     pub stage: &'static str,
@@ -60,6 +65,14 @@ enum Prepared {
     Exhausted,
 }
 
+/// How launching both runs of a pair at once went.
+enum PairStart {
+    Ran(Box<(RunResult, RunResult)>),
+    Stopped,
+    /// One of the two is recorded already; run the rest one after the other.
+    NotTogether,
+}
+
 /// Cursors into a change's recorded events: step `i` of a kind reuses event `i` of that kind.
 #[derive(Default)]
 struct Cursor {
@@ -70,17 +83,28 @@ struct Cursor {
 }
 
 impl<'a> ChangeRunner<'a> {
-    pub fn process(
-        &mut self,
-        history: &SessionHistory,
-        ready: &Ready,
-        change: &ChangeRecord,
-    ) -> Result<ChangeEnd> {
+    pub fn process(&mut self, ready: &Ready, change: &ChangeRecord) -> Result<ChangeEnd> {
         let id = change.id.as_str();
+        if change.superseded_by().is_some() {
+            return Ok(ChangeEnd::Settled);
+        }
+        if let (None, Some(base)) = (&change.decision, change.base_commit()) {
+            if base != ready.commit.to_string() {
+                // Proposed on an older trunk (another change merged while it was in flight
+                // and the loop was killed): its runs so far compare against the wrong trunk.
+                let why = format!(
+                    "the trunk moved from {} to {} before this change was decided",
+                    &base[..base.len().min(10)],
+                    crate::git::oid_short(ready.commit)
+                );
+                self.supersede(change, &why)?;
+                return Ok(ChangeEnd::Settled);
+            }
+        }
         let decision = match &change.decision {
             Some((_, d)) => d.clone(),
             None => {
-                let prepared = self.prepare(history, ready, change)?;
+                let prepared = self.prepare(ready, change)?;
                 let decision = match prepared {
                     Prepared::Stopped => return Ok(ChangeEnd::Stopped),
                     Prepared::Exhausted => return Ok(ChangeEnd::Exhausted),
@@ -106,18 +130,15 @@ impl<'a> ChangeRunner<'a> {
     }
 
     /// Propose, policy, apply, build (with fix attempts) and smoke.
-    fn prepare(
-        &mut self,
-        history: &SessionHistory,
-        ready: &Ready,
-        change: &ChangeRecord,
-    ) -> Result<Prepared> {
+    fn prepare(&mut self, ready: &Ready, change: &ChangeRecord) -> Result<Prepared> {
         let id = change.id.as_str();
         let git = &self.ws.git;
         let mut cur = Cursor::default();
         let mut ask = Ask::New;
         let base = ready.commit;
-        let mut retried = false;
+        // A re-test applies the accepted patch as it is: if it no longer applies, that is its
+        // result (the proposer is not asked to redo it).
+        let mut retried = change.retest_of().is_some();
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
@@ -129,7 +150,7 @@ impl<'a> ChangeRunner<'a> {
                     if self.stop.is_stopped() {
                         return Ok(Prepared::Stopped);
                     }
-                    let ctx = self.context(history, ready, base, ask.clone())?;
+                    let ctx = self.context(id, ready, base, ask.clone())?;
                     let Some(reply) = self
                         .proposals
                         .propose(&ctx)
@@ -388,20 +409,34 @@ impl<'a> ChangeRunner<'a> {
                         let seed = seed_for(self.session, Some(id), "confirm", pairs);
                         let index = pairs;
                         pairs += 1;
-                        let Some(baseline) = self.baseline_run(change, seed, ready, index)? else {
-                            return Ok(None);
+                        let together = if self.exec.slots() > 1 {
+                            self.pair_together(change, seed, ready, index, commit, worktree)?
+                        } else {
+                            PairStart::NotTogether
                         };
-                        let Some(candidate) = self.run_once(
-                            change,
-                            Stage::Confirm,
-                            Arm::Candidate,
-                            seed,
-                            commit,
-                            worktree,
-                            &format!("confirm-candidate-{index}"),
-                        )?
-                        else {
-                            return Ok(None);
+                        let (baseline, candidate) = match together {
+                            PairStart::Stopped => return Ok(None),
+                            PairStart::Ran(pair) => *pair,
+                            PairStart::NotTogether => {
+                                let Some(baseline) =
+                                    self.baseline_run(change, seed, ready, index, 0)?
+                                else {
+                                    return Ok(None);
+                                };
+                                let Some(candidate) = self.run_once(
+                                    change,
+                                    Stage::Confirm,
+                                    Arm::Candidate,
+                                    seed,
+                                    commit,
+                                    worktree,
+                                    &format!("confirm-candidate-{index}"),
+                                )?
+                                else {
+                                    return Ok(None);
+                                };
+                                (baseline, candidate)
+                            }
                         };
                         Observation::Pair {
                             baseline: run_value(&baseline),
@@ -469,21 +504,105 @@ impl<'a> ChangeRunner<'a> {
         Ok(Some(r))
     }
 
+    /// Both runs of a pair launched at once (two slots), so the pair sees the same conditions.
+    /// Recorded baseline first, then candidate. `NotTogether` when one of them is recorded
+    /// already (a resume): the rest then runs as with one slot.
+    #[allow(clippy::too_many_arguments)]
+    fn pair_together(
+        &mut self,
+        change: &ChangeRecord,
+        seed: u64,
+        ready: &Ready,
+        index: u32,
+        commit: Oid,
+        worktree: &std::path::Path,
+    ) -> Result<PairStart> {
+        let previous: Vec<&RunResult> =
+            recorded(&change.runs, Stage::Confirm, Arm::Baseline, seed).collect();
+        let baseline_done = previous.iter().any(|r| value_of(r).is_some());
+        let candidate_done = recorded(&change.runs, Stage::Confirm, Arm::Candidate, seed)
+            .next()
+            .is_some();
+        if baseline_done || candidate_done {
+            return Ok(PairStart::NotTogether);
+        }
+        let tries = previous.len() + 1;
+        let (trunk, candidate) = (ready.commit.to_string(), commit.to_string());
+        let baseline_spec = RunSpec {
+            arm: Arm::Baseline,
+            stage: Stage::Confirm,
+            commit: &trunk,
+            seed,
+            split: "val",
+            budget: &self.target.train.budget,
+            worktree: &ready.worktree,
+            out: self.run_dir(&change.id, &format!("confirm-baseline-{index}-{tries}")),
+        };
+        let candidate_spec = RunSpec {
+            arm: Arm::Candidate,
+            stage: Stage::Confirm,
+            commit: &candidate,
+            seed,
+            split: "val",
+            budget: &self.target.train.budget,
+            worktree,
+            out: self.run_dir(&change.id, &format!("confirm-candidate-{index}")),
+        };
+        let (target, env, exec, stop) = (self.target, self.env, self.exec, self.stop);
+        let (b, c) = std::thread::scope(|s| {
+            let b = s.spawn(|| runs::run(target, &baseline_spec, env, exec, stop));
+            let c = runs::run(target, &candidate_spec, env, exec, stop);
+            let b = b
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the baseline run's thread panicked")));
+            (b, c)
+        });
+        let (b, c) = (b?, c?);
+        // What finished is recorded even when the other was stopped: it is a result.
+        if let Some(b) = &b {
+            self.rec.append(Some(&change.id), b)?;
+        }
+        if let Some(c) = &c {
+            self.rec.append(Some(&change.id), c)?;
+        }
+        let (Some(b), Some(c)) = (b, c) else {
+            return Ok(PairStart::Stopped);
+        };
+        if value_of(&b).is_some() {
+            return Ok(PairStart::Ran(Box::new((b, c))));
+        }
+        // The trunk's run crashed: retried on the same seed, as with one slot.
+        match self.baseline_run(change, seed, ready, index, 1)? {
+            Some(b) => Ok(PairStart::Ran(Box::new((b, c)))),
+            None => Ok(PairStart::Stopped),
+        }
+    }
+
     /// The baseline of a pair: the trunk on the pair's seed. A crashed baseline says nothing
     /// about the candidate, so it is retried on the same seed (each try recorded).
+    /// `failed_since`: failed tries recorded after `change` was read.
     fn baseline_run(
         &mut self,
         change: &ChangeRecord,
         seed: u64,
         ready: &Ready,
         index: u32,
+        failed_since: usize,
     ) -> Result<Option<RunResult>> {
         let previous: Vec<&RunResult> =
             recorded(&change.runs, Stage::Confirm, Arm::Baseline, seed).collect();
         if let Some(ok) = previous.iter().find(|r| value_of(r).is_some()) {
             return Ok(Some((*ok).clone()));
         }
-        let mut tries = previous.len();
+        let mut tries = previous.len() + failed_since;
+        if tries >= 3 {
+            anyhow::bail!(
+                "the trunk's run on seed {seed} failed {tries} times; see {}",
+                self.run_dir(&change.id, &format!("confirm-baseline-{index}-{tries}"))
+                    .join("run.log")
+                    .display()
+            );
+        }
         loop {
             tries += 1;
             let spec = RunSpec {
@@ -519,12 +638,44 @@ impl<'a> ChangeRunner<'a> {
         let git = &self.ws.git;
         let branch = change_branch(self.session, id);
         self.stage = "settle";
+        let _one_merge_at_a_time = MERGE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let latest = super::session::load(&self.rec.ledger, self.session)?;
         let now = latest.change(id).cloned().unwrap_or_default();
+        if now.superseded_by().is_some() {
+            git.reject_branch(&branch)?;
+            git.remove_worktree(id)?;
+            return Ok(());
+        }
         if decision.outcome == DecisionOutcome::Accepted {
             let trunk = trunk_branch(self.session);
             let merge_commit = match &now.merge {
                 Some((_, m)) => Oid::from_str(&m.commit)?,
+                None if latest.trunk_commit != ready.commit.to_string() => {
+                    // Accepted against a trunk that has moved on: never merged blind.
+                    let merged_meanwhile: Vec<&str> = latest
+                        .changes
+                        .iter()
+                        .filter(
+                            |c| matches!(&c.merge, Some((_, m)) if m.commit == latest.trunk_commit),
+                        )
+                        .map(|c| c.id.as_str())
+                        .collect();
+                    let why = format!(
+                        "accepted against trunk {}, but the trunk moved to {} ({}) meanwhile; re-tested on the new trunk",
+                        crate::git::oid_short(ready.commit),
+                        &latest.trunk_commit[..10],
+                        if merged_meanwhile.is_empty() {
+                            "a rollback".to_string()
+                        } else {
+                            format!("change {} merged", merged_meanwhile.join(", "))
+                        }
+                    );
+                    let new_trunk = Oid::from_str(&latest.trunk_commit)?;
+                    self.record_supersede(&now, new_trunk, &why)?;
+                    git.reject_branch(&branch)?;
+                    git.remove_worktree(id)?;
+                    return Ok(());
+                }
                 None => {
                     let candidate = git.branch_tip(&branch)?.with_context(|| {
                         format!("the accepted change's branch {branch} is gone")
@@ -565,6 +716,59 @@ impl<'a> ChangeRunner<'a> {
             git.reject_branch(&branch)?;
         }
         git.remove_worktree(id)?;
+        Ok(())
+    }
+
+    /// Discards the change in favour of a re-test on the trunk `ready` holds.
+    fn supersede(&mut self, change: &ChangeRecord, why: &str) -> Result<()> {
+        let _one_merge_at_a_time = MERGE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let latest = super::session::load(&self.rec.ledger, self.session)?;
+        let now = latest.change(&change.id).cloned().unwrap_or_default();
+        if now.superseded_by().is_none() {
+            let trunk = Oid::from_str(&latest.trunk_commit)?;
+            self.record_supersede(&now, trunk, why)?;
+        }
+        let git = &self.ws.git;
+        git.reject_branch(&change_branch(self.session, &change.id))?;
+        git.remove_worktree(&change.id)?;
+        Ok(())
+    }
+
+    /// One batch: the change's `discard` (naming its successor) and the successor's `propose`
+    /// (the same patch, on `trunk`), so a kill leaves both or neither.
+    fn record_supersede(&self, change: &ChangeRecord, trunk: Oid, why: &str) -> Result<()> {
+        let id = change.id.as_str();
+        let proposal = change
+            .proposals
+            .last()
+            .with_context(|| format!("change {id} has no proposal to re-test"))?;
+        let successor = self.rec.ledger.allocate_change_id()?;
+        let mut retest = proposal.clone();
+        retest.parent_commit = Some(trunk.to_string());
+        retest.attempt = Some(1);
+        // The reply was paid for once, by the original change.
+        retest.prompt_tokens = None;
+        retest.completion_tokens = None;
+        retest.cost_usd = None;
+        retest.extra.insert("request".into(), json!("retest"));
+        retest.extra.insert("retest_of".into(), json!(id));
+        let exists = self
+            .ws
+            .git
+            .branch_tip(&change_branch(self.session, id))?
+            .is_some();
+        let mut extra = Map::new();
+        extra.insert("superseded_by".into(), json!(successor));
+        extra.insert("reason".into(), json!(why));
+        let discard = Discard {
+            kept_ref: exists.then(|| kept_ref(self.session, id)),
+            extra,
+        };
+        self.rec.append_batch(vec![
+            self.rec.event(Some(id), &discard)?,
+            self.rec.event(Some(&successor), &retest)?,
+        ])?;
+        tracing::info!("change {id} superseded by its re-test {successor}: {why}");
         Ok(())
     }
 
@@ -620,13 +824,7 @@ impl<'a> ChangeRunner<'a> {
         )
     }
 
-    fn context(
-        &self,
-        history: &SessionHistory,
-        ready: &Ready,
-        base: Oid,
-        ask: Ask,
-    ) -> Result<Context> {
+    fn context(&self, asking_for: &str, ready: &Ready, base: Oid, ask: Ask) -> Result<Context> {
         let git = &self.ws.git;
         let mut editable_files = Vec::new();
         for path in git.list_files(base)? {
@@ -636,11 +834,25 @@ impl<'a> ChangeRunner<'a> {
                 }
             }
         }
+        // Read now: other workers may have decided or proposed changes since this one began.
+        let history = super::session::load(&self.rec.ledger, self.session)?;
         let history_items = history
             .changes
             .iter()
             .filter_map(|c| {
-                let (_, d) = c.decision.as_ref()?;
+                if c.id != asking_for && !c.is_settled() && c.decision.is_none() {
+                    // Being evaluated by another worker: not to be proposed again.
+                    let p = c.proposals.last()?;
+                    return Some(HistoryItem {
+                        change_id: c.id.clone(),
+                        description: p.description.clone(),
+                        outcome: "in_flight".into(),
+                        effect: None,
+                        ci_low: None,
+                        ci_high: None,
+                    });
+                }
+                let d = c.counted_decision()?;
                 Some(HistoryItem {
                     change_id: c.id.clone(),
                     description: c.description(),

@@ -32,8 +32,42 @@ impl ChangeRecord {
         self.decision.is_some()
     }
 
-    /// Decided, and the decision's consequence (merge or discard) recorded too.
+    /// The change that re-tests this one on a newer trunk (its discard says so), if any.
+    pub fn superseded_by(&self) -> Option<&str> {
+        self.discard
+            .as_ref()
+            .and_then(|d| d.extra.get("superseded_by"))
+            .and_then(|v| v.as_str())
+    }
+
+    /// The change this one re-tests (its first proposal says so), if any.
+    pub fn retest_of(&self) -> Option<&str> {
+        self.proposals
+            .first()
+            .and_then(|p| p.extra.get("retest_of"))
+            .and_then(|v| v.as_str())
+    }
+
+    /// The trunk commit the change was proposed against.
+    pub fn base_commit(&self) -> Option<&str> {
+        self.proposals
+            .first()
+            .and_then(|p| p.parent_commit.as_deref())
+    }
+
+    /// A decision that counts: made, and not superseded by a re-test on a newer trunk.
+    pub fn counted_decision(&self) -> Option<&Decision> {
+        match (&self.decision, self.superseded_by()) {
+            (Some((_, d)), None) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// Decided, and the decision's consequence (merge or discard) recorded too; or superseded.
     pub fn is_settled(&self) -> bool {
+        if self.superseded_by().is_some() {
+            return true;
+        }
         match &self.decision {
             None => false,
             Some((_, d)) if d.outcome == DecisionOutcome::Accepted => self.merge.is_some(),
@@ -163,20 +197,30 @@ impl SessionHistory {
         self.changes.iter().find(|c| c.id == id)
     }
 
-    /// The change that was in flight: proposed but not settled (at most one: the loop is serial).
+    /// The first change in flight: proposed but not settled.
     pub fn in_flight(&self) -> Option<&ChangeRecord> {
-        self.changes.iter().find(|c| !c.is_settled())
+        self.in_flight_all().next()
     }
 
+    /// Every change in flight, in the order proposed (several when workers run in parallel).
+    pub fn in_flight_all(&self) -> impl Iterator<Item = &ChangeRecord> {
+        self.changes.iter().filter(|c| !c.is_settled())
+    }
+
+    /// Decisions with this outcome, not counting those superseded by a re-test.
     pub fn count(&self, outcome: DecisionOutcome) -> u32 {
         self.changes
             .iter()
-            .filter(|c| matches!(&c.decision, Some((_, d)) if d.outcome == outcome))
+            .filter(|c| matches!(c.counted_decision(), Some(d) if d.outcome == outcome))
             .count() as u32
     }
 
+    /// Decided changes, not counting those superseded by a re-test (the re-test decides).
     pub fn decided(&self) -> u32 {
-        self.changes.iter().filter(|c| c.is_decided()).count() as u32
+        self.changes
+            .iter()
+            .filter(|c| c.counted_decision().is_some())
+            .count() as u32
     }
 
     /// Whether `agentloop start` should continue this session rather than begin a new one:

@@ -1,4 +1,4 @@
-//! The loop: one change at a time through propose, policy, apply, build, smoke, screen,
+//! The loop: each change (one at a time, or several with `--workers`) through propose, policy, apply, build, smoke, screen,
 //! confirm, and merge or discard, with every step recorded in the ledger before the next.
 
 pub mod agent_adapter;
@@ -7,6 +7,7 @@ pub mod budget;
 pub mod change;
 pub mod decision_check;
 pub mod history;
+pub mod parallel;
 pub mod process;
 pub mod proposals;
 pub mod record;

@@ -80,3 +80,41 @@ pub trait Proposals {
         read: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Vec<Edit>, String>;
 }
+
+/// The proposer as the change runners of a session see it: shared by worker threads and asked
+/// one at a time.
+pub trait ProposalSource: Sync {
+    fn propose(&self, ctx: &Context) -> anyhow::Result<Option<Reply>>;
+    fn apply(
+        &self,
+        patch_text: &str,
+        read: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<Edit>, String>;
+}
+
+/// A proposer behind a mutex: whichever worker asks first is answered first.
+pub struct SharedProposals<'p>(std::sync::Mutex<&'p mut (dyn Proposals + Send)>);
+
+impl<'p> SharedProposals<'p> {
+    pub fn new(inner: &'p mut (dyn Proposals + Send)) -> SharedProposals<'p> {
+        SharedProposals(std::sync::Mutex::new(inner))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, &'p mut (dyn Proposals + Send)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl ProposalSource for SharedProposals<'_> {
+    fn propose(&self, ctx: &Context) -> anyhow::Result<Option<Reply>> {
+        self.lock().propose(ctx)
+    }
+
+    fn apply(
+        &self,
+        patch_text: &str,
+        read: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<Edit>, String> {
+        self.lock().apply(patch_text, read)
+    }
+}

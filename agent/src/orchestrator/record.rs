@@ -3,15 +3,20 @@
 use agentloop_ledger::payload::EventPayload;
 use agentloop_ledger::{Appended, Ledger, NewEvent};
 use anyhow::{Context, Result};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::progress::Progress;
+
+/// A session's progress display, shareable between threads.
+#[derive(Clone)]
+pub struct SharedProgress(Option<Arc<Mutex<Progress>>>);
 
 pub struct Recorder {
     pub ledger: Ledger,
     pub session: String,
     /// Shown the session's events as they are appended (`agentloop start`'s live display).
-    progress: Option<Mutex<Progress>>,
+    /// Shared by the recorders of a session's worker threads: each shows what it appends.
+    progress: Option<Arc<Mutex<Progress>>>,
 }
 
 impl Recorder {
@@ -26,8 +31,43 @@ impl Recorder {
     /// Shows progress from now on, starting from what the ledger already holds (a resume).
     pub fn with_progress(mut self, mut progress: Progress) -> Result<Recorder> {
         progress.catch_up(&self.ledger.events_for_session(&self.session)?)?;
-        self.progress = Some(Mutex::new(progress));
+        self.progress = Some(Arc::new(Mutex::new(progress)));
         Ok(self)
+    }
+
+    /// The progress display, to hand to another thread's recorder of the same session.
+    pub fn shared_progress(&self) -> SharedProgress {
+        SharedProgress(self.progress.clone())
+    }
+
+    /// A recorder for another thread of the session: its own ledger connection (a connection
+    /// is not shared between threads), the same progress display (each event shown once, by
+    /// the recorder that appended it).
+    pub fn on_thread(ledger: Ledger, session: &str, progress: SharedProgress) -> Recorder {
+        Recorder {
+            ledger,
+            session: session.to_string(),
+            progress: progress.0,
+        }
+    }
+
+    /// Events that must land together or not at all (a kill between them loses neither).
+    pub fn append_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>> {
+        let appended = self
+            .ledger
+            .append_batch(events)
+            .context("recording events in the ledger")?;
+        for a in &appended {
+            self.show(a.seq);
+        }
+        pause_after_event();
+        Ok(appended)
+    }
+
+    /// A typed event of this session, for `append_batch`.
+    pub fn event<P: EventPayload>(&self, change: Option<&str>, payload: &P) -> Result<NewEvent> {
+        NewEvent::typed(self.session.clone(), change.map(str::to_string), payload)
+            .context("serializing an event payload")
     }
 
     pub fn append<P: EventPayload>(&self, change: Option<&str>, payload: &P) -> Result<Appended> {

@@ -1,5 +1,6 @@
 //! A session: start or resume, reconcile git with the ledger, calibrate the trunk, then run
-//! changes one after another until the budget, `--max-changes` or the circuit breaker ends it.
+//! changes until the budget, `--max-changes` or the circuit breaker ends it: one after another
+//! with one worker, several at once with more (`parallel`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,12 +16,13 @@ use serde_json::{json, Map, Value};
 use super::budget::{Stop, StopReason};
 use super::change::{ChangeEnd, ChangeRunner};
 use super::history::{sessions, SessionHistory};
-use super::proposals::Proposals;
+use super::proposals::{Proposals, SharedProposals};
 use super::record::Recorder;
 use super::trunk::Trunk;
 use super::workspace::Workspace;
 use crate::executor::{Executor, ExecutorConfig};
 use crate::git::trunk_branch;
+use crate::orchestrator::parallel;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -36,6 +38,9 @@ pub struct Options {
     pub breaker_k: u32,
     /// How live progress is shown (a bar on a terminal, plain lines otherwise).
     pub progress: crate::progress::Mode,
+    /// `--workers N`: changes in flight at once (default: `[executor] slots`, or on a resume
+    /// the number the session started with).
+    pub workers: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -53,13 +58,15 @@ pub struct Outcome {
 pub fn run(
     ws: &Workspace,
     target: &TargetSpec,
-    proposals: &mut dyn Proposals,
+    proposals: &mut (dyn Proposals + Send),
     opts: &Options,
     stop_on_signals: bool,
 ) -> Result<Outcome> {
     let ledger = Ledger::open(ws.ledger_path())
         .with_context(|| format!("opening the ledger {}", ws.ledger_path().display()))?;
-    let (history, resumed) = begin(ws, target, ledger, opts)?;
+    let config = ExecutorConfig::from_target_extra(&target.extra)?;
+    let (history, resumed) = begin(ws, target, ledger, opts, &config)?;
+    let workers = workers_for(opts, &history, &config);
     let session = history.session.clone();
     let left = (history.start.budget_s - history.spent_s).max(0.0);
     let stop = Stop::after(Duration::from_secs_f64(left));
@@ -72,8 +79,12 @@ pub fn run(
         "CARGO_TARGET_DIR".to_string(),
         opts.target_dir.to_string_lossy().into_owned(),
     )];
-    let exec = executor_for(target)?;
-    tracing::info!("training runs execute on: {}", exec.describe());
+    let exec = crate::executor::from_config(&config.with_workers(workers)?)?;
+    tracing::info!(
+        "training runs execute on: {} ({workers} change(s) at once)",
+        exec.describe()
+    );
+    let proposals = SharedProposals::new(proposals);
     let mut trunk = Trunk::new(
         ws,
         target,
@@ -93,44 +104,66 @@ pub fn run(
         env: &env,
         exec: exec.as_ref(),
         stop: &stop,
-        proposals,
+        proposals: &proposals,
         fix_attempts: opts.fix_attempts,
         stage: "start",
     };
-    let looped: Result<String> = (|| -> Result<String> {
-        Ok(loop {
-            let history = load(&rec.ledger, &session)?;
-            if let Some(r) = stop.reason() {
-                break r.as_str().to_string();
-            }
-            if let Some(max) = opts.max_changes {
-                if history.decided() >= max && history.in_flight().is_none() {
-                    break "max_changes".into();
+    let mut stages = std::collections::BTreeMap::new();
+    let looped: Result<String> = if workers > 1 {
+        parallel::run(
+            &parallel::Shared {
+                root: &ws.root,
+                target,
+                progress: rec.shared_progress(),
+                session: &session,
+                env: &env,
+                exec: exec.as_ref(),
+                stop: &stop,
+                proposals: &proposals,
+                opts,
+            },
+            workers,
+        )
+        .map(|(reason, stopped_at)| {
+            stages = stopped_at;
+            reason
+        })
+    } else {
+        (|| -> Result<String> {
+            Ok(loop {
+                let history = load(&rec.ledger, &session)?;
+                if let Some(r) = stop.reason() {
+                    break r.as_str().to_string();
                 }
-            }
-            if let Some(why) = breaker_tripped(&history, opts.breaker_k) {
-                tracing::warn!("circuit breaker: {why}");
-                break format!("circuit_breaker: {why}");
-            }
-            runner.stage = "trunk";
-            match trunk.ready(&history)? {
-                None => continue, // stopped mid-way; the top of the loop records why
-                Some(ready) => {
-                    let change = history.in_flight().cloned().unwrap_or_else(|| {
-                        super::history::ChangeRecord {
-                            id: agentloop_ledger::new_change_id(),
-                            ..Default::default()
-                        }
-                    });
-                    match runner.process(&history, &ready, &change)? {
-                        ChangeEnd::Settled => {}
-                        ChangeEnd::Stopped => continue,
-                        ChangeEnd::Exhausted => break "proposer_exhausted".into(),
+                if let Some(max) = opts.max_changes {
+                    if history.decided() >= max && history.in_flight().is_none() {
+                        break "max_changes".into();
                     }
                 }
-            }
-        })
-    })();
+                if let Some(why) = breaker_tripped(&history, opts.breaker_k) {
+                    tracing::warn!("circuit breaker: {why}");
+                    break format!("circuit_breaker: {why}");
+                }
+                runner.stage = "trunk";
+                match trunk.ready(&history)? {
+                    None => continue, // stopped mid-way; the top of the loop records why
+                    Some(ready) => {
+                        let change = history.in_flight().cloned().unwrap_or_else(|| {
+                            super::history::ChangeRecord {
+                                id: agentloop_ledger::new_change_id(),
+                                ..Default::default()
+                            }
+                        });
+                        match runner.process(&ready, &change)? {
+                            ChangeEnd::Settled => {}
+                            ChangeEnd::Stopped => continue,
+                            ChangeEnd::Exhausted => break "proposer_exhausted".into(),
+                        }
+                    }
+                }
+            })
+        })()
+    };
     let reason = match looped {
         Ok(r) => r,
         Err(e) => {
@@ -149,11 +182,16 @@ pub fn run(
     };
     let history = load(&rec.ledger, &session)?;
     if stop.is_stopped() {
-        let in_flight = history.in_flight();
+        let in_flight: Vec<&str> = history.in_flight_all().map(|c| c.id.as_str()).collect();
         let mut extra = Map::new();
-        if let Some(c) = in_flight {
-            extra.insert("change".into(), Value::String(c.id.clone()));
-            extra.insert("stage".into(), Value::String(runner.stage.to_string()));
+        if let Some(c) = in_flight.first() {
+            let stage = stages.get(*c).copied().unwrap_or(runner.stage);
+            extra.insert("change".into(), Value::String(c.to_string()));
+            extra.insert("stage".into(), Value::String(stage.to_string()));
+        }
+        if workers > 1 {
+            extra.insert("changes".into(), json!(in_flight));
+            extra.insert("stages".into(), json!(stages));
         }
         extra.insert("reason".into(), Value::String(reason.clone()));
         rec.append(
@@ -161,7 +199,7 @@ pub fn run(
             &Budget {
                 spent_s: history.spent_s,
                 remaining_s: (history.start.budget_s - history.spent_s).max(0.0),
-                in_flight: in_flight.is_some() as u32,
+                in_flight: in_flight.len() as u32,
                 extra,
             },
         )?;
@@ -201,6 +239,17 @@ pub fn executor_for(target: &TargetSpec) -> Result<Box<dyn Executor>> {
     crate::executor::from_config(&config)
 }
 
+/// `--workers`, else what the session started with, else `[executor] slots`.
+fn workers_for(opts: &Options, history: &SessionHistory, config: &ExecutorConfig) -> usize {
+    let recorded = history
+        .start
+        .extra
+        .get("workers")
+        .and_then(Value::as_u64)
+        .map(|n| n as usize);
+    opts.workers.or(recorded).unwrap_or(config.slots).max(1)
+}
+
 pub fn load(ledger: &Ledger, session: &str) -> Result<SessionHistory> {
     let events = ledger.events_for_session(session)?;
     SessionHistory::replay(session, &events)?
@@ -213,6 +262,7 @@ fn begin(
     target: &TargetSpec,
     ledger: Ledger,
     opts: &Options,
+    config: &ExecutorConfig,
 ) -> Result<(SessionHistory, bool)> {
     let all = ledger.events()?;
     if let Some(last) = sessions(&all).last() {
@@ -224,8 +274,8 @@ fn begin(
                 &Budget {
                     spent_s: h.spent_s,
                     remaining_s: (h.start.budget_s - h.spent_s).max(0.0),
-                    in_flight: h.in_flight().is_some() as u32,
-                    extra: json!({"resumed": true})
+                    in_flight: h.in_flight_all().count() as u32,
+                    extra: json!({"resumed": true, "workers": opts.workers})
                         .as_object()
                         .cloned()
                         .unwrap_or_default(),
@@ -242,6 +292,8 @@ fn begin(
     let session = format!("s{}-{suffix}", chrono::Utc::now().format("%Y%m%d-%H%M%S"));
     let base = ws.git.head_commit()?;
     let trunk = trunk_branch(&session);
+    let workers = opts.workers.unwrap_or(config.slots).max(1);
+    let executor = crate::executor::from_config(&config.clone().with_workers(workers)?)?.describe();
     let rec = Recorder::new(ledger, &session);
     rec.append(
         None,
@@ -262,6 +314,8 @@ fn begin(
                 "fix_attempts": opts.fix_attempts,
                 "breaker_k": opts.breaker_k,
                 "target_dir": opts.target_dir,
+                "workers": workers,
+                "executor": executor,
             })
             .as_object()
             .cloned()
@@ -276,21 +330,21 @@ fn begin(
 }
 
 /// K consecutive crashed, policy-rejected or unbuildable changes pause the loop.
-fn breaker_tripped(history: &SessionHistory, k: u32) -> Option<String> {
+pub(crate) fn breaker_tripped(history: &SessionHistory, k: u32) -> Option<String> {
     if k == 0 {
         return None;
     }
     let bad: Vec<_> = history
         .changes
         .iter()
-        .filter_map(|c| c.decision.as_ref())
+        .filter_map(|c| c.counted_decision())
         .rev()
         .take(k as usize)
         .collect();
     if bad.len() < k as usize {
         return None;
     }
-    let all_bad = bad.iter().all(|(_, d)| {
+    let all_bad = bad.iter().all(|d| {
         matches!(
             d.outcome,
             DecisionOutcome::Crashed
@@ -302,7 +356,7 @@ fn breaker_tripped(history: &SessionHistory, k: u32) -> Option<String> {
         let reasons: Vec<String> = bad
             .iter()
             .rev()
-            .map(|(_, d)| {
+            .map(|d| {
                 d.reason
                     .clone()
                     .unwrap_or_else(|| format!("{:?}", d.outcome))

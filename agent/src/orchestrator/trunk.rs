@@ -25,6 +25,15 @@ use crate::git::{change_branch, trunk_branch, REJECTED_PREFIX};
 pub const BUILD_WORKTREE: &str = "build";
 pub const BUILD_BRANCH: &str = "agentloop/changes/_build";
 
+/// Builds share one build worktree and one cargo target directory: one build at a time.
+static BUILD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Workers that find the trunk uncalibrated calibrate it once, not once each.
+static CALIBRATION_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn hold(lock: &'static std::sync::Mutex<()>) -> std::sync::MutexGuard<'static, ()> {
+    lock.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A trunk ready for a change: built, and calibrated.
 pub struct Ready {
     pub commit: Oid,
@@ -42,6 +51,9 @@ pub struct Trunk<'a> {
     pub exec: &'a dyn Executor,
     pub stop: Stop,
     pub cache: BuildCache,
+    /// With several workers, each has its own trunk worktree, pinned to the trunk commit its
+    /// change started from (the shared one would move under a running baseline at a merge).
+    pub worker: Option<usize>,
 }
 
 impl<'a> Trunk<'a> {
@@ -63,11 +75,29 @@ impl<'a> Trunk<'a> {
             exec,
             stop,
             cache: BuildCache::new(&ws.state),
+            worker: None,
         }
     }
 
+    /// The trunk as worker `i` of several sees it.
+    pub fn for_worker(mut self, i: usize) -> Trunk<'a> {
+        self.worker = Some(i);
+        self
+    }
+
     pub fn worktree_name(&self) -> String {
-        format!("trunk-{}", self.session)
+        match self.worker {
+            None => format!("trunk-{}", self.session),
+            Some(i) => format!("trunk-{}-w{i}", self.session),
+        }
+    }
+
+    /// The branch the trunk worktree has checked out: the trunk itself, or a worker's pin.
+    fn worktree_branch(&self) -> String {
+        match self.worker {
+            None => trunk_branch(&self.session),
+            Some(i) => worker_branch(&self.session, i),
+        }
     }
 
     /// Makes git agree with the ledger after a kill: the trunk ref where the last merge or
@@ -91,11 +121,12 @@ impl<'a> Trunk<'a> {
                 git.reject_branch(&change_branch(&self.session, &c.id))?;
             }
         }
-        let keep_change = history.in_flight().map(|c| c.id.clone());
+        let in_flight: Vec<&str> = history.in_flight_all().map(|c| c.id.as_str()).collect();
+        let trunk_trees = format!("trunk-{}", self.session);
         for name in git.loop_worktrees()? {
-            let keep = name == self.worktree_name()
+            let keep = name.starts_with(&trunk_trees)
                 || name == BUILD_WORKTREE
-                || Some(&name) == keep_change.as_ref();
+                || in_flight.contains(&name.as_str());
             if !keep {
                 tracing::info!("removing stray worktree {name}");
                 git.remove_worktree(&name)?;
@@ -110,6 +141,21 @@ impl<'a> Trunk<'a> {
             self.ws.git.remove_worktree(&name)?;
         }
         self.ws.git.delete_branch(BUILD_BRANCH)?;
+        let pins = format!("refs/heads/{}*", change_branch(&self.session, "_trunk-w"));
+        let names: Vec<String> = self
+            .ws
+            .git
+            .repo()
+            .references_glob(&pins)?
+            .filter_map(|r| {
+                r.ok()?
+                    .name()
+                    .map(|n| n.trim_start_matches("refs/heads/").to_string())
+            })
+            .collect();
+        for name in names {
+            self.ws.git.delete_branch(&name)?;
+        }
         Ok(())
     }
 
@@ -137,10 +183,18 @@ impl<'a> Trunk<'a> {
         }
         let noise = match self.current_calibration(history, commit)? {
             Some(n) => n,
-            None => match self.calibrate(history, commit, &worktree)? {
-                Some(n) => n,
-                None => return Ok(None),
-            },
+            None => {
+                let _calibrating = hold(&CALIBRATION_LOCK);
+                // Another worker may have calibrated this trunk while this one waited.
+                let latest = super::session::load(&self.rec.ledger, &self.session)?;
+                match self.current_calibration(&latest, commit)? {
+                    Some(n) => n,
+                    None => match self.calibrate(&latest, commit, &worktree)? {
+                        Some(n) => n,
+                        None => return Ok(None),
+                    },
+                }
+            }
         };
         Ok(Some(Ready {
             commit,
@@ -154,8 +208,11 @@ impl<'a> Trunk<'a> {
         let name = self.worktree_name();
         let path = git.worktrees_dir().join(&name);
         let registered = git.repo().find_worktree(&name).is_ok();
+        if self.worker.is_some() {
+            git.set_branch(&self.worktree_branch(), commit, "agentloop: worker trunk")?;
+        }
         if !registered || !path.join(".git").exists() {
-            git.add_worktree(&name, &trunk_branch(&self.session))?;
+            git.add_worktree(&name, &self.worktree_branch())?;
         }
         // The worktree's HEAD follows the trunk ref by itself (it is the branch), but its files
         // do not: bring them to the trunk commit every time (only changed files are written).
@@ -243,64 +300,146 @@ pub fn measure(
     let seeds = rule.min_baseline_seeds.max(2);
     let replays = rule.min_replays;
     let label = format!("calibration:{commit}");
-    let mut baseline = Vec::new();
-    let mut replay_values = Vec::new();
-    for i in 0..(seeds + replays) {
-        let (index, role) = if i < seeds {
-            (i, "baseline")
-        } else {
-            (i - seeds, "replay")
+    let plan: Vec<CalibrationRun> = (0..(seeds + replays))
+        .map(|i| {
+            let (index, role) = if i < seeds {
+                (i, "baseline")
+            } else {
+                (i - seeds, "replay")
+            };
+            let out = ws.state.join("runs").join(session).join(format!(
+                "{}-{}-{role}-{index}",
+                stage_name(stage),
+                &commit.to_string()[..10]
+            ));
+            CalibrationRun {
+                seed: seed_for(session, None, &label, index as u32),
+                role,
+                out,
+            }
+        })
+        .collect();
+    let mut values: Vec<Option<f64>> = plan
+        .iter()
+        .map(|p| {
+            history
+                .session_runs
+                .iter()
+                .find(|r| {
+                    r.commit == commit.to_string()
+                        && r.seed == p.seed
+                        && r.stage == stage
+                        && r.extra.get("role").and_then(Value::as_str) == Some(p.role)
+                        && value_of(r).is_some()
+                })
+                .and_then(value_of)
+        })
+        .collect();
+    let missing: Vec<usize> = (0..plan.len()).filter(|&k| values[k].is_none()).collect();
+    let run = |k: usize| -> Result<CalibrationTry> {
+        let p = &plan[k];
+        let spec = RunSpec {
+            arm: Arm::Baseline,
+            stage,
+            commit: &commit.to_string(),
+            seed: p.seed,
+            split: "val",
+            budget: &target.train.budget,
+            worktree,
+            out: p.out.clone(),
         };
-        let seed = seed_for(session, None, &label, index as u32);
-        let recorded = history.session_runs.iter().find(|r| {
-            r.commit == commit.to_string()
-                && r.seed == seed
-                && r.stage == stage
-                && r.extra.get("role").and_then(Value::as_str) == Some(role)
-                && value_of(r).is_some()
-        });
-        let value = match recorded {
-            Some(r) => value_of(r).unwrap_or_default(),
-            None => {
-                let mut tries = 0;
-                loop {
-                    tries += 1;
-                    let spec = RunSpec {
-                        arm: Arm::Baseline,
-                        stage,
-                        commit: &commit.to_string(),
-                        seed,
-                        split: "val",
-                        budget: &target.train.budget,
-                        worktree,
-                        out: ws.state.join("runs").join(session).join(format!(
-                            "{}-{}-{role}-{index}",
-                            stage_name(stage),
-                            &commit.to_string()[..10]
-                        )),
-                    };
-                    let Some(mut r) = runs::run(target, &spec, env, exec, stop)? else {
-                        return Ok(None);
-                    };
-                    r.extra.insert("role".into(), Value::String(role.into()));
-                    rec.append(None, &r)?;
-                    if let Some(v) = value_of(&r) {
-                        break v;
+        let Some(mut r) = runs::run(target, &spec, env, exec, stop)? else {
+            return Ok(CalibrationTry::Stopped);
+        };
+        r.extra.insert("role".into(), Value::String(p.role.into()));
+        Ok(CalibrationTry::Ran(Box::new(r)))
+    };
+    let failed_thrice = |k: usize, r: &RunResult| {
+        anyhow::anyhow!(
+            "the trunk's training run (seed {}) failed 3 times ({:?}); see {}",
+            plan[k].seed,
+            r.exit_status,
+            plan[k].out.join("run.log").display()
+        )
+    };
+    if exec.slots() > 1 && missing.len() > 1 {
+        // Fanned out over the executor's slots; each run recorded here, as it finishes.
+        let queue = std::sync::Mutex::new(missing.into_iter());
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<CalibrationTry>)>();
+        let mut stopped = false;
+        let mut failure: Option<anyhow::Error> = None;
+        std::thread::scope(|scope| {
+            for _ in 0..exec.slots() {
+                let (tx, queue, run) = (tx.clone(), &queue, &run);
+                scope.spawn(move || loop {
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                    let Some(k) = next else { return };
+                    for _ in 0..3 {
+                        let tried = run(k);
+                        let again =
+                            matches!(&tried, Ok(CalibrationTry::Ran(r)) if value_of(r).is_none());
+                        let _ = tx.send((k, tried));
+                        if !again {
+                            break;
+                        }
                     }
-                    if tries >= 3 {
-                        bail!(
-                            "the trunk's training run (seed {seed}) failed 3 times ({:?}); see {}",
-                            r.exit_status,
-                            spec.out.join("run.log").display()
-                        );
+                });
+            }
+            drop(tx);
+            let mut tries = vec![0u32; plan.len()];
+            for (k, tried) in rx {
+                match tried {
+                    Err(e) => failure = failure.take().or(Some(e)),
+                    Ok(CalibrationTry::Stopped) => stopped = true,
+                    Ok(CalibrationTry::Ran(r)) => {
+                        if let Err(e) = rec.append(None, r.as_ref()) {
+                            failure = failure.take().or(Some(e));
+                            stop.request("recording a calibration run failed");
+                            continue;
+                        }
+                        tries[k] += 1;
+                        values[k] = value_of(&r);
+                        if values[k].is_none() && tries[k] >= 3 {
+                            failure = failure.take().or(Some(failed_thrice(k, &r)));
+                        }
                     }
                 }
             }
-        };
-        if role == "baseline" {
-            baseline.push((seed, value));
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if stopped {
+            return Ok(None);
+        }
+    } else {
+        for k in missing {
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let r = match run(k)? {
+                    CalibrationTry::Stopped => return Ok(None),
+                    CalibrationTry::Ran(r) => *r,
+                };
+                rec.append(None, &r)?;
+                if let Some(v) = value_of(&r) {
+                    values[k] = Some(v);
+                    break;
+                }
+                if tries >= 3 {
+                    return Err(failed_thrice(k, &r));
+                }
+            }
+        }
+    }
+    let mut baseline = Vec::new();
+    let mut replay_values = Vec::new();
+    for (p, v) in plan.iter().zip(&values) {
+        let v = v.context("a calibration run has no value")?;
+        if p.role == "baseline" {
+            baseline.push((p.seed, v));
         } else {
-            replay_values.push((seed, vec![value]));
+            replay_values.push((p.seed, vec![v]));
         }
     }
     let noise = NoiseCalibration::from_runs_for(rule, &baseline, &replay_values)
@@ -333,6 +472,18 @@ pub fn measure(
     Ok(Some(noise))
 }
 
+/// One run of a calibration: which seed, which role, where its output goes.
+struct CalibrationRun {
+    seed: u64,
+    role: &'static str,
+    out: PathBuf,
+}
+
+enum CalibrationTry {
+    Ran(Box<RunResult>),
+    Stopped,
+}
+
 pub fn stage_name(stage: Stage) -> &'static str {
     match stage {
         Stage::Calibration => "calibration",
@@ -360,6 +511,7 @@ pub fn ensure_built(
     worktree: &Path,
     tree: &str,
 ) -> Result<BuildState> {
+    let _one_build_at_a_time = hold(&BUILD_LOCK);
     if cache.restore(tree, worktree)? {
         return Ok(BuildState::Ready);
     }
@@ -413,6 +565,11 @@ pub fn build(
         log: ws.state.join("logs").join(format!("build-{tree}.log")),
     };
     process::run(&job, stop).context("starting the build command")
+}
+
+/// The branch worker `i`'s trunk worktree follows (beside the change branches, like them).
+pub fn worker_branch(session: &str, i: usize) -> String {
+    change_branch(session, &format!("_trunk-w{i}"))
 }
 
 /// Keeps a run or change reference readable in logs.

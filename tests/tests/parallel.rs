@@ -1,0 +1,301 @@
+//! Several workers (`--workers 2`): changes run concurrently on two local slots, decide as one
+//! worker would given the same run results, never merge on a trunk they were not tested on,
+//! and survive a kill.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use agentloop_ledger::payload::DecisionOutcome;
+use agentloop_ledger::{Event, EventKind};
+use agentloop_tests::toy::ToyOptions;
+use agentloop_tests::{check, kill_group, spawn_group, wait_for_events, TargetRepo};
+
+const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
+
+fn target_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
+}
+
+/// Runs overlap measurably (0.3 s each), and a run's value depends only on the config and the
+/// run's role and index, not on the session's seeds: two sessions can be compared.
+fn toy(lr: Vec<f64>, weight_decay: Vec<f64>, sleep: f64) -> TargetRepo {
+    TargetRepo::toy(&ToyOptions {
+        offline_values: lr,
+        offline_weight_decay: weight_decay,
+        run_sleep_s: sleep,
+        noise_by_run: true,
+        ..ToyOptions::default()
+    })
+    .unwrap()
+}
+
+/// `agentloop start` to the end; its log (stderr).
+fn start(repo: &TargetRepo, extra: &[&str]) -> String {
+    let mut args = vec!["start", "--budget", "10m", "--agent", "offline"];
+    args.extend_from_slice(extra);
+    let (code, out, err) = repo
+        .run_agentloop(BIN.as_ref(), &target_dir(), &args)
+        .unwrap();
+    assert_eq!(code, 0, "agentloop start failed:\n{out}\n{err}");
+    err
+}
+
+fn verify(repo: &TargetRepo) {
+    let (code, out, err) = repo
+        .run_agentloop(BIN.as_ref(), &target_dir(), &["ledger", "verify"])
+        .unwrap();
+    assert_eq!(
+        code, 0,
+        "ledger verify (it recomputes every decision) failed:\n{out}\n{err}"
+    );
+}
+
+/// `optim.lr = 0.01` from the proposer's description `set optim.lr = 0.01 (was 0.1)`.
+fn setting(description: &str) -> String {
+    description
+        .trim_start_matches("set ")
+        .split(" (was")
+        .next()
+        .unwrap_or(description)
+        .to_string()
+}
+
+/// Setting → outcome of every decision that counts (a superseded change's re-test decides).
+fn outcomes(repo: &TargetRepo, summary: &check::Summary) -> BTreeMap<String, String> {
+    let events = repo.events().unwrap();
+    summary
+        .decisions
+        .iter()
+        .map(|(change, d)| {
+            let propose = events
+                .iter()
+                .find(|e| e.kind == EventKind::Propose && e.change.as_deref() == Some(change))
+                .unwrap();
+            let description = propose.payload["description"].as_str().unwrap();
+            (
+                setting(description),
+                serde_json::to_value(d.outcome)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// (change, worker, start s, end s) of every change's training run.
+fn run_intervals(events: &[Event]) -> Vec<(String, String, f64, f64)> {
+    events
+        .iter()
+        .filter(|e| e.kind == EventKind::RunResult && e.change.is_some())
+        .map(|e| {
+            let end = chrono::DateTime::parse_from_rfc3339(&e.ts)
+                .unwrap()
+                .timestamp_millis() as f64
+                / 1000.0;
+            let wall = e.payload["wall_s"].as_f64().unwrap();
+            (
+                e.change.clone().unwrap(),
+                e.payload["worker"].as_str().unwrap().to_string(),
+                end - wall,
+                end,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn two_workers_overlap_runs_and_decide_as_one_worker_does() {
+    // lr = 0.01 and weight_decay = 0.1 each help; lr = 1.0 hurts.
+    let (lr, wd) = (vec![0.01, 1.0], vec![0.1]);
+    let serial = toy(lr.clone(), wd.clone(), 0.3);
+    start(&serial, &["--workers", "1"]);
+    let parallel = toy(lr, wd, 0.3);
+    start(&parallel, &["--workers", "2"]);
+
+    let serial_summary = check::consistent(&serial, "main").unwrap();
+    let parallel_summary = check::consistent(&parallel, "main").unwrap();
+    let expected: BTreeMap<String, String> = [
+        ("optim.lr = 0.01", "accepted"),
+        ("optim.lr = 1", "rejected"),
+        ("optim.weight_decay = 0.1", "accepted"),
+    ]
+    .iter()
+    .map(|(s, o)| (s.to_string(), o.to_string()))
+    .collect();
+    assert_eq!(outcomes(&serial, &serial_summary), expected);
+    assert_eq!(
+        outcomes(&parallel, &parallel_summary),
+        outcomes(&serial, &serial_summary),
+        "the same settings get the same decisions with two workers"
+    );
+
+    let events = parallel.events().unwrap();
+    let start = &events[0];
+    assert_eq!(start.payload["workers"], 2, "{}", start.payload);
+    assert!(
+        start.payload["executor"]
+            .as_str()
+            .unwrap()
+            .contains("2 CPU slot"),
+        "{}",
+        start.payload
+    );
+    let runs = run_intervals(&events);
+    let workers: BTreeSet<&str> = runs.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(workers, BTreeSet::from(["local:0", "local:1"]));
+    let overlapping = runs.iter().any(|a| {
+        runs.iter()
+            .any(|b| a.0 != b.0 && a.2 < b.3 - 0.05 && b.2 < a.3 - 0.05)
+    });
+    assert!(
+        overlapping,
+        "no two changes' runs overlapped in time: {runs:?}"
+    );
+    // With one worker nothing overlaps and every run is on slot 0.
+    let serial_runs = run_intervals(&serial.events().unwrap());
+    assert!(serial_runs.iter().all(|r| r.1 == "local:0"));
+    verify(&parallel);
+    verify(&serial);
+}
+
+#[test]
+fn a_change_accepted_on_a_trunk_that_moved_is_retested_not_merged_blind() {
+    // Two helpful settings, proposed together against the same trunk: both are accepted, the
+    // first merges, the second must be tested again on the trunk that holds the first.
+    let repo = toy(vec![0.01], vec![0.1], 0.3);
+    start(&repo, &["--workers", "2"]);
+    let summary = check::consistent(&repo, "main").unwrap();
+    assert_eq!(summary.superseded.len(), 1, "{summary:?}");
+    let (old, retest) = summary.superseded.iter().next().unwrap();
+    let events = repo.events().unwrap();
+    let old_decision = events
+        .iter()
+        .find(|e| e.kind == EventKind::Decision && e.change.as_deref() == Some(old))
+        .unwrap();
+    assert_eq!(old_decision.payload["outcome"], "accepted");
+    let discard = events
+        .iter()
+        .find(|e| e.kind == EventKind::Discard && e.change.as_deref() == Some(old))
+        .unwrap();
+    assert!(
+        discard.payload["reason"]
+            .as_str()
+            .unwrap()
+            .contains("trunk moved"),
+        "{}",
+        discard.payload
+    );
+    // The re-test went through the whole decision on the new trunk, and merged on it.
+    let first = &summary.merged[0];
+    let first_merge = events
+        .iter()
+        .find(|e| e.kind == EventKind::Merge && e.change.as_deref() == Some(first))
+        .unwrap();
+    let new_trunk = first_merge.payload["commit"].as_str().unwrap();
+    let retest_propose = events
+        .iter()
+        .find(|e| e.kind == EventKind::Propose && e.change.as_deref() == Some(retest))
+        .unwrap();
+    assert_eq!(retest_propose.payload["parent_commit"], new_trunk);
+    assert_eq!(summary.decisions[retest].outcome, DecisionOutcome::Accepted);
+    let baselines: BTreeSet<&str> = events
+        .iter()
+        .filter(|e| {
+            e.kind == EventKind::RunResult
+                && e.change.as_deref() == Some(retest)
+                && e.payload["arm"] == "baseline"
+        })
+        .map(|e| e.payload["commit"].as_str().unwrap())
+        .collect();
+    assert_eq!(baselines, BTreeSet::from([new_trunk]));
+    assert_eq!(summary.merged, vec![first.clone(), retest.clone()]);
+    // Every merge's parent is the trunk at that time.
+    let mut trunk = events[0].payload["base_commit"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for e in events.iter().filter(|e| e.kind == EventKind::Merge) {
+        let commit = e.payload["commit"].as_str().unwrap();
+        let parent = repo.git(&["rev-parse", &format!("{commit}^")]).unwrap();
+        assert_eq!(parent.trim(), trunk, "merge {commit}");
+        trunk = commit.to_string();
+    }
+    let config = repo
+        .git(&[
+            "show",
+            &format!("agentloop/{}:config.toml", summary.session),
+        ])
+        .unwrap();
+    assert!(
+        config.contains("lr = 0.01\n") && config.contains("weight_decay = 0.1\n"),
+        "{config}"
+    );
+    verify(&repo);
+}
+
+#[test]
+fn two_workers_killed_at_any_point_resume_and_settle_every_change_once() {
+    let reference = toy(vec![0.01, 1.0], vec![0.1], 0.1);
+    start(&reference, &["--workers", "2"]);
+    let total = reference.events().unwrap().len();
+    for kill_at in [3, 8, total / 3, total / 2, 2 * total / 3] {
+        let repo = toy(vec![0.01, 1.0], vec![0.1], 0.1);
+        let mut child = spawn_group(repo.agentloop(
+            BIN.as_ref(),
+            &target_dir(),
+            &[
+                "start",
+                "--budget",
+                "10m",
+                "--agent",
+                "offline",
+                "--workers",
+                "2",
+            ],
+        ))
+        .unwrap();
+        let seen = wait_for_events(&repo, &mut child, kill_at, Duration::from_secs(60)).unwrap();
+        kill_group(&mut child);
+        if repo.events().unwrap().last().map(|e| e.kind) != Some(EventKind::SessionEnd) {
+            // No --workers: the session keeps the two it started with.
+            let log = start(&repo, &[]);
+            assert!(log.contains("(2 change(s) at once)"), "{log}");
+        }
+        let summary = check::consistent(&repo, "main")
+            .unwrap_or_else(|e| panic!("killed after event {seen}: {e:#}"));
+        let got = outcomes(&repo, &summary);
+        let trace: Vec<String> = repo
+            .events()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {} {:?} {}",
+                    e.seq,
+                    e.kind,
+                    e.change,
+                    e.payload
+                        .get("description")
+                        .or(e.payload.get("reason"))
+                        .or(e.payload.get("message"))
+                        .cloned()
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        let trace = trace.join("\n");
+        assert_eq!(
+            got.get("optim.lr = 0.01").map(String::as_str),
+            Some("accepted"),
+            "killed after event {seen}: {got:?}\n{trace}"
+        );
+        assert_eq!(
+            got.get("optim.weight_decay = 0.1").map(String::as_str),
+            Some("accepted"),
+            "killed after event {seen}: {got:?}\n{trace}"
+        );
+    }
+}
