@@ -136,6 +136,21 @@ impl Git {
             let dir = self.repo.path().join(dir);
             walk(&dir, &mut removed).map_err(|source| GitError::Io { path: dir, source })?;
         }
+        // A kill while a loop worktree's index or HEAD was being written leaves
+        // `.git/worktrees/<name>/index.lock`; only the loop's own worktrees are touched.
+        for name in self.loop_worktrees()? {
+            let admin = self.repo.path().join("worktrees").join(&name);
+            for lock in ["index.lock", "HEAD.lock"] {
+                let path = admin.join(lock);
+                if path.exists() {
+                    std::fs::remove_file(&path).map_err(|source| GitError::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
+                    removed += 1;
+                }
+            }
+        }
         Ok(removed)
     }
 

@@ -319,3 +319,21 @@ fn stale_ref_locks_in_our_namespaces_are_removed_and_the_users_kept() {
     git.set_branch(&change_branch("s1", "c3"), base, "after the kill")
         .unwrap();
 }
+
+#[test]
+fn a_stale_index_lock_in_a_loop_worktree_is_removed_and_the_users_kept() {
+    let (dir, git) = user_repo();
+    let base = git.head_commit().unwrap();
+    git.set_branch(&change_branch("s1", "c4"), base, "branch")
+        .unwrap();
+    let wt = git.add_worktree("c4", &change_branch("s1", "c4")).unwrap();
+    // What a SIGKILL during an index write leaves behind.
+    let lock = dir.path().join(".git/worktrees/c4/index.lock");
+    std::fs::write(&lock, "").unwrap();
+    let users = dir.path().join(".git/index.lock");
+    std::fs::write(&users, "").unwrap();
+    assert_eq!(git.clear_stale_locks().unwrap(), 1);
+    assert!(!lock.exists() && users.exists());
+    std::fs::remove_file(&users).unwrap();
+    git.refresh_worktree(&wt).unwrap();
+}
