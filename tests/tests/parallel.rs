@@ -234,6 +234,21 @@ fn a_change_accepted_on_a_trunk_that_moved_is_retested_not_merged_blind() {
         "{config}"
     );
     verify(&repo);
+    // What a person reads: the superseded accept is not counted as a kept change.
+    let (code, out, err) = repo
+        .run_agentloop(BIN.as_ref(), &target_dir(), &["status", "--json"])
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            status["accepted"].as_u64(),
+            status["kept"].as_u64(),
+            status["superseded"].as_u64()
+        ),
+        (Some(2), Some(2), Some(1)),
+        "{status}"
+    );
 }
 
 #[test]

@@ -49,6 +49,7 @@ pub fn state_color(state: ChangeState) -> RGBColor {
         ChangeState::PolicyRejected => RGBColor(0x94, 0x4f, 0xc4),
         ChangeState::BuildFailed => RGBColor(0x8c, 0x56, 0x4b),
         ChangeState::RolledBack => RGBColor(0xe6, 0x8a, 0x00),
+        ChangeState::Superseded => RGBColor(0xbc, 0xbd, 0x22),
         ChangeState::InFlight => RGBColor(0x1f, 0x77, 0xb4),
     }
 }
@@ -281,7 +282,9 @@ fn marker<C: Clone + 'static, DB: DrawingBackend>(
         ChangeState::Accepted | ChangeState::RolledBack | ChangeState::InFlight => {
             Circle::new(at, size, color.filled()).into_dyn()
         }
-        ChangeState::Rejected => Circle::new(at, size - 1, color.stroke_width(stroke)).into_dyn(),
+        ChangeState::Rejected | ChangeState::Superseded => {
+            Circle::new(at, size - 1, color.stroke_width(stroke)).into_dyn()
+        }
         ChangeState::Crashed | ChangeState::BuildFailed => {
             Cross::new(at, size, color.stroke_width(stroke + 1)).into_dyn()
         }

@@ -202,6 +202,7 @@ fn changes_table(h: &mut String, s: &SessionSummary) {
         ChangeState::PolicyRejected,
         ChangeState::BuildFailed,
         ChangeState::RolledBack,
+        ChangeState::Superseded,
         ChangeState::InFlight,
     ] {
         if s.changes.iter().any(|c| c.state == state) {

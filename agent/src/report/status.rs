@@ -67,7 +67,8 @@ impl Status {
 
     /// Fills the rates from the counts, costs and time spent.
     pub fn with_rates(mut self) -> Status {
-        let decided = self.counts.proposed - self.counts.in_flight;
+        // A superseded accept is settled by its re-test, which is counted instead.
+        let decided = self.counts.proposed - self.counts.in_flight - self.counts.superseded;
         if self.spent_s > 0.0 {
             self.overhead_share = Some((1.0 - self.costs.training_s / self.spent_s).max(0.0));
             self.decisions_per_hour = Some(decided as f64 * 3600.0 / self.spent_s);
@@ -104,6 +105,7 @@ pub fn counts_line(c: &Counts) -> String {
         (c.policy_rejected, "policy-rejected"),
         (c.build_failed, "build-failed"),
         (c.rolled_back, "rolled back"),
+        (c.superseded, "superseded (re-tested on a newer trunk)"),
     ] {
         if n > 0 {
             parts.push(format!("{n} {what}"));

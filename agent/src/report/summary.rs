@@ -42,6 +42,9 @@ pub enum ChangeState {
     PolicyRejected,
     BuildFailed,
     RolledBack,
+    /// Accepted against a trunk that moved meanwhile (several workers): not merged, but
+    /// re-tested on the new trunk as another change.
+    Superseded,
     InFlight,
 }
 
@@ -54,6 +57,7 @@ impl ChangeState {
             ChangeState::PolicyRejected => "policy_rejected",
             ChangeState::BuildFailed => "build_failed",
             ChangeState::RolledBack => "rolled_back",
+            ChangeState::Superseded => "superseded",
             ChangeState::InFlight => "in_flight",
         }
     }
@@ -143,6 +147,8 @@ pub struct Counts {
     pub policy_rejected: usize,
     pub build_failed: usize,
     pub rolled_back: usize,
+    /// Accepted on a trunk that moved; re-tested as another change.
+    pub superseded: usize,
     pub in_flight: usize,
 }
 
@@ -244,6 +250,8 @@ struct ChangeLog {
     decision: Option<Decision>,
     merged: bool,
     discarded: bool,
+    /// The change that re-tests this one on a newer trunk.
+    superseded_by: Option<String>,
     rollback: Option<Rollback>,
     trunk_before: Option<f64>,
 }
@@ -324,22 +332,30 @@ impl Replay {
             (EventKind::RunResult, Some(i)) => self.changes[i].runs.push(parse(e)?),
             (EventKind::RunResult, None) => self.session_runs.push(parse(e)?),
             (EventKind::Decision, Some(i)) => {
-                let d: Decision = parse(e)?;
-                if d.outcome == DecisionOutcome::Accepted {
-                    let measured = d
-                        .mean_candidate
-                        .or_else(|| candidate_mean(&self.changes[i].runs));
-                    if let Some(m) = measured {
-                        self.set_trunk((i + 1) as f64, m);
-                    }
-                }
-                self.changes[i].decision = Some(d);
+                self.changes[i].decision = Some(parse(e)?);
             }
             (EventKind::Merge, Some(i)) => {
+                // The trunk moves at the merge: an accepted change superseded by a re-test
+                // (several workers) never reaches it.
+                let measured = self.changes[i]
+                    .decision
+                    .as_ref()
+                    .and_then(|d| d.mean_candidate)
+                    .or_else(|| candidate_mean(&self.changes[i].runs));
+                if let Some(m) = measured {
+                    self.set_trunk((i + 1) as f64, m);
+                }
                 self.changes[i].merged = true;
                 self.trunk_commit = parse::<agentloop_ledger::payload::Merge>(e)?.commit;
             }
-            (EventKind::Discard, Some(i)) => self.changes[i].discarded = true,
+            (EventKind::Discard, Some(i)) => {
+                self.changes[i].discarded = true;
+                self.changes[i].superseded_by = e
+                    .payload
+                    .get("superseded_by")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_string);
+            }
             (EventKind::Rollback, Some(i)) => {
                 let r: Rollback = parse(e)?;
                 self.trunk_commit = r.revert_commit.clone();
@@ -572,6 +588,9 @@ fn state_of(c: &ChangeLog) -> ChangeState {
     if c.rollback.is_some() {
         return ChangeState::RolledBack;
     }
+    if c.superseded_by.is_some() {
+        return ChangeState::Superseded;
+    }
     match c.decision.as_ref().map(|d| d.outcome) {
         Some(DecisionOutcome::Accepted) => ChangeState::Accepted,
         Some(DecisionOutcome::Rejected) => ChangeState::Rejected,
@@ -687,6 +706,7 @@ fn count(states: &[ChangeState]) -> Counts {
         policy_rejected: n(ChangeState::PolicyRejected),
         build_failed: n(ChangeState::BuildFailed),
         rolled_back: n(ChangeState::RolledBack),
+        superseded: n(ChangeState::Superseded),
         in_flight: n(ChangeState::InFlight),
     }
 }
