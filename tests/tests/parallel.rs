@@ -249,6 +249,11 @@ fn a_change_accepted_on_a_trunk_that_moved_is_retested_not_merged_blind() {
         (Some(2), Some(2), Some(1)),
         "{status}"
     );
+    // Two workers' runs overlap, so overhead is measured against slot time (wall x 2): it
+    // stays a share in (0, 1) instead of going negative and being clamped to 0.
+    assert_eq!(status["workers"], 2, "{status}");
+    let overhead = status["overhead_share"].as_f64().unwrap();
+    assert!(overhead > 0.0 && overhead < 1.0, "{status}");
 }
 
 #[test]

@@ -169,6 +169,8 @@ pub struct SessionSummary {
     pub budget_s: f64,
     pub spent_s: f64,
     pub left_s: f64,
+    /// Changes in flight at once (`--workers`; 1 before the option existed).
+    pub workers: usize,
     pub counts: Counts,
     /// The trunk's metric now (last calibration, or the last accepted change's measurement).
     pub trunk_metric: Option<f64>,
@@ -260,6 +262,8 @@ struct ChangeLog {
 #[derive(Debug, Default)]
 pub struct Replay {
     start: Option<(SessionStart, String)>,
+    /// Changes in flight at once (`--workers`), as the session last started or resumed.
+    workers: usize,
     session: String,
     changes: Vec<ChangeLog>,
     index: BTreeMap<String, usize>,
@@ -312,6 +316,7 @@ impl Replay {
         match (e.kind, change) {
             (EventKind::SessionStart, _) => {
                 let start: SessionStart = parse(e)?;
+                self.workers = workers_in(&e.payload);
                 self.session = e.session.clone();
                 self.trunk_commit = start.base_commit.clone();
                 self.start = Some((start, e.ts.clone()));
@@ -386,6 +391,14 @@ impl Replay {
         let Some(t) = timestamp_s(&e.ts) else { return };
         let resumes = e.kind == EventKind::Budget
             && e.payload.get("resumed").and_then(|v| v.as_bool()) == Some(true);
+        // `workers: null`: resumed without `--workers`, so the number it had is kept.
+        if resumes
+            && e.payload
+                .get("workers")
+                .is_some_and(serde_json::Value::is_u64)
+        {
+            self.workers = workers_in(&e.payload);
+        }
         if e.kind == EventKind::SessionStart || resumes {
             if let Some((s, last)) = self.segment {
                 self.spent_closed_s += (last - s).max(0.0);
@@ -451,6 +464,7 @@ impl Replay {
             budget_s: start.budget_s,
             spent_s,
             left_s: (start.budget_s - spent_s).max(0.0),
+            workers: self.workers.max(1),
             counts: count(&states),
             trunk_metric: self.trunk.last().map(|l| l.value),
             best_trunk_metric: self.best_trunk(),
@@ -486,6 +500,7 @@ impl Replay {
                 budget_s: start.budget_s,
                 spent_s,
                 left_s: (start.budget_s - spent_s).max(0.0),
+                workers: self.workers.max(1),
                 counts: count(&states),
                 trunk_metric: self.trunk.last().map(|l| l.value),
                 best_trunk_metric: self.best_trunk(),
@@ -582,6 +597,14 @@ fn candidate_mean(runs: &[RunResult]) -> Option<f64> {
             .filter(|r| r.exit_status == ExitStatus::Ok)
             .filter_map(RunResult::metric_value),
     )
+}
+
+/// `workers` of a session_start or resume event (sessions before `--workers`: 1).
+fn workers_in(payload: &serde_json::Value) -> usize {
+    payload
+        .get("workers")
+        .and_then(serde_json::Value::as_u64)
+        .map_or(1, |w| w.max(1) as usize)
 }
 
 fn state_of(c: &ChangeLog) -> ChangeState {
