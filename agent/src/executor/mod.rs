@@ -4,12 +4,14 @@
 
 pub mod config;
 pub mod local;
+pub mod slurm;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use config::{ExecutorConfig, ExecutorKind};
 pub use local::LocalExecutor;
+pub use slurm::SlurmExecutor;
 
 use crate::orchestrator::budget::Stop;
 use crate::orchestrator::process::Exit;
@@ -65,6 +67,9 @@ pub trait Executor: Send + Sync {
 pub fn from_config(config: &ExecutorConfig) -> anyhow::Result<Box<dyn Executor>> {
     match config.kind {
         ExecutorKind::Local => Ok(Box::new(LocalExecutor::new(config.slots))),
-        ExecutorKind::Slurm => anyhow::bail!("the slurm executor is not available in this build"),
+        ExecutorKind::Slurm => Ok(Box::new(SlurmExecutor::new(
+            config.slurm.clone(),
+            config.slots,
+        )?)),
     }
 }
