@@ -31,6 +31,10 @@ pub const CONFIG: &str = "[optim]\nlr = 0.1\n\n\n\n# spacer lines keep the two k
 pub struct ToyOptions {
     pub offline_values: Vec<f64>,
     pub decision: String,
+    /// Seconds each training run sleeps (slow runs give a test time to act while one runs).
+    pub train_sleep_s: f64,
+    /// Extra tables appended to agentloop.toml as they are (e.g. an `[executor]` table).
+    pub executor: String,
 }
 
 impl Default for ToyOptions {
@@ -38,6 +42,8 @@ impl Default for ToyOptions {
         ToyOptions {
             offline_values: vec![0.01, 0.03, 0.003],
             decision: "min_baseline_seeds = 3\nmin_replays = 1\nscreen_reject_below_sd = -3.0\nstages = [{ pairs = 3, p_threshold = 0.05 }]\nmin_effect_sd = 0.5\n".into(),
+            train_sleep_s: 0.02,
+            executor: String::new(),
         }
     }
 }
@@ -45,7 +51,8 @@ impl Default for ToyOptions {
 /// Writes the toy target into a fresh git repository at `root`.
 pub fn create(root: &PathBuf, opts: &ToyOptions) -> Result<()> {
     std::fs::create_dir_all(root)?;
-    std::fs::write(root.join("train.sh"), TRAIN_SH)?;
+    let train = TRAIN_SH.replace("sleep 0.02", &format!("sleep {}", opts.train_sleep_s));
+    std::fs::write(root.join("train.sh"), train)?;
     std::fs::write(root.join("config.toml"), CONFIG)?;
     std::fs::write(root.join(".gitignore"), ".agentloop-bin/\n")?;
     let values: Vec<String> = opts.offline_values.iter().map(|v| format!("{v}")).collect();
@@ -74,9 +81,12 @@ file = "config.toml"
 [[proposer.offline.space]]
 key = "optim.lr"
 values = [{values}]
+
+{executor}
 "#,
         decision = opts.decision,
-        values = values.join(", ")
+        values = values.join(", "),
+        executor = opts.executor,
     );
     std::fs::write(root.join("agentloop.toml"), toml)?;
     Ok(())
