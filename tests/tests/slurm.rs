@@ -37,9 +37,10 @@ fn slurm_executor_on_a_real_cluster() {
     std::env::set_var("SLURM_CONF", cluster.conf());
     let work = tempfile::tempdir().unwrap();
 
-    let steps: [(&str, Step); 5] = [
+    let steps: [(&str, Step); 6] = [
         ("concurrent runs", concurrent_runs_keep_to_the_slots),
         ("ends", every_end_of_a_job_maps_to_its_exit),
+        ("lost job", a_job_lost_with_its_node_is_submitted_again),
         ("sbatch errors", a_failing_sbatch_is_an_error_naming_it),
         (
             "loop with scancel",
@@ -223,6 +224,77 @@ fn every_end_of_a_job_maps_to_its_exit(cluster: &Cluster, dir: &Path) {
         "{}",
         r.tail
     );
+}
+
+/// The node fails under a running job (set DOWN: Slurm ends its jobs NODE_FAIL): the run is
+/// submitted again, the lost job is kept in slurm-job.json and noted in the log, and the run
+/// completes as the new job.
+fn a_job_lost_with_its_node_is_submitted_again(cluster: &Cluster, dir: &Path) {
+    // Without --no-requeue Slurm would requeue the job itself (same id), which the executor
+    // simply keeps waiting for; with it the executor's own resubmission is what saves the run.
+    let exec = executor(
+        1,
+        SlurmConfig {
+            sbatch_options: vec!["--no-requeue".into()],
+            ..SlurmConfig::default()
+        },
+    );
+    let node = |state: &str| {
+        cluster
+            .output(
+                "scontrol",
+                &[
+                    "update",
+                    "nodename=localhost",
+                    &format!("state={state}"),
+                    "reason=agentloop-test",
+                ],
+            )
+            .map(drop)
+    };
+    let (r, lost) = std::thread::scope(|s| {
+        let failer = s.spawn(|| {
+            let id = wait_for_job(cluster, "agentloop-lost", Duration::from_secs(30));
+            node("down").unwrap();
+            // Back in service once the job has failed (slurmd is alive, so it returns at once
+            // or on resume).
+            let start = Instant::now();
+            while cluster.output("sinfo", &["-h", "-o", "%T"]).unwrap().trim() != "idle" {
+                let _ = node("resume");
+                assert!(start.elapsed() < Duration::from_secs(30), "node stays down");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            id
+        });
+        let r = exec
+            .run(
+                &job(
+                    dir,
+                    "lost",
+                    "echo attempt; sleep 2",
+                    Duration::from_secs(60),
+                ),
+                &Stop::never(),
+            )
+            .unwrap();
+        (r, failer.join().unwrap())
+    });
+    assert_eq!(r.exit, Exit::Code(Some(0)), "{}", r.tail);
+    let second = job_id(&r);
+    assert_ne!(second, lost, "the run completed as a new job");
+    assert_eq!(cluster.finished_state(&lost).as_deref(), Some("NODE_FAIL"));
+    assert!(
+        r.tail.contains(&format!(
+            "slurm job {lost} ended NODE_FAIL; resubmitted as job {second} (retry 1 of 2)"
+        )),
+        "{}",
+        r.tail
+    );
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("lost/slurm-job.json")).unwrap()).unwrap();
+    assert_eq!(record["job_id"], second);
+    assert_eq!(record["retries"][0]["job_id"], lost);
+    assert_eq!(record["retries"][0]["state"], "NODE_FAIL");
 }
 
 /// A setup problem (here a partition the cluster does not have) stops with sbatch's own words.
