@@ -16,7 +16,7 @@ use agentloop::executor::{Executor, Ran, RunJob, SlurmExecutor};
 use agentloop::orchestrator::budget::Stop;
 use agentloop::orchestrator::process::Exit;
 use agentloop_ledger::EventKind;
-use agentloop_tests::slurm::Cluster;
+use agentloop_tests::slurm::{Cluster, QueuedJob};
 use agentloop_tests::toy::ToyOptions;
 use agentloop_tests::{check, kill_group, kinds, TargetRepo};
 
@@ -37,10 +37,14 @@ fn slurm_executor_on_a_real_cluster() {
     std::env::set_var("SLURM_CONF", cluster.conf());
     let work = tempfile::tempdir().unwrap();
 
-    let steps: [(&str, Step); 6] = [
+    let steps: [(&str, Step); 7] = [
         ("concurrent runs", concurrent_runs_keep_to_the_slots),
         ("ends", every_end_of_a_job_maps_to_its_exit),
         ("lost job", a_job_lost_with_its_node_is_submitted_again),
+        (
+            "collect after death",
+            a_finished_uncollected_job_is_collected_not_rerun,
+        ),
         ("sbatch errors", a_failing_sbatch_is_an_error_naming_it),
         (
             "loop with scancel",
@@ -297,6 +301,57 @@ fn a_job_lost_with_its_node_is_submitted_again(cluster: &Cluster, dir: &Path) {
     assert_eq!(record["retries"][0]["state"], "NODE_FAIL");
 }
 
+/// Rewrites the run's slurm-job.json as a loop that died before taking the result leaves it.
+fn mark_uncollected(out: &Path, job_id: Option<&str>) {
+    let path = out.join("slurm-job.json");
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    record["phase"] = "submitted".into();
+    if let Some(id) = job_id {
+        record["job_id"] = id.into();
+    }
+    std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+}
+
+/// The loop died after its job finished and before it took the result: the same run again
+/// collects that job (no new one); another script, a taken result, or a job the cluster does
+/// not know mean a new job.
+fn a_finished_uncollected_job_is_collected_not_rerun(cluster: &Cluster, dir: &Path) {
+    let exec = executor(1, SlurmConfig::default());
+    let minute = Duration::from_secs(60);
+    let first = job(dir, "again", "echo first run; exit 3", minute);
+    let r1 = exec.run(&first, &Stop::never()).unwrap();
+    assert_eq!(r1.exit, Exit::Code(Some(3)));
+    let id = job_id(&r1);
+
+    mark_uncollected(&first.out, None);
+    let r2 = exec.run(&first, &Stop::never()).unwrap();
+    assert_eq!(job_id(&r2), id, "collected, not submitted again");
+    assert_eq!(r2.exit, Exit::Code(Some(3)));
+    assert_eq!(cluster.finished_named("agentloop-again"), 1);
+
+    // Taken already (a retry of a recorded run): a new job.
+    let r3 = exec.run(&first, &Stop::never()).unwrap();
+    assert_ne!(job_id(&r3), id);
+
+    // Another script in the same directory: a new job, into a cleared directory.
+    mark_uncollected(&first.out, None);
+    std::fs::write(first.out.join("stale"), "").unwrap();
+    let changed = job(dir, "again", "echo second run", minute);
+    let r4 = exec.run(&changed, &Stop::never()).unwrap();
+    assert_eq!(r4.exit, Exit::Code(Some(0)));
+    assert!(![id.clone(), job_id(&r3)].contains(&job_id(&r4)));
+    assert!(!first.out.join("stale").exists());
+
+    // A job the cluster has never heard of, with no exit code left behind: run it again.
+    mark_uncollected(&changed.out, Some("999999"));
+    std::fs::remove_file(changed.out.join("exit_code")).unwrap();
+    let r5 = exec.run(&changed, &Stop::never()).unwrap();
+    assert_eq!(r5.exit, Exit::Code(Some(0)), "{}", r5.tail);
+    assert_ne!(job_id(&r5), "999999");
+    assert_eq!(cluster.finished_named("agentloop-again"), 4);
+}
+
 /// A setup problem (here a partition the cluster does not have) stops with sbatch's own words.
 fn a_failing_sbatch_is_an_error_naming_it(_cluster: &Cluster, dir: &Path) {
     let exec = executor(
@@ -349,7 +404,7 @@ fn wait_for_running(
     timeout: Duration,
     child: &mut Child,
     log: &Path,
-) -> String {
+) -> QueuedJob {
     let start = Instant::now();
     loop {
         if let Some(j) = cluster
@@ -358,7 +413,7 @@ fn wait_for_running(
             .into_iter()
             .find(|j| j.name.contains(name) && j.state == "RUNNING")
         {
-            return j.id;
+            return j;
         }
         let exited = child.try_wait().unwrap();
         assert!(
@@ -457,7 +512,8 @@ fn loop_runs_as_jobs_and_survives_a_scancel(cluster: &Cluster, dir: &Path) {
         Duration::from_secs(120),
         &mut child,
         &log,
-    );
+    )
+    .id;
     cluster.cancel(&killed).unwrap();
     wait_ok(child, &log);
 
@@ -505,7 +561,9 @@ fn restarted_loop_reattaches_to_its_running_job(cluster: &Cluster, dir: &Path) {
     ];
     let log = dir.join("first.log");
     let mut child = spawn_loop(&repo, &args, &log);
-    let running = wait_for_running(
+    let QueuedJob {
+        id: running, name, ..
+    } = wait_for_running(
         cluster,
         "agentloop-",
         Duration::from_secs(120),
@@ -513,18 +571,6 @@ fn restarted_loop_reattaches_to_its_running_job(cluster: &Cluster, dir: &Path) {
         &log,
     );
     kill_group(&mut child);
-    let name = cluster
-        .queue()
-        .unwrap()
-        .into_iter()
-        .find(|j| j.id == running)
-        .map(|j| j.name)
-        .unwrap_or_else(|| {
-            panic!(
-                "job {running} ended with the loop: {:?}",
-                cluster.finished_jobs()
-            )
-        });
     let recorded_before = kinds(&repo.events().unwrap(), EventKind::RunResult)
         .iter()
         .filter(|e| e.payload["worker"] == format!("slurm:{running}"))

@@ -138,7 +138,11 @@ pub fn final_state(job_id: &str) -> Option<Final> {
         .to_vec();
     if let Ok(out) = run("sacct", &sacct) {
         if out.status.success() {
-            if let Some(f) = parse_sacct(&String::from_utf8_lossy(&out.stdout)) {
+            // The accounting database may lag behind the controller: a job squeue no longer
+            // shows can still read RUNNING there. Only a final state counts.
+            if let Some(f) =
+                parse_sacct(&String::from_utf8_lossy(&out.stdout)).filter(|f| !is_active(&f.state))
+            {
                 return Some(f);
             }
         }
