@@ -8,6 +8,7 @@
 //! job writes `run.log`, `metrics.json` and `exit_code` there).
 
 mod cli;
+mod poller;
 mod record;
 mod script;
 mod slots;
@@ -20,6 +21,7 @@ use anyhow::{Context, Result};
 
 use cli::Queue;
 pub use cli::SlurmError;
+use poller::QueuePoller;
 use record::{Attach, JobRecord, LostJob, Phase};
 use slots::Slots;
 use state::Verdict;
@@ -48,6 +50,7 @@ pub struct SlurmExecutor {
     config: SlurmConfig,
     slots: Slots,
     slot_count: usize,
+    poller: QueuePoller,
     /// Our own timeout is the train timeout plus this, counted from when the job runs: the
     /// cluster's `--time` normally ends it first.
     grace: Duration,
@@ -69,6 +72,7 @@ impl SlurmExecutor {
             config,
             slots: Slots::new(slots),
             slot_count: slots.max(1),
+            poller: QueuePoller::default(),
             grace: Duration::from_secs(30),
         })
     }
@@ -147,7 +151,7 @@ impl SlurmExecutor {
                 self.cancel(job, rec)?;
                 return Ok(Watched::Cancelled(Exit::TimedOut));
             }
-            match cli::queue(&rec.job_id) {
+            match self.poller.state(&rec.job_id) {
                 Ok(Queue::Active(state)) => {
                     errors = 0;
                     if state == "RUNNING" && running_since.is_none() {
@@ -182,7 +186,7 @@ impl SlurmExecutor {
         }
         let deadline = Instant::now() + CANCEL_WAIT;
         while Instant::now() < deadline {
-            match cli::queue(&rec.job_id) {
+            match self.poller.state(&rec.job_id) {
                 Ok(Queue::Left(_)) => return Ok(()),
                 Ok(Queue::Active(_)) | Err(_) => std::thread::sleep(Duration::from_millis(200)),
             }

@@ -2,6 +2,7 @@
 //! processes with their arguments as a list, never through a shell. They talk to whichever
 //! cluster `SLURM_CONF` (or the machine's configuration) names.
 
+use std::collections::HashMap;
 use std::process::{Command, Output, Stdio};
 
 use super::script::parse_job_id;
@@ -108,25 +109,48 @@ pub fn check_available() -> Result<(), SlurmError> {
     }
 }
 
-pub fn queue(job_id: &str) -> Result<Queue, SlurmError> {
-    let args: Vec<String> = ["-h", "-j", job_id, "-o", "%T"].map(String::from).to_vec();
+/// Where each of `job_ids` stands, from one `squeue` call: a job squeue does not list has
+/// left the queue.
+pub fn queue(job_ids: &[String]) -> Result<HashMap<String, Queue>, SlurmError> {
+    let args: Vec<String> = vec![
+        "-h".into(),
+        "-j".into(),
+        job_ids.join(","),
+        "-o".into(),
+        "%i|%T".into(),
+    ];
     let out = run("squeue", &args)?;
-    if !out.status.success() {
-        // A job Slurm has forgotten (or never had) is an error to squeue.
-        if String::from_utf8_lossy(&out.stderr).contains("Invalid job id") {
-            return Ok(Queue::Left(None));
-        }
+    let listed = if out.status.success() {
+        parse_queue(&String::from_utf8_lossy(&out.stdout))
+    } else if String::from_utf8_lossy(&out.stderr).contains("Invalid job id") {
+        // Asked about one job only, squeue calls a job it has forgotten an error (about several,
+        // it just leaves it out).
+        HashMap::new()
+    } else {
         return Err(failed("squeue", &args, &out));
-    }
-    Ok(parse_queue(&String::from_utf8_lossy(&out.stdout)))
+    };
+    Ok(job_ids
+        .iter()
+        .map(|id| {
+            let q = listed.get(id).cloned().unwrap_or(Queue::Left(None));
+            (id.clone(), q)
+        })
+        .collect())
 }
 
-fn parse_queue(stdout: &str) -> Queue {
-    match stdout.lines().map(str::trim).find(|l| !l.is_empty()) {
-        None => Queue::Left(None),
-        Some(state) if is_active(state) => Queue::Active(normalize(state)),
-        Some(state) => Queue::Left(Some(normalize(state))),
-    }
+fn parse_queue(stdout: &str) -> HashMap<String, Queue> {
+    stdout
+        .lines()
+        .filter_map(|line| {
+            let (id, state) = line.trim().split_once('|')?;
+            let q = if is_active(state) {
+                Queue::Active(normalize(state))
+            } else {
+                Queue::Left(Some(normalize(state)))
+            };
+            Some((id.trim().to_string(), q))
+        })
+        .collect()
 }
 
 /// The final state of a job that left the queue: from accounting (`sacct`) when the cluster
@@ -212,13 +236,11 @@ mod tests {
 
     #[test]
     fn squeue_output_tells_active_from_gone() {
-        assert_eq!(parse_queue("RUNNING\n"), Queue::Active("RUNNING".into()));
-        assert_eq!(parse_queue("PENDING\n"), Queue::Active("PENDING".into()));
-        assert_eq!(parse_queue(""), Queue::Left(None));
-        assert_eq!(
-            parse_queue("TIMEOUT\n"),
-            Queue::Left(Some("TIMEOUT".into()))
-        );
+        let q = parse_queue("12|RUNNING\n13|PENDING\n14|TIMEOUT\n");
+        assert_eq!(q["12"], Queue::Active("RUNNING".into()));
+        assert_eq!(q["13"], Queue::Active("PENDING".into()));
+        assert_eq!(q["14"], Queue::Left(Some("TIMEOUT".into())));
+        assert!(parse_queue("").is_empty());
     }
 
     #[test]
