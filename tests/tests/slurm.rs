@@ -428,7 +428,7 @@ fn wait_for_running(
 
 fn slurm_toy() -> TargetRepo {
     TargetRepo::toy(&ToyOptions {
-        train_sleep_s: 1.0,
+        train_sleep_s: 0.5,
         executor: "[executor]\nkind = \"slurm\"\nslots = 1\n".into(),
         ..ToyOptions::default()
     })
