@@ -39,6 +39,8 @@ pub struct ToyOptions {
     /// instead of its seed: two sessions then get the same value for the same config and run,
     /// so their decisions can be compared.
     pub noise_by_run: bool,
+    /// Extra tables appended to agentloop.toml as they are (e.g. an `[executor]` table).
+    pub executor: String,
 }
 
 impl Default for ToyOptions {
@@ -49,6 +51,7 @@ impl Default for ToyOptions {
             run_sleep_s: 0.02,
             noise_by_run: false,
             decision: "min_baseline_seeds = 3\nmin_replays = 1\nscreen_reject_below_sd = -3.0\nstages = [{ pairs = 3, p_threshold = 0.05 }]\nmin_effect_sd = 0.5\n".into(),
+            executor: String::new(),
         }
     }
 }
@@ -99,9 +102,12 @@ file = "config.toml"
 [[proposer.offline.space]]
 key = "optim.lr"
 values = [{values}]
-{wd}"#,
+{wd}
+{executor}
+"#,
         decision = opts.decision,
         values = values.join(", "),
+        executor = opts.executor,
         wd = if opts.offline_weight_decay.is_empty() {
             String::new()
         } else {

@@ -5,12 +5,14 @@
 pub mod config;
 pub mod local;
 pub mod slots;
+pub mod slurm;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use config::{ExecutorConfig, ExecutorKind};
 pub use local::LocalExecutor;
+pub use slurm::SlurmExecutor;
 
 use crate::orchestrator::budget::Stop;
 use crate::orchestrator::process::Exit;
@@ -71,6 +73,9 @@ pub fn from_config(config: &ExecutorConfig) -> anyhow::Result<Box<dyn Executor>>
         ExecutorKind::Local => Ok(Box::new(LocalExecutor::with_gpus(
             config.gpus.iter().copied().take(config.slots).collect(),
         ))),
-        ExecutorKind::Slurm => anyhow::bail!("the slurm executor is not available in this build"),
+        ExecutorKind::Slurm => Ok(Box::new(SlurmExecutor::new(
+            config.slurm.clone(),
+            config.slots,
+        )?)),
     }
 }
