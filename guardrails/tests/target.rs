@@ -77,7 +77,11 @@ fn audit_rule_and_divergence_ratio_are_configurable() {
     assert_eq!(t.decision.min_effect_sd, 0.5);
     assert_eq!(t.decision.audit.every_merges, 2);
     assert_eq!(t.decision.audit.on_flag, OnFlag::FlagOnly);
-    assert_eq!(t.decision.audit.pairs, AuditRule::default().pairs, "default kept");
+    assert_eq!(
+        t.decision.audit.pairs,
+        AuditRule::default().pairs,
+        "default kept"
+    );
 
     let e = common::load_err(&format!(
         "{}\n[decision.audit]\npairs = 1\n",

@@ -47,6 +47,7 @@ pub fn run(
         env: env.to_vec(),
         timeout: target.train.timeout,
         memory_limit: Some(target.train.memory_limit).filter(|&m| m > 0),
+        divergence: Some(target.train.divergence),
         log: spec.out.join("run.log"),
     };
     let finished = process::run(&job, stop).context("starting the train command")?;
@@ -54,6 +55,7 @@ pub fn run(
         Exit::Stopped => return Ok(None),
         Exit::TimedOut => (ExitStatus::TimedOut, None),
         Exit::OutOfMemory => (ExitStatus::Crashed, None),
+        Exit::Diverged(_) => (ExitStatus::Diverged, None),
         Exit::Code(code) => (status_of_exit_code(code), code),
     };
     let metrics = read_metrics(&spec.out.join("metrics.json"));
@@ -73,6 +75,10 @@ pub fn run(
             "memory_limit".into(),
             serde_json::json!(target.train.memory_limit),
         );
+    }
+    if let Exit::Diverged(why) = &finished.exit {
+        // Killed by the loop's watch: the target may never have exited 3 by itself.
+        extra.insert("killed_because".into(), Value::String(why.clone()));
     }
     if exit_status != ExitStatus::Ok {
         extra.insert(

@@ -403,6 +403,7 @@ pub fn build(
         env: env.to_vec(),
         timeout: target.build.timeout,
         memory_limit: None,
+        divergence: None,
         log: ws.state.join("logs").join(format!("build-{tree}.log")),
     };
     process::run(&job, stop).context("starting the build command")
