@@ -12,6 +12,7 @@ use agentloop_ledger::Ledger;
 use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 
+use super::audit::AuditStep;
 use super::budget::{Stop, StopReason};
 use super::change::{ChangeEnd, ChangeRunner};
 use super::history::{sessions, SessionHistory};
@@ -90,6 +91,11 @@ pub fn run(
             let history = load(&rec.ledger, &session)?;
             if let Some(r) = stop.reason() {
                 break r.as_str().to_string();
+            }
+            runner.stage = "audit";
+            match super::audit::run_if_due(&trunk, &history)? {
+                AuditStep::NotDue => {}
+                AuditStep::Done | AuditStep::Stopped => continue,
             }
             if let Some(max) = opts.max_changes {
                 if history.decided() >= max && history.in_flight().is_none() {

@@ -105,6 +105,7 @@ impl<'a> Trunk<'a> {
             self.ws.git.remove_worktree(&name)?;
         }
         self.ws.git.delete_branch(BUILD_BRANCH)?;
+        super::audit::remove_worktrees(self.ws)?;
         Ok(())
     }
 
