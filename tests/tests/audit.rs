@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use agentloop::testing::{CannedReply, ScriptedServer};
 use agentloop_ledger::{Event, EventKind};
 use agentloop_tests::toy::ToyOptions;
 use agentloop_tests::{check, kill_group, kinds, output, spawn_group, TargetRepo};
@@ -181,6 +182,90 @@ fn gains_that_hold_up_on_holdout_are_recorded_held_and_nothing_is_rolled_back() 
     assert!(kinds(&events, EventKind::Rollback).is_empty());
     assert_eq!(audit_runs(&events).len(), 6);
     assert!(trunk_config(&repo, &summary.session).contains("lr = 0.01\n"));
+}
+
+fn reply(description: &str, blocks: &[(&str, &str)]) -> CannedReply {
+    let mut text = format!("DESCRIPTION: {description}\nRATIONALE: closer to the optimum.\n");
+    for (search, replace) in blocks {
+        text.push_str(&format!(
+            "\nconfig.toml\n<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\n"
+        ));
+    }
+    CannedReply::openai_chat(&text, 100, 40)
+}
+
+#[test]
+fn a_culprit_whose_revert_conflicts_is_recorded_flagged_and_the_session_goes_on() {
+    let repo = TargetRepo::toy(&ToyOptions {
+        audit: "every_merges = 3\npairs = 3\n".into(),
+        ..ToyOptions::default()
+    })
+    .unwrap();
+    // B overfits validation; C improves lr and rewrites B's line, so B cannot be reverted alone.
+    let server = ScriptedServer::start([
+        reply("lr 0.1 -> 0.03", &[("lr = 0.1", "lr = 0.03")]),
+        reply(
+            "weight decay 0.5 -> 0.1",
+            &[("weight_decay = 0.5", "weight_decay = 0.1")],
+        ),
+        reply(
+            "lr 0.03 -> 0.01",
+            &[
+                ("lr = 0.03", "lr = 0.01"),
+                ("weight_decay = 0.1", "weight_decay = 0.10"),
+            ],
+        ),
+    ])
+    .unwrap();
+    let url = server.openai_base_url();
+    let (code, _, err) = repo
+        .run_agentloop(
+            BIN.as_ref(),
+            &target_dir(),
+            &[
+                "start",
+                "--budget",
+                "5m",
+                "--max-changes",
+                "3",
+                "--agent",
+                "openai",
+                "--model",
+                "m",
+                "--base-url",
+                &url,
+            ],
+        )
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let summary = check::consistent(&repo, "main").unwrap();
+    assert_eq!(summary.merged.len(), 3, "{summary:?}");
+    let events = repo.events().unwrap();
+    assert_eq!(audits(&events)[0].payload["outcome"], "flagged");
+    let steps: Vec<&Event> = kinds(&events, EventKind::Audit)
+        .into_iter()
+        .filter(|e| e.payload["of_audit"] == 1)
+        .collect();
+    // Probes of the prefixes [A, B] (fails) and [A] (holds) point at B.
+    let probed: Vec<u64> = steps
+        .iter()
+        .filter_map(|e| e.payload["bisect"]["index"].as_u64())
+        .collect();
+    assert_eq!(probed, [1, 0], "{steps:?}");
+    let resolution = steps.last().unwrap();
+    let p = &resolution.payload;
+    assert_eq!(p["resolution"], "rollback_refused", "{p}");
+    assert_eq!(p["outcome"], "flagged");
+    assert_eq!(p["culprit"], summary.merged[1]);
+    let reason = p["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("conflicts") && reason.contains(&summary.merged[2]),
+        "{reason}"
+    );
+    assert!(kinds(&events, EventKind::Rollback).is_empty());
+    let end = events.last().unwrap();
+    assert_eq!(end.kind, EventKind::SessionEnd);
+    assert_eq!(end.payload["reason"], "max_changes");
 }
 
 #[test]
