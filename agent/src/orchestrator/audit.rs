@@ -99,9 +99,9 @@ pub fn pending(history: &SessionHistory, rule: &AuditRule) -> Pending {
     let last = history
         .audits
         .iter()
+        .rev()
         .filter(|(_, a)| a.extra.get("of_audit").is_none())
-        .filter_map(|(seq, a)| Some((*seq, a, a.extra.get("audit")?.as_u64()?)))
-        .last();
+        .find_map(|(seq, a)| Some((*seq, a, a.extra.get("audit")?.as_u64()?)));
     let Some((seq, audit, number)) = last else {
         return due(
             history,
