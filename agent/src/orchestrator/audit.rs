@@ -346,7 +346,21 @@ fn resolve(
         .context("a flagged audit event without its reference commit")?;
     let ids: Vec<String> = merges.iter().map(|m| m.change.clone()).collect();
     let Some(mut bisection) = Bisection::new(ids.clone()) else {
-        bail!("holdout audit {number} was flagged but covers no merge still on the trunk");
+        // Every merge it covered was rolled back meanwhile (by hand): nothing left to do.
+        let mut extra = Map::new();
+        extra.insert("of_audit".into(), json!(number));
+        extra.insert("resolution".into(), json!("nothing_to_roll_back"));
+        extra.insert(
+            "reason".into(),
+            json!("every merge the audit covered was already rolled back"),
+        );
+        let settled = Audit {
+            trunk_commit: history.trunk_commit.clone(),
+            extra,
+            ..audit.clone()
+        };
+        trunk.rec.append(None, &settled)?;
+        return Ok(AuditStep::Done);
     };
     let probed: BTreeMap<u64, bool> = steps_of(history, number)
         .filter_map(|(_, a)| {
