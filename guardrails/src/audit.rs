@@ -5,17 +5,29 @@ use serde::{Deserialize, Serialize};
 
 use crate::stats::{one_sample_t, TTest};
 
-/// Audit configuration.
+/// Audit configuration: `[decision.audit]` in `agentloop.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditRule {
-    /// Audit after this many merges.
+    /// Audit after this many merges (not rolled back) since the last audit; 0 disables audits.
     pub every_merges: usize,
     /// Fresh holdout seeds per audit (each runs both commits).
     pub pairs: usize,
     /// The gain holds up when the holdout data are consistent with at least this share of the
     /// claimed gain: the upper 95% confidence bound of the holdout gain must reach it.
     pub min_share_of_claim: f64,
+    /// What the loop does when an audit is flagged.
+    pub on_flag: OnFlag,
+}
+
+/// The loop's policy for a flagged audit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFlag {
+    /// Bisect the merges since the reference on holdout and roll back the first bad one.
+    BisectRollback,
+    /// Record the flag and change nothing.
+    FlagOnly,
 }
 
 impl Default for AuditRule {
@@ -24,11 +36,29 @@ impl Default for AuditRule {
             every_merges: 5,
             pairs: 6,
             min_share_of_claim: 0.5,
+            on_flag: OnFlag::BisectRollback,
         }
     }
 }
 
 impl AuditRule {
+    /// Checks that audits can run as configured (a t-test needs two pairs).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.every_merges > 0 && self.pairs < 2 {
+            return Err(format!(
+                "audit.pairs is {}; a holdout audit needs >= 2 pairs",
+                self.pairs
+            ));
+        }
+        if !(self.min_share_of_claim.is_finite() && self.min_share_of_claim >= 0.0) {
+            return Err(format!(
+                "audit.min_share_of_claim {} must be a number >= 0",
+                self.min_share_of_claim
+            ));
+        }
+        Ok(())
+    }
+
     /// True when an audit is due after this many merges since the last audit.
     pub fn is_due(&self, merges_since_audit: usize) -> bool {
         self.every_merges > 0 && merges_since_audit >= self.every_merges

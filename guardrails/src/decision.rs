@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::audit::AuditRule;
 use crate::stats::{mean_sd, one_sample_t, TTest};
 
 /// Version of the decision logic; bump whenever the same inputs could give a different outcome.
@@ -122,6 +123,8 @@ pub struct DecisionRule {
     pub stages: Vec<StageRule>,
     /// Minimum mean gain to accept, as a multiple of the calibrated run-to-run sd.
     pub min_effect_sd: f64,
+    /// Holdout audits of the trunk's cumulative gain (`[decision.audit]`).
+    pub audit: AuditRule,
 }
 
 impl Default for DecisionRule {
@@ -141,6 +144,7 @@ impl Default for DecisionRule {
                 p_threshold: 0.025,
             }],
             min_effect_sd: 1.0,
+            audit: AuditRule::default(),
         }
     }
 }
@@ -207,6 +211,7 @@ impl DecisionRule {
         if !self.screen_reject_below_sd.is_finite() {
             return bad("screen_reject_below_sd must be finite".into());
         }
+        self.audit.validate().map_err(DecisionError::InvalidRule)?;
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 //!
 //! - [`target`]: parses a target's `agentloop.toml` (what may change, how to build and train).
 //! - [`policy`]: the pure patch policy (paths, size, forbidden Rust constructs).
-//! - [`run_policy`]: per-run limits (timeout, memory, divergence) and the circuit breaker.
+//! - [`run_policy`]: the divergence watch over a run's streamed losses, and the circuit breaker.
 //! - [`decision`]: calibration, screening and the two-stage paired test.
 //! - [`process`]: the screen + stages driver as a pure state machine, shared by loop and simulation.
 //! - [`fdr`]: LORD++ online false-discovery-rate control and session risk.

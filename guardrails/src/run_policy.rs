@@ -1,229 +1,113 @@
-//! Run policy: every training or build process runs under a wall-clock timeout, a memory
-//! ceiling and a divergence watch, and a circuit breaker pauses the loop after repeated failures.
+//! Run policy: the divergence watch every training run is under (the loop's process runner,
+//! `agent/src/orchestrator/process.rs`, feeds it each line the run prints and kills the run
+//! when it fires; timeout and memory ceiling live there too), and the circuit breaker that
+//! pauses the loop after repeated failures.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::CommandExt;
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::fmt;
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-/// Limits for one process (and everything it spawns).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunLimits {
-    pub timeout: Duration,
-    /// Ceiling on the summed resident memory of the process group; `None` = no ceiling.
-    pub memory_limit: Option<u64>,
-    /// Abort when a streamed `{"event":"step","loss":..}` is non-finite or exceeds this multiple
-    /// of the first loss seen; `None` = only watch for non-finite losses.
-    pub divergence_loss_ratio: Option<f64>,
-    /// How often to poll memory and exit status.
-    pub poll_interval: Duration,
+/// When a run counts as diverged, from its streamed `{"event":"step","loss":..}` lines.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DivergenceRule {
+    /// Diverged when a loss exceeds this multiple of the first finite loss; `None` = only
+    /// non-finite losses (NaN, inf, null) count.
+    pub loss_ratio: Option<f64>,
 }
 
-impl RunLimits {
-    pub fn new(timeout: Duration, memory_limit: Option<u64>) -> Self {
-        RunLimits {
-            timeout,
-            memory_limit,
-            divergence_loss_ratio: Some(10.0),
-            poll_interval: Duration::from_millis(50),
+impl Default for DivergenceRule {
+    fn default() -> Self {
+        DivergenceRule {
+            loss_ratio: Some(10.0),
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    Ok,
-    Crashed,
-    Diverged,
-    TimedOut,
-    OutOfMemory,
+/// Why a run was judged diverged.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Divergence {
+    /// The loss became NaN, infinite or null.
+    NonFinite { step: Option<u64> },
+    /// The loss grew past `ratio` times the first loss.
+    BlowUp {
+        step: Option<u64>,
+        loss: f64,
+        first: f64,
+        ratio: f64,
+    },
 }
 
-impl RunStatus {
-    /// Maps the trainer's exit codes: 0 ok, 3 diverged, 4 timed out; anything else crashed
-    /// (1 crashed, 2 bad input: both mean the candidate produced no result).
-    pub fn from_exit_code(code: Option<i32>) -> RunStatus {
-        match code {
-            Some(0) => RunStatus::Ok,
-            Some(3) => RunStatus::Diverged,
-            Some(4) => RunStatus::TimedOut,
-            _ => RunStatus::Crashed,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunOutcome {
-    pub status: RunStatus,
-    /// `None` when the process was killed by a signal.
-    pub exit_code: Option<i32>,
-    pub wall_s: f64,
-    /// Highest summed RSS of the process group seen while polling.
-    pub peak_rss_bytes: u64,
-    /// Why the runner stopped the process, when it did.
-    pub killed_because: Option<String>,
-}
-
-/// Runs `command` in its own process group with stdout and stderr appended to `log_path`,
-/// killing the whole group on timeout, memory ceiling or divergence.
-pub fn run_with_limits(
-    mut command: Command,
-    limits: &RunLimits,
-    log_path: &Path,
-) -> std::io::Result<RunOutcome> {
-    let log = File::options().create(true).append(true).open(log_path)?;
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log.try_clone()?)
-        .process_group(0);
-    let start = Instant::now();
-    let mut child = command.spawn()?;
-    let pgid = child.id() as i32;
-    let diverged = Arc::new(AtomicBool::new(false));
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let watcher = {
-        let diverged = Arc::clone(&diverged);
-        let ratio = limits.divergence_loss_ratio;
-        std::thread::spawn(move || copy_and_watch(stdout, log, ratio, &diverged))
-    };
-    let mut peak_rss_bytes = 0u64;
-    let mut killed: Option<(RunStatus, String)> = None;
-    let exit = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        let rss = group_rss_bytes(pgid);
-        peak_rss_bytes = peak_rss_bytes.max(rss);
-        if killed.is_none() {
-            killed = if start.elapsed() > limits.timeout {
-                Some((
-                    RunStatus::TimedOut,
-                    format!("wall-clock timeout of {:?} reached", limits.timeout),
-                ))
-            } else if limits.memory_limit.is_some_and(|limit| rss > limit) {
-                Some((
-                    RunStatus::OutOfMemory,
-                    format!(
-                        "resident memory {rss} bytes exceeds the ceiling of {} bytes",
-                        limits.memory_limit.unwrap_or_default()
-                    ),
-                ))
-            } else if diverged.load(Ordering::Relaxed) {
-                Some((
-                    RunStatus::Diverged,
-                    "training loss became non-finite or blew up".to_string(),
-                ))
-            } else {
-                None
-            };
-            if killed.is_some() {
-                kill_group(pgid);
+impl fmt::Display for Divergence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = |step: &Option<u64>| step.map(|s| format!(" at step {s}")).unwrap_or_default();
+        match self {
+            Divergence::NonFinite { step } => {
+                write!(f, "training loss became non-finite{}", at(step))
             }
+            Divergence::BlowUp {
+                step,
+                loss,
+                first,
+                ratio,
+            } => write!(
+                f,
+                "training loss blew up{}: {loss} is more than {ratio} times the first loss {first}",
+                at(step)
+            ),
         }
-        std::thread::sleep(limits.poll_interval);
-    };
-    // Children left behind by a process that exited on its own must not outlive the run.
-    kill_group(pgid);
-    let _ = watcher.join();
-    let exit_code = exit.code();
-    let (status, killed_because) = match killed {
-        Some((status, why)) => (status, Some(why)),
-        None if diverged.load(Ordering::Relaxed) && exit_code != Some(0) => {
-            (RunStatus::Diverged, None)
-        }
-        None => (RunStatus::from_exit_code(exit_code), None),
-    };
-    Ok(RunOutcome {
-        status,
-        exit_code,
-        wall_s: start.elapsed().as_secs_f64(),
-        peak_rss_bytes,
-        killed_because,
-    })
-}
-
-fn kill_group(pgid: i32) {
-    // ESRCH (group already gone) is the normal case after a clean exit.
-    let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-}
-
-/// Copies the process's stdout to the log and flags divergence from its JSON step lines.
-fn copy_and_watch(
-    stdout: impl std::io::Read,
-    mut log: File,
-    ratio: Option<f64>,
-    diverged: &AtomicBool,
-) {
-    let mut first_loss: Option<f64> = None;
-    for line in BufReader::new(stdout).lines() {
-        let Ok(line) = line else { break };
-        let _ = writeln!(log, "{line}");
-        let Some(loss) = step_loss(&line) else {
-            continue;
-        };
-        let blew_up = match (loss, first_loss, ratio) {
-            (l, _, _) if !l.is_finite() => true,
-            (l, Some(first), Some(r)) => first > 0.0 && l > first * r,
-            _ => false,
-        };
-        if blew_up {
-            diverged.store(true, Ordering::Relaxed);
-        }
-        first_loss.get_or_insert(loss);
     }
 }
 
-/// The loss of a `{"event":"step","loss":..}` line; NaN when the loss is null, "NaN" or "inf".
-fn step_loss(line: &str) -> Option<f64> {
+/// The state of the watch over one run: feed it every output line, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DivergenceWatch {
+    rule: DivergenceRule,
+    first_loss: Option<f64>,
+}
+
+impl DivergenceWatch {
+    pub fn new(rule: DivergenceRule) -> Self {
+        DivergenceWatch {
+            rule,
+            first_loss: None,
+        }
+    }
+
+    /// Looks at one line of the run's output; `Some` once the loss diverged. Lines that are
+    /// not step events (logs, warnings, other JSON) are ignored.
+    pub fn observe(&mut self, line: &str) -> Option<Divergence> {
+        let (step, loss) = step_loss(line)?;
+        if !loss.is_finite() {
+            return Some(Divergence::NonFinite { step });
+        }
+        let first = *self.first_loss.get_or_insert(loss);
+        match self.rule.loss_ratio {
+            Some(ratio) if first > 0.0 && loss > first * ratio => Some(Divergence::BlowUp {
+                step,
+                loss,
+                first,
+                ratio,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Step and loss of a `{"event":"step","loss":..}` line; the loss is NaN when it is null,
+/// "NaN" or "inf" (serializers write non-finite floats that way).
+fn step_loss(line: &str) -> Option<(Option<u64>, f64)> {
     let value: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
     if value.get("event")?.as_str()? != "step" {
         return None;
     }
-    match value.get("loss")? {
-        serde_json::Value::Number(n) => n.as_f64(),
-        serde_json::Value::String(s) => Some(s.parse::<f64>().unwrap_or(f64::NAN)),
-        serde_json::Value::Null => Some(f64::NAN),
-        _ => None,
-    }
-}
-
-/// Sum of the resident set sizes of every process in group `pgid`, from /proc.
-fn group_rss_bytes(pgid: i32) -> u64 {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
+    let loss = match value.get("loss")? {
+        serde_json::Value::Number(n) => n.as_f64()?,
+        serde_json::Value::String(s) => s.parse::<f64>().unwrap_or(f64::NAN),
+        serde_json::Value::Null => f64::NAN,
+        _ => return None,
     };
-    entries
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .filter_map(|e| {
-            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-            // Fields after the ")" that closes the command name: state ppid pgrp ...
-            let rest = &stat[stat.rfind(')')? + 2..];
-            let group: i32 = rest.split_whitespace().nth(2)?.parse().ok()?;
-            if group != pgid {
-                return None;
-            }
-            let status = std::fs::read_to_string(e.path().join("status")).ok()?;
-            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib * 1024)
-        })
-        .sum()
+    Some((value.get("step").and_then(serde_json::Value::as_u64), loss))
 }
 
 /// What the loop reports to the breaker after each proposal.
@@ -288,5 +172,56 @@ impl CircuitBreaker {
         );
         self.streak.clear();
         Some(Trip { reason })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(loss: &str) -> String {
+        format!("{{\"event\":\"step\",\"step\":7,\"loss\":{loss}}}")
+    }
+
+    #[test]
+    fn non_finite_losses_diverge_whatever_the_ratio() {
+        for loss in ["null", "\"NaN\"", "\"inf\"", "\"-inf\""] {
+            let mut w = DivergenceWatch::new(DivergenceRule { loss_ratio: None });
+            assert_eq!(w.observe(&step("4.0")), None);
+            assert_eq!(
+                w.observe(&step(loss)),
+                Some(Divergence::NonFinite { step: Some(7) }),
+                "{loss}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_loss_past_the_ratio_of_the_first_diverges() {
+        let mut w = DivergenceWatch::new(DivergenceRule::default());
+        assert_eq!(w.observe(&step("4.0")), None);
+        assert_eq!(w.observe(&step("39.0")), None, "below 10x the first loss");
+        assert_eq!(w.observe(&step("1.0")), None);
+        let d = w.observe(&step("41.0")).unwrap();
+        assert!(matches!(d, Divergence::BlowUp { first, .. } if first == 4.0));
+        assert!(d.to_string().contains("blew up at step 7"), "{d}");
+        // Without a ratio only non-finite losses count.
+        let mut w = DivergenceWatch::new(DivergenceRule { loss_ratio: None });
+        w.observe(&step("4.0"));
+        assert_eq!(w.observe(&step("4000.0")), None);
+    }
+
+    #[test]
+    fn other_lines_are_ignored() {
+        let mut w = DivergenceWatch::new(DivergenceRule::default());
+        for line in [
+            "warning: loss is NaN somewhere",
+            "{\"event\":\"done\",\"loss\":null}",
+            "{\"event\":\"step\",\"lr\":0.1}",
+            "{\"event\":\"step\",\"loss\":[1]}",
+            "",
+        ] {
+            assert_eq!(w.observe(line), None, "{line}");
+        }
     }
 }

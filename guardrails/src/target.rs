@@ -8,6 +8,7 @@ use thiserror::Error;
 
 use crate::decision::DecisionRule;
 use crate::policy::PolicyLimits;
+use crate::run_policy::DivergenceRule;
 
 /// File name of the target description, at the target's root.
 pub const TARGET_FILE: &str = "agentloop.toml";
@@ -46,6 +47,9 @@ pub struct TrainSpec {
     pub smoke_budget: String,
     pub timeout: Duration,
     pub memory_limit: u64,
+    /// `divergence_loss_ratio` (default 10; 0 = only NaN/inf): when the loop kills a run whose
+    /// streamed loss diverged.
+    pub divergence: DivergenceRule,
 }
 
 /// A parsed `agentloop.toml`.
@@ -104,6 +108,13 @@ impl TargetSpec {
             smoke_budget: keys.string("train", "smoke_budget")?,
             timeout: keys.duration("train", "timeout")?,
             memory_limit: keys.bytes("train", "memory_limit")?,
+            divergence: DivergenceRule {
+                loss_ratio: keys.ratio_or(
+                    "train",
+                    "divergence_loss_ratio",
+                    DivergenceRule::default().loss_ratio,
+                )?,
+            },
         };
         for placeholder in ["{seed}", "{split}", "{budget}", "{out}"] {
             if !train.command.contains(placeholder) {
@@ -294,6 +305,37 @@ impl Keys<'_> {
         builder
             .build()
             .map_err(|e| self.invalid(key, e.to_string()))
+    }
+
+    /// A ratio > 1, or 0 for "off" (`None`); `default` when the key is absent.
+    fn ratio_or(
+        &self,
+        table: &str,
+        key: &str,
+        default: Option<f64>,
+    ) -> Result<Option<f64>, TargetError> {
+        let name = format!("{table}.{key}");
+        let value = match self.get(table, key)? {
+            None => return Ok(default),
+            Some(toml::Value::Float(f)) => *f,
+            Some(toml::Value::Integer(i)) => *i as f64,
+            Some(other) => {
+                return Err(self.invalid(
+                    &name,
+                    format!("expected a number, found {}", other.type_str()),
+                ))
+            }
+        };
+        if value == 0.0 {
+            Ok(None)
+        } else if value.is_finite() && value > 1.0 {
+            Ok(Some(value))
+        } else {
+            Err(self.invalid(
+                &name,
+                format!("{value} must be above 1 (a multiple of the first loss), or 0 for off"),
+            ))
+        }
     }
 
     fn duration(&self, table: &str, key: &str) -> Result<Duration, TargetError> {

@@ -5,6 +5,8 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use agentloop_guardrails::audit::{AuditRule, OnFlag};
+
 #[test]
 fn parses_the_architecture_example() {
     let (dir, t) = common::target();
@@ -58,6 +60,44 @@ fn decision_and_policy_overrides_apply() {
     assert_eq!(t.decision.stages[0].pairs, 4);
     assert_eq!(t.decision.min_baseline_seeds, 10); // untouched default
     assert_eq!(t.policy.max_patch_bytes, 1000);
+}
+
+#[test]
+fn audit_rule_and_divergence_ratio_are_configurable() {
+    let (_dir, t) = common::target_from(common::TARGET_TOML);
+    assert_eq!(t.decision.audit, AuditRule::default());
+    assert_eq!(t.train.divergence.loss_ratio, Some(10.0));
+
+    let text = common::TARGET_TOML.replace(
+        "memory_limit = \"8GiB\"\n",
+        "memory_limit = \"8GiB\"\ndivergence_loss_ratio = 0\n",
+    ) + "\n[decision]\nmin_effect_sd = 0.5\n[decision.audit]\nevery_merges = 2\non_flag = \"flag_only\"\n";
+    let (_dir, t) = common::target_from(&text);
+    assert_eq!(t.train.divergence.loss_ratio, None, "0 turns the ratio off");
+    assert_eq!(t.decision.min_effect_sd, 0.5);
+    assert_eq!(t.decision.audit.every_merges, 2);
+    assert_eq!(t.decision.audit.on_flag, OnFlag::FlagOnly);
+    assert_eq!(
+        t.decision.audit.pairs,
+        AuditRule::default().pairs,
+        "default kept"
+    );
+
+    let e = common::load_err(&format!(
+        "{}\n[decision.audit]\npairs = 1\n",
+        common::TARGET_TOML
+    ));
+    assert!(e.contains("audit.pairs"), "{e}");
+    let e = common::load_err(&format!(
+        "{}\n[decision.audit]\non_flag = \"panic\"\n",
+        common::TARGET_TOML
+    ));
+    assert!(e.contains("decision") && e.contains("panic"), "{e}");
+    let e = common::load_err(&common::TARGET_TOML.replace(
+        "memory_limit = \"8GiB\"\n",
+        "memory_limit = \"8GiB\"\ndivergence_loss_ratio = 0.5\n",
+    ));
+    assert!(e.contains("train.divergence_loss_ratio"), "{e}");
 }
 
 #[test]

@@ -59,6 +59,7 @@ fn row(
                             env: vec![],
                             timeout: Duration::from_secs(60),
                             memory_limit: None,
+                            divergence: None,
                             out: dir.join(&name),
                             name,
                         };

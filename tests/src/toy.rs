@@ -1,5 +1,8 @@
 //! A toy target: a config file and a shell-and-awk "trainer" whose metric depends on the
 //! config's learning rate and weight decay, with seeded noise shared by same-seed runs.
+//! On the holdout split weight decay has the opposite optimum (0.9 instead of 0.1), so
+//! lowering it helps validation and hurts holdout: a gain that audits must catch. A learning
+//! rate from 5 to 10 streams a NaN loss and then hangs (only the loop's watch can stop it).
 //! It honours the whole target contract (build command, train command with placeholders,
 //! metrics.json, exit codes: 3 when it diverges), and a run takes milliseconds, so the
 //! crash-injection and rollback tests can afford dozens of sessions.
@@ -17,9 +20,11 @@ wd=$(awk -F= '/^weight_decay *=/ { gsub(/[ \t]/, "", $2); print $2 }' config.tom
 sleep 0.02
 awk -v seed="$seed" -v lr="$lr" -v wd="$wd" -v out="$out" -v sp="$split" 'BEGIN {
   if (lr + 0 > 10) { print "{\"event\":\"done\",\"status\":\"diverged\"}"; exit 3 }
+  if (lr + 0 >= 5) { print "{\"event\":\"step\",\"step\":1,\"loss\":null}"; fflush(); system("sleep 120"); exit 0 }
   srand(seed); noise = (rand() - 0.5) * 0.004
   l = log(lr / 0.01) / log(10)
-  v = 1.0 + 0.5 * l * l + (wd - 0.1) * (wd - 0.1) + noise
+  best_wd = (sp == "holdout") ? 0.9 : 0.1
+  v = 1.0 + 0.5 * l * l + (wd - best_wd) * (wd - best_wd) + noise
   print "{\"event\":\"step\",\"step\":1,\"loss\":" v "}"
   printf "{\"val_bpb\": %.9f, \"split\": \"%s\", \"status\": \"ok\", \"seed\": %d, \"steps\": 1}\n", v, sp, seed > (out "/metrics.json")
   print "{\"event\":\"done\",\"status\":\"ok\"}"
@@ -29,6 +34,7 @@ awk -v seed="$seed" -v lr="$lr" -v wd="$wd" -v out="$out" -v sp="$split" 'BEGIN 
 pub const CONFIG: &str = "[optim]\nlr = 0.1\n\n\n\n# spacer lines keep the two keys' patches independent\n\n\n\nweight_decay = 0.5\n";
 
 pub struct ToyOptions {
+    /// The offline proposer's learning rates.
     pub offline_values: Vec<f64>,
     /// Offered weight-decay values (empty: only `lr` is searched).
     pub offline_weight_decay: Vec<f64>,
@@ -41,6 +47,8 @@ pub struct ToyOptions {
     pub noise_by_run: bool,
     /// Extra tables appended to agentloop.toml as they are (e.g. an `[executor]` table).
     pub executor: String,
+    /// Body of `[decision.audit]` (empty: the default audit rule).
+    pub audit: String,
 }
 
 impl Default for ToyOptions {
@@ -52,6 +60,7 @@ impl Default for ToyOptions {
             noise_by_run: false,
             decision: "min_baseline_seeds = 3\nmin_replays = 1\nscreen_reject_below_sd = -3.0\nstages = [{ pairs = 3, p_threshold = 0.05 }]\nmin_effect_sd = 0.5\n".into(),
             executor: String::new(),
+            audit: String::new(),
         }
     }
 }
@@ -76,7 +85,23 @@ pub fn create(root: &PathBuf, opts: &ToyOptions) -> Result<()> {
     std::fs::write(root.join("train.sh"), train_sh(opts))?;
     std::fs::write(root.join("config.toml"), CONFIG)?;
     std::fs::write(root.join(".gitignore"), ".agentloop-bin/\n")?;
-    let values: Vec<String> = opts.offline_values.iter().map(|v| format!("{v}")).collect();
+    let list = |values: &[f64]| {
+        let v: Vec<String> = values.iter().map(|v| format!("{v}")).collect();
+        v.join(", ")
+    };
+    let audit = if opts.audit.is_empty() {
+        String::new()
+    } else {
+        format!("[decision.audit]\n{}\n", opts.audit)
+    };
+    let wd_space = if opts.offline_weight_decay.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\n[[proposer.offline.space]]\nkey = \"optim.weight_decay\"\nvalues = [{}]\n",
+            list(&opts.offline_weight_decay)
+        )
+    };
     let toml = format!(
         r#"[target]
 editable = ["config.toml"]
@@ -96,31 +121,19 @@ memory_limit = "1GiB"
 
 [decision]
 {decision}
+{audit}
 [proposer.offline]
 file = "config.toml"
 
 [[proposer.offline.space]]
 key = "optim.lr"
 values = [{values}]
-{wd}
+{wd_space}
 {executor}
 "#,
         decision = opts.decision,
-        values = values.join(", "),
+        values = list(&opts.offline_values),
         executor = opts.executor,
-        wd = if opts.offline_weight_decay.is_empty() {
-            String::new()
-        } else {
-            let wd: Vec<String> = opts
-                .offline_weight_decay
-                .iter()
-                .map(|v| format!("{v}"))
-                .collect();
-            format!(
-                "\n[[proposer.offline.space]]\nkey = \"optim.weight_decay\"\nvalues = [{}]\n",
-                wd.join(", ")
-            )
-        }
     );
     std::fs::write(root.join("agentloop.toml"), toml)?;
     Ok(())

@@ -76,6 +76,7 @@ fn job(dir: &Path, name: &str, command: &str, timeout: Duration) -> RunJob {
         env: vec![("GREETING".into(), "hello from the job".into())],
         timeout,
         memory_limit: Some(256 << 20),
+        divergence: None,
         out,
         name: name.into(),
     }

@@ -121,6 +121,7 @@ impl Executor for LocalExecutor {
                 env,
                 timeout: job.timeout,
                 memory_limit: job.memory_limit,
+                divergence: job.divergence,
                 log: job.log(),
             },
             stop,
@@ -155,6 +156,7 @@ mod tests {
             env: Vec::new(),
             timeout: Duration::from_secs(30),
             memory_limit: None,
+            divergence: None,
             out: dir.join(name),
             name: name.into(),
         }

@@ -14,6 +14,8 @@ pub use config::{ExecutorConfig, ExecutorKind};
 pub use local::LocalExecutor;
 pub use slurm::SlurmExecutor;
 
+use agentloop_guardrails::run_policy::DivergenceRule;
+
 use crate::orchestrator::budget::Stop;
 use crate::orchestrator::process::Exit;
 
@@ -28,6 +30,8 @@ pub struct RunJob {
     pub timeout: Duration,
     /// Resident memory ceiling (`None`: no ceiling).
     pub memory_limit: Option<u64>,
+    /// Kill the run when its streamed loss goes NaN or blows up (`None`: no watch).
+    pub divergence: Option<DivergenceRule>,
     /// The run's directory: `metrics.json` lands here and the log is `out/run.log`.
     pub out: PathBuf,
     /// A short readable name (`<change>-confirm-candidate-2`), for job names and logs.

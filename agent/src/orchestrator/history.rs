@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use agentloop_ledger::payload::{
-    Build, Calibration, Decision, DecisionOutcome, Discard, ErrorEvent, Merge, Policy, Propose,
-    Rollback, RunResult, SessionEnd, SessionStart,
+    Audit, Build, Calibration, Decision, DecisionOutcome, Discard, ErrorEvent, Merge, Policy,
+    Propose, Rollback, RunResult, SessionEnd, SessionStart,
 };
 use agentloop_ledger::{Event, EventKind};
 use anyhow::{Context, Result};
@@ -92,8 +92,10 @@ pub struct SessionHistory {
     pub changes: Vec<ChangeRecord>,
     /// Calibrations in order (the last one holds for the current trunk).
     pub calibrations: Vec<(i64, Calibration)>,
-    /// Session-level runs (calibration, re-measurement), in order.
+    /// Session-level runs (calibration, re-measurement, audits), in order.
     pub session_runs: Vec<RunResult>,
+    /// Holdout audit events (audits and their bisection steps), in order.
+    pub audits: Vec<(i64, Audit)>,
     pub ends: Vec<SessionEnd>,
     /// Whether the last event of the session is a `session_end`.
     pub ended: bool,
@@ -128,6 +130,7 @@ impl SessionHistory {
             changes: Vec::new(),
             calibrations: Vec::new(),
             session_runs: Vec::new(),
+            audits: Vec::new(),
             ends: Vec::new(),
             ended: false,
             spent_s: 0.0,
@@ -183,6 +186,7 @@ impl SessionHistory {
                     h.changes[i].rollback = Some((e.seq, r));
                 }
                 (EventKind::Calibration, _) => h.calibrations.push((e.seq, parse(e)?)),
+                (EventKind::Audit, _) => h.audits.push((e.seq, parse(e)?)),
                 (EventKind::SessionEnd, _) => h.ends.push(parse(e)?),
                 _ => {}
             }

@@ -3,6 +3,7 @@
 
 pub mod agent_adapter;
 pub mod artifacts;
+pub mod audit;
 pub mod budget;
 pub mod change;
 pub mod decision_check;

@@ -31,6 +31,10 @@ use crate::executor::Executor;
 /// A waiting worker looks at the stop signal this often (a stop does not notify).
 const WAIT_POLL: Duration = Duration::from_millis(100);
 
+/// The reason [`run`] returns when the workers stopped for a holdout audit that is due: the
+/// session runs it alone, then calls [`run`] again.
+pub const AUDIT_DUE: &str = "audit_due";
+
 /// What every worker of a session shares (all of it `Sync`).
 pub struct Shared<'a> {
     /// The target repository's root (each worker opens its own handles on it).
@@ -51,6 +55,8 @@ struct Pool {
     /// Changes a worker is processing (a new one is held before its first event).
     held: BTreeSet<String>,
     exhausted: bool,
+    /// A holdout audit is due: no new change starts until it has run.
+    audit_due: bool,
     /// Why the session ends (breaker, max changes, proposer exhausted), once known.
     end: Option<String>,
     failure: Option<anyhow::Error>,
@@ -99,9 +105,11 @@ pub fn run(
     if let Some(e) = pool.failure {
         return Err(e);
     }
-    let reason = match shared.stop.reason() {
-        Some(r) => r.as_str().to_string(),
-        None => pool.end.unwrap_or_else(|| "proposer_exhausted".into()),
+    let reason = match (shared.stop.reason(), pool.end) {
+        (Some(r), _) => r.as_str().to_string(),
+        (None, Some(end)) => end,
+        (None, None) if pool.audit_due => AUDIT_DUE.to_string(),
+        (None, None) => "proposer_exhausted".into(),
     };
     Ok((reason, pool.stopped_at))
 }
@@ -196,7 +204,12 @@ fn next_change(
             Some(max) => history.decided() + (pool.held.len() as u32) < max,
             None => true,
         };
-        if pool.end.is_none() && !pool.exhausted && room {
+        // Audits never run with a change in flight: a due one holds back new changes.
+        pool.audit_due = !matches!(
+            super::audit::pending(&history, &shared.target.decision.audit),
+            super::audit::Pending::NotDue { .. }
+        );
+        if pool.end.is_none() && !pool.exhausted && room && !pool.audit_due {
             let id = agentloop_ledger::new_change_id();
             pool.held.insert(id.clone());
             return Ok(Some(ChangeRecord {
@@ -205,6 +218,10 @@ fn next_change(
             }));
         }
         if pool.held.is_empty() {
+            if pool.audit_due && pool.end.is_none() {
+                coord.changed.notify_all();
+                return Ok(None);
+            }
             if pool.end.is_none() {
                 pool.end = Some(if pool.exhausted {
                     "proposer_exhausted".into()

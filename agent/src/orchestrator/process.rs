@@ -1,12 +1,16 @@
 //! Runs one target command (`sh -c`) in its own process group, so that a timeout, the end of
 //! the budget or Ctrl-C can kill it together with everything it started (cargo, rustc, the
-//! trainer), and so that nothing of it outlives the loop.
+//! trainer), and so that nothing of it outlives the loop. A training run is also under the
+//! guardrails' divergence watch: its log is read as it grows, and a NaN or exploding loss
+//! kills it at once instead of letting it burn its whole timeout.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use agentloop_guardrails::run_policy::{DivergenceRule, DivergenceWatch};
 
 use super::budget::Stop;
 
@@ -21,6 +25,8 @@ pub enum Exit {
     Stopped,
     /// Killed by us because the process group's resident memory passed the ceiling.
     OutOfMemory,
+    /// Killed by us because its streamed loss went NaN/inf or blew up (the reason says which).
+    Diverged(String),
 }
 
 #[derive(Debug, Clone)]
@@ -45,6 +51,8 @@ pub struct Job<'a> {
     pub timeout: Duration,
     /// Resident memory ceiling of the whole process group (`None`: no ceiling).
     pub memory_limit: Option<u64>,
+    /// Watch the output's `{"event":"step","loss":..}` lines (`None`: not a training run).
+    pub divergence: Option<DivergenceRule>,
     pub log: PathBuf,
 }
 
@@ -74,6 +82,9 @@ pub fn run(job: &Job<'_>, stop: &Stop) -> std::io::Result<Finished> {
     let mut child = cmd.spawn()?;
     let pgid = child.id() as i32;
     let mut last_memory_check = Instant::now();
+    let mut watch = job
+        .divergence
+        .map(|rule| (DivergenceWatch::new(rule), LogLines::default()));
     let exit = loop {
         if let Some(status) = child.try_wait()? {
             break Exit::Code(status.code());
@@ -85,8 +96,17 @@ pub fn run(job: &Job<'_>, stop: &Stop) -> std::io::Result<Finished> {
             }
             _ => false,
         };
+        let diverged = match &mut watch {
+            Some((watch, lines)) => lines
+                .read_new(&job.log)
+                .iter()
+                .find_map(|l| watch.observe(l)),
+            None => None,
+        };
         let why = if stop.is_stopped() {
             Some(Exit::Stopped)
+        } else if let Some(d) = diverged {
+            Some(Exit::Diverged(d.to_string()))
         } else if started.elapsed() >= job.timeout {
             Some(Exit::TimedOut)
         } else if over_memory {
@@ -103,12 +123,49 @@ pub fn run(job: &Job<'_>, stop: &Stop) -> std::io::Result<Finished> {
     };
     // The shell may have exited while its children (e.g. a backgrounded trainer) live on.
     kill_group(pgid);
+    // A run that failed right after its loss diverged (between two polls) diverged too.
+    let exit = match (exit, &mut watch) {
+        (Exit::Code(code), Some((watch, lines))) if code != Some(0) => lines
+            .read_new(&job.log)
+            .iter()
+            .find_map(|l| watch.observe(l))
+            .map_or(Exit::Code(code), |d| Exit::Diverged(d.to_string())),
+        (exit, _) => exit,
+    };
     Ok(Finished {
         exit,
         wall: started.elapsed(),
         tail: read_tail(&job.log, TAIL_BYTES),
         log: job.log.clone(),
     })
+}
+
+/// Follows a growing log file: each call yields the lines completed since the last one.
+#[derive(Default)]
+struct LogLines {
+    offset: u64,
+    partial: Vec<u8>,
+}
+
+impl LogLines {
+    fn read_new(&mut self, path: &Path) -> Vec<String> {
+        let mut fresh = Vec::new();
+        if let Ok(mut f) = std::fs::File::open(path) {
+            if f.seek(SeekFrom::Start(self.offset)).is_ok() {
+                let _ = f.read_to_end(&mut fresh);
+            }
+        }
+        self.offset += fresh.len() as u64;
+        self.partial.extend_from_slice(&fresh);
+        let complete = match self.partial.iter().rposition(|&b| b == b'\n') {
+            Some(end) => self.partial.drain(..=end).collect::<Vec<u8>>(),
+            None => Vec::new(),
+        };
+        String::from_utf8_lossy(&complete)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
 }
 
 fn kill_group(pgid: i32) {
@@ -179,6 +236,7 @@ mod tests {
             env: vec![("GREETING".into(), "hi".into())],
             timeout: Duration::from_millis(timeout_ms),
             memory_limit: None,
+            divergence: None,
             log: dir.join("logs/job.log"),
         }
     }
@@ -263,5 +321,60 @@ mod tests {
         let f = run(&job("sleep 30", dir.path(), 60_000), &stop).unwrap();
         t.join().unwrap();
         assert_eq!(f.exit, Exit::Stopped);
+    }
+
+    #[test]
+    fn a_diverging_loss_kills_the_run_and_a_healthy_one_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let step = |loss: &str| format!("echo '{{\"event\":\"step\",\"step\":2,\"loss\":{loss}}}'");
+        let watched = |command: &str| {
+            let mut j = job(command, dir.path(), 60_000);
+            j.divergence = Some(DivergenceRule::default());
+            run(&j, &Stop::never()).unwrap()
+        };
+        // A NaN loss, then the run hangs: killed for diverging, long before its timeout.
+        let f = watched(&format!("{}; {}; sleep 30", step("4.0"), step("null")));
+        assert!(
+            matches!(&f.exit, Exit::Diverged(why) if why.contains("non-finite at step 2")),
+            "{:?}",
+            f.exit
+        );
+        assert!(f.wall < Duration::from_secs(20));
+        // A loss past 10x the first one.
+        let f = watched(&format!("{}; {}; sleep 30", step("4.0"), step("400.0")));
+        assert!(
+            matches!(&f.exit, Exit::Diverged(why) if why.contains("blew up")),
+            "{:?}",
+            f.exit
+        );
+        // A decreasing loss, and a step line split across two writes, run to the end.
+        let f = watched(&format!(
+            "{}; printf '{{\"event\":\"step\",'; sleep 0.1; printf '\"loss\":3.0}}\\n'",
+            step("4.0")
+        ));
+        assert_eq!(f.exit, Exit::Code(Some(0)), "{}", f.tail);
+        // A run that fails at once after a NaN loss (before any poll) diverged too.
+        let f = watched(&format!("{}; exit 1", step("null")));
+        assert!(matches!(&f.exit, Exit::Diverged(_)), "{:?}", f.exit);
+        // Unwatched jobs (builds) are not judged by what they print.
+        let f = run(
+            &job(&format!("{}; exit 0", step("null")), dir.path(), 60_000),
+            &Stop::never(),
+        )
+        .unwrap();
+        assert_eq!(f.exit, Exit::Code(Some(0)));
+    }
+
+    #[test]
+    fn log_lines_are_yielded_once_and_only_when_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut lines = LogLines::default();
+        assert!(lines.read_new(&path).is_empty(), "no file yet");
+        std::fs::write(&path, "a\nb").unwrap();
+        assert_eq!(lines.read_new(&path), ["a"]);
+        std::fs::write(&path, "a\nbc\nd\n").unwrap();
+        assert_eq!(lines.read_new(&path), ["bc", "d"]);
+        assert!(lines.read_new(&path).is_empty());
     }
 }

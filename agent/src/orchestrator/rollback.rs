@@ -8,11 +8,12 @@ use agentloop_ledger::payload::{DecisionOutcome, Rollback, Stage};
 use agentloop_ledger::Ledger;
 use anyhow::{bail, Context, Result};
 use git2::Oid;
-use serde_json::json;
+use serde_json::{Map, Value};
 
 use super::artifacts::BuildCache;
 use super::budget::Stop;
 use super::change::outcome_name;
+use super::history::SessionHistory;
 use super::record::Recorder;
 use super::session::{executor_for, load};
 use super::trunk::{ensure_built, measure, BuildState};
@@ -62,72 +63,10 @@ pub fn rollback(
         .map(|e| e.session.clone())
         .with_context(|| format!("change {change} has no events"))?;
     let history = load(&ledger, &session)?;
-    let record = history
-        .change(&change)
-        .cloned()
-        .with_context(|| format!("change {change} is not in session {session}"))?;
-    let Some((_, decision)) = &record.decision else {
-        return Err(RollbackError::Undecided { change }.into());
-    };
-    if decision.outcome != DecisionOutcome::Accepted {
-        return Err(RollbackError::NotAccepted {
-            change,
-            outcome: outcome_name(decision.outcome).into(),
-        }
-        .into());
-    }
-    if let Some((_, r)) = &record.rollback {
-        return Err(RollbackError::AlreadyRolledBack {
-            change,
-            revert_commit: r.revert_commit.clone(),
-        }
-        .into());
-    }
-    let (merge_seq, merge) = record
-        .merge
-        .clone()
-        .with_context(|| format!("change {change} was accepted but its merge was never recorded; run `agentloop start` to finish it"))?;
-    let git = &ws.git;
-    git.clear_stale_locks()?;
-    let trunk = trunk_branch(&session);
-    // The ledger is the truth: start from the trunk it records (a kill may have left the ref behind).
-    let tip = Oid::from_str(&history.trunk_commit)?;
     let rec = Recorder::new(ledger, &session);
-    let message = format!(
-        "Revert \"{}\"\n\nRolled back by request.\n\nChange-Id: {change}\n{}",
-        record.description(),
-        rec.head_trailer()?
-    );
-    let revert = match git.revert_on(Oid::from_str(&merge.commit)?, tip, &message) {
-        Ok(oid) => oid,
-        Err(GitError::RevertConflict {
-            paths,
-            later_changes,
-            ..
-        }) => {
-            return Err(RollbackError::Conflict {
-                change,
-                later: later_changes,
-                paths,
-            }
-            .into())
-        }
-        Err(e) => return Err(e.into()),
-    };
-    rec.append(
-        Some(&change),
-        &Rollback {
-            reverted_commit: merge.commit.clone(),
-            revert_commit: revert.to_string(),
-            original_merge_seq: Some(merge_seq),
-            reason: "requested by user".into(),
-            extra: json!({"trunk_branch": trunk})
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
-        },
-    )?;
-    git.set_branch(&trunk, revert, "agentloop: rollback")?;
+    let revert = revert_recorded(ws, &rec, &history, &change, "requested by user", Map::new())?;
+    let git = &ws.git;
+    let trunk = trunk_branch(&session);
 
     // Changes interact: measure the trunk as it now is before anything builds on it.
     let history = load(&rec.ledger, &session)?;
@@ -176,4 +115,84 @@ pub fn rollback(
         revert_commit: revert.to_string(),
         remeasured_mean: mean,
     })
+}
+
+/// Reverts an accepted `change` on the trunk the ledger records, records the `rollback` event
+/// (pointing at the original merge; `reason` also goes into the revert commit's message), then
+/// moves the trunk ref. Refuses with a [`RollbackError`], changing nothing, when the change
+/// cannot be rolled back or the revert conflicts. No re-measurement: the caller does that.
+pub fn revert_recorded(
+    ws: &Workspace,
+    rec: &Recorder,
+    history: &SessionHistory,
+    change: &str,
+    reason: &str,
+    mut extra: Map<String, Value>,
+) -> Result<Oid> {
+    let change = change.to_string();
+    let record = history
+        .change(&change)
+        .cloned()
+        .with_context(|| format!("change {change} is not in session {}", history.session))?;
+    let Some((_, decision)) = &record.decision else {
+        return Err(RollbackError::Undecided { change }.into());
+    };
+    if decision.outcome != DecisionOutcome::Accepted {
+        return Err(RollbackError::NotAccepted {
+            change,
+            outcome: outcome_name(decision.outcome).into(),
+        }
+        .into());
+    }
+    if let Some((_, r)) = &record.rollback {
+        return Err(RollbackError::AlreadyRolledBack {
+            change,
+            revert_commit: r.revert_commit.clone(),
+        }
+        .into());
+    }
+    let (merge_seq, merge) = record
+        .merge
+        .clone()
+        .with_context(|| format!("change {change} was accepted but its merge was never recorded; run `agentloop start` to finish it"))?;
+    let git = &ws.git;
+    git.clear_stale_locks()?;
+    let trunk = trunk_branch(&history.session);
+    // The ledger is the truth: start from the trunk it records (a kill may have left the ref behind).
+    let tip = Oid::from_str(&history.trunk_commit)?;
+    let message = format!(
+        "Revert \"{}\"\n\nRolled back: {reason}\n\nChange-Id: {change}\n{}",
+        record.description(),
+        rec.head_trailer()?
+    );
+    let revert = match git.revert_on(Oid::from_str(&merge.commit)?, tip, &message) {
+        Ok(oid) => oid,
+        Err(GitError::RevertConflict {
+            paths,
+            later_changes,
+            ..
+        }) => {
+            return Err(RollbackError::Conflict {
+                change,
+                later: later_changes,
+                paths,
+            }
+            .into())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    extra.insert("trunk_branch".into(), Value::String(trunk.clone()));
+    rec.append(
+        Some(&change),
+        &Rollback {
+            reverted_commit: merge.commit.clone(),
+            revert_commit: revert.to_string(),
+            original_merge_seq: Some(merge_seq),
+            reason: reason.to_string(),
+            extra,
+        },
+    )?;
+    // Recorded first, then acted on: a kill in between is repaired by `reconcile`.
+    git.set_branch(&trunk, revert, "agentloop: rollback")?;
+    Ok(revert)
 }

@@ -44,12 +44,14 @@ pub fn run(
         memory_limit: Some(target.train.memory_limit).filter(|&m| m > 0),
         out: spec.out.clone(),
         name: run_name(&spec.out),
+        divergence: Some(target.train.divergence),
     };
     let finished = exec.run(&job, stop)?;
     let (exit_status, exit_code) = match finished.exit {
         Exit::Stopped => return Ok(None),
         Exit::TimedOut => (ExitStatus::TimedOut, None),
         Exit::OutOfMemory => (ExitStatus::Crashed, None),
+        Exit::Diverged(_) => (ExitStatus::Diverged, None),
         Exit::Code(code) => (status_of_exit_code(code), code),
     };
     let metrics = read_metrics(&spec.out.join("metrics.json"));
@@ -69,6 +71,10 @@ pub fn run(
             "memory_limit".into(),
             serde_json::json!(target.train.memory_limit),
         );
+    }
+    if let Exit::Diverged(why) = &finished.exit {
+        // Killed by the loop's watch: the target may never have exited 3 by itself.
+        extra.insert("killed_because".into(), Value::String(why.clone()));
     }
     if exit_status != ExitStatus::Ok {
         extra.insert(

@@ -13,6 +13,7 @@ use agentloop_ledger::Ledger;
 use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 
+use super::audit::AuditStep;
 use super::budget::{Stop, StopReason};
 use super::change::{ChangeEnd, ChangeRunner};
 use super::history::{sessions, SessionHistory};
@@ -110,30 +111,55 @@ pub fn run(
     };
     let mut stages = std::collections::BTreeMap::new();
     let looped: Result<String> = if workers > 1 {
-        parallel::run(
-            &parallel::Shared {
-                root: &ws.root,
-                target,
-                progress: rec.shared_progress(),
-                session: &session,
-                env: &env,
-                exec: exec.as_ref(),
-                stop: &stop,
-                proposals: &proposals,
-                opts,
-            },
-            workers,
-        )
-        .map(|(reason, stopped_at)| {
-            stages = stopped_at;
-            reason
-        })
+        (|| -> Result<String> {
+            // Audits run alone: the workers stop taking new changes when one is due, the
+            // changes in flight finish, the audit runs here, and the workers go on.
+            let mut ended: Option<String> = None;
+            Ok(loop {
+                let history = load(&rec.ledger, &session)?;
+                if let Some(r) = stop.reason() {
+                    break r.as_str().to_string();
+                }
+                runner.stage = "audit";
+                match super::audit::run_if_due(&trunk, &history)? {
+                    AuditStep::NotDue => {}
+                    AuditStep::Done | AuditStep::Stopped => continue,
+                }
+                if let Some(reason) = ended.take() {
+                    break reason;
+                }
+                let (reason, stopped_at) = parallel::run(
+                    &parallel::Shared {
+                        root: &ws.root,
+                        target,
+                        progress: rec.shared_progress(),
+                        session: &session,
+                        env: &env,
+                        exec: exec.as_ref(),
+                        stop: &stop,
+                        proposals: &proposals,
+                        opts,
+                    },
+                    workers,
+                )?;
+                stages = stopped_at;
+                if reason != parallel::AUDIT_DUE {
+                    // One more turn: an audit that came due with the last merges still runs.
+                    ended = Some(reason);
+                }
+            })
+        })()
     } else {
         (|| -> Result<String> {
             Ok(loop {
                 let history = load(&rec.ledger, &session)?;
                 if let Some(r) = stop.reason() {
                     break r.as_str().to_string();
+                }
+                runner.stage = "audit";
+                match super::audit::run_if_due(&trunk, &history)? {
+                    AuditStep::NotDue => {}
+                    AuditStep::Done | AuditStep::Stopped => continue,
                 }
                 if let Some(max) = opts.max_changes {
                     if history.decided() >= max && history.in_flight().is_none() {

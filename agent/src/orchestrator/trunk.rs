@@ -156,6 +156,7 @@ impl<'a> Trunk<'a> {
         for name in names {
             self.ws.git.delete_branch(&name)?;
         }
+        super::audit::remove_worktrees(self.ws)?;
         Ok(())
     }
 
@@ -562,6 +563,7 @@ pub fn build(
         env: env.to_vec(),
         timeout: target.build.timeout,
         memory_limit: None,
+        divergence: None,
         log: ws.state.join("logs").join(format!("build-{tree}.log")),
     };
     process::run(&job, stop).context("starting the build command")

@@ -366,7 +366,8 @@ impl Replay {
                 self.trunk_commit = r.revert_commit.clone();
                 self.changes[i].rollback = Some(r);
             }
-            (EventKind::Audit, _) => {
+            // Bisection probes and resolutions of an audit (`of_audit`) are steps, not audits.
+            (EventKind::Audit, _) if e.payload.get("of_audit").is_none() => {
                 let a: Audit = parse(e)?;
                 self.audits.push(AuditMark {
                     seq: e.seq,

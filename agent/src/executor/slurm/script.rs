@@ -108,6 +108,7 @@ mod tests {
             env: vec![("CARGO_TARGET_DIR".into(), "/shared/target dir".into())],
             timeout: Duration::from_secs(90),
             memory_limit: Some(1 << 30),
+            divergence: None,
             out: "/repo/.agentloop/runs/c1/smoke-candidate-0".into(),
             name: "c1-smoke-candidate-0".into(),
         }
@@ -184,6 +185,7 @@ mod tests {
             env: vec![("GREETING".into(), "it's me".into())],
             timeout: Duration::from_secs(10),
             memory_limit: None,
+            divergence: None,
             out: out.clone(),
             name: "t".into(),
         };
