@@ -15,6 +15,7 @@ use agentloop::executor::config::SlurmConfig;
 use agentloop::executor::{Executor, Ran, RunJob, SlurmExecutor};
 use agentloop::orchestrator::budget::Stop;
 use agentloop::orchestrator::process::Exit;
+use agentloop_guardrails::run_policy::DivergenceRule;
 use agentloop_ledger::EventKind;
 use agentloop_tests::slurm::{Cluster, QueuedJob};
 use agentloop_tests::toy::ToyOptions;
@@ -186,6 +187,25 @@ fn every_end_of_a_job_maps_to_its_exit(cluster: &Cluster, dir: &Path) {
         "{}",
         r.tail
     );
+
+    // A run whose streamed loss goes NaN and then hangs: the same watch as a local run reads
+    // the job's log, cancels the job and records the run as diverged, long before any timeout.
+    let mut watched = job(
+        dir,
+        "nan-then-hang",
+        "echo '{\"event\":\"step\",\"step\":1,\"loss\":null}'; sleep 60",
+        minute,
+    );
+    watched.divergence = Some(DivergenceRule::default());
+    let r = exec.run(&watched, &Stop::never()).unwrap();
+    assert!(
+        matches!(&r.exit, Exit::Diverged(_)),
+        "{:?}: {}",
+        r.exit,
+        r.tail
+    );
+    assert!(r.tail.contains("the run diverged"), "{}", r.tail);
+    assert_left_queue(cluster, &job_id(&r));
 
     // Over the train timeout: cancelled by the loop's side, gone from the queue.
     let r = exec

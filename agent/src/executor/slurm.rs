@@ -29,7 +29,9 @@ use state::Verdict;
 use super::{Executor, Ran, RunJob};
 use crate::executor::config::SlurmConfig;
 use crate::orchestrator::budget::Stop;
-use crate::orchestrator::process::{read_tail, Exit};
+use agentloop_guardrails::run_policy::DivergenceWatch;
+
+use crate::orchestrator::process::{read_tail, Exit, LogLines};
 
 /// Submissions of one run after the cluster lost its job (preempted, node failure).
 const MAX_RETRIES: usize = 2;
@@ -60,7 +62,7 @@ pub struct SlurmExecutor {
 enum Watched {
     /// It left the queue; squeue's last word on its state, if it had one.
     Left(Option<String>),
-    /// We cancelled it, for this reason (`Stopped` or `TimedOut`).
+    /// We cancelled it, for this reason (`Stopped`, `TimedOut` or `Diverged`).
     Cancelled(Exit),
 }
 
@@ -142,10 +144,25 @@ impl SlurmExecutor {
         let begun = Instant::now();
         let mut interval = POLL_FIRST;
         let mut errors = 0;
+        // The job's output lands in the run dir (a shared filesystem): the same NaN / blow-up
+        // watch as a local run reads it as it grows.
+        let mut divergence = job
+            .divergence
+            .map(|rule| (DivergenceWatch::new(rule), LogLines::default()));
         loop {
             if stop.is_stopped() {
                 self.cancel(job, rec)?;
                 return Ok(Watched::Cancelled(Exit::Stopped));
+            }
+            if let Some((watch, lines)) = &mut divergence {
+                let diverged = lines
+                    .read_new(&job.log())
+                    .iter()
+                    .find_map(|l| watch.observe(l));
+                if let Some(d) = diverged {
+                    self.cancel(job, rec)?;
+                    return Ok(Watched::Cancelled(Exit::Diverged(d.to_string())));
+                }
             }
             if running_since.is_some_and(|t| t.elapsed() > job.timeout + self.grace) {
                 self.cancel(job, rec)?;
@@ -233,13 +250,18 @@ impl Executor for SlurmExecutor {
             let queue_state = match self.watch(job, &mut rec, stop, &mut running_since)? {
                 Watched::Cancelled(exit) => {
                     let wall = running_since.unwrap_or(called).elapsed();
-                    let reason = (exit == Exit::TimedOut).then(|| {
-                        format!(
+                    let reason = match &exit {
+                        Exit::TimedOut => Some(format!(
                             "agentloop: slurm job {} cancelled: still running {}s after the train timeout",
                             rec.job_id,
                             self.grace.as_secs()
-                        )
-                    });
+                        )),
+                        Exit::Diverged(why) => Some(format!(
+                            "agentloop: slurm job {} cancelled: the run diverged ({why})",
+                            rec.job_id
+                        )),
+                        _ => None,
+                    };
                     return Ok(finish(job, exit, wall, &rec.job_id, reason));
                 }
                 Watched::Left(state) => state,

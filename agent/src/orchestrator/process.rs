@@ -142,13 +142,13 @@ pub fn run(job: &Job<'_>, stop: &Stop) -> std::io::Result<Finished> {
 
 /// Follows a growing log file: each call yields the lines completed since the last one.
 #[derive(Default)]
-struct LogLines {
+pub struct LogLines {
     offset: u64,
     partial: Vec<u8>,
 }
 
 impl LogLines {
-    fn read_new(&mut self, path: &Path) -> Vec<String> {
+    pub fn read_new(&mut self, path: &Path) -> Vec<String> {
         let mut fresh = Vec::new();
         if let Ok(mut f) = std::fs::File::open(path) {
             if f.seek(SeekFrom::Start(self.offset)).is_ok() {
