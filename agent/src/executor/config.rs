@@ -73,11 +73,18 @@ impl ExecutorConfig {
         }
     }
 
-    /// `--workers N`: runs at once, overriding `slots`.
+    /// `--workers N` changes in flight need at least N slots (more is better: each change's
+    /// pair runs its two arms side by side).
     pub fn with_workers(mut self, workers: usize) -> anyhow::Result<ExecutorConfig> {
-        self.slots = workers;
+        self.slots = self.slots.max(workers);
         self.check()?;
         Ok(self)
+    }
+
+    /// Changes in flight when `--workers` is not given: one per two slots, because each
+    /// change's pair runs its baseline and candidate side by side.
+    pub fn default_workers(&self) -> usize {
+        self.slots.div_ceil(2).max(1)
     }
 
     fn check(&self) -> anyhow::Result<()> {
@@ -142,5 +149,20 @@ mod tests {
         let e = parse("[executor]\nslots = 0\n").unwrap_err().to_string();
         assert!(e.contains("at least 1"), "{e}");
         assert_eq!(parse("").unwrap().with_workers(2).unwrap().slots, 2);
+    }
+
+    #[test]
+    fn one_worker_per_two_slots_by_default_and_workers_never_shrink_slots() {
+        assert_eq!(parse("").unwrap().default_workers(), 1);
+        let two = parse("[executor]\nslots = 2\n").unwrap();
+        assert_eq!(
+            two.default_workers(),
+            1,
+            "one change, its pair side by side"
+        );
+        assert_eq!(two.clone().with_workers(1).unwrap().slots, 2);
+        assert_eq!(two.with_workers(3).unwrap().slots, 3);
+        let gpus = parse("[executor]\ngpus = [0, 1, 2, 3, 4, 5, 6, 7]\n").unwrap();
+        assert_eq!(gpus.default_workers(), 4);
     }
 }

@@ -265,7 +265,7 @@ pub fn executor_for(target: &TargetSpec) -> Result<Box<dyn Executor>> {
     crate::executor::from_config(&config)
 }
 
-/// `--workers`, else what the session started with, else `[executor] slots`.
+/// `--workers`, else what the session started with, else one per two `[executor] slots`.
 fn workers_for(opts: &Options, history: &SessionHistory, config: &ExecutorConfig) -> usize {
     let recorded = history
         .start
@@ -273,7 +273,10 @@ fn workers_for(opts: &Options, history: &SessionHistory, config: &ExecutorConfig
         .get("workers")
         .and_then(Value::as_u64)
         .map(|n| n as usize);
-    opts.workers.or(recorded).unwrap_or(config.slots).max(1)
+    opts.workers
+        .or(recorded)
+        .unwrap_or(config.default_workers())
+        .max(1)
 }
 
 pub fn load(ledger: &Ledger, session: &str) -> Result<SessionHistory> {
@@ -318,7 +321,7 @@ fn begin(
     let session = format!("s{}-{suffix}", chrono::Utc::now().format("%Y%m%d-%H%M%S"));
     let base = ws.git.head_commit()?;
     let trunk = trunk_branch(&session);
-    let workers = opts.workers.unwrap_or(config.slots).max(1);
+    let workers = opts.workers.unwrap_or(config.default_workers()).max(1);
     let executor = crate::executor::from_config(&config.clone().with_workers(workers)?)?.describe();
     let rec = Recorder::new(ledger, &session);
     rec.append(
