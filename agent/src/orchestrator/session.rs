@@ -322,7 +322,8 @@ fn begin(
     let base = ws.git.head_commit()?;
     let trunk = trunk_branch(&session);
     let workers = opts.workers.unwrap_or(config.default_workers()).max(1);
-    let executor = crate::executor::from_config(&config.clone().with_workers(workers)?)?.describe();
+    let run_config = config.clone().with_workers(workers)?;
+    let executor = crate::executor::from_config(&run_config)?.describe();
     let rec = Recorder::new(ledger, &session);
     rec.append(
         None,
@@ -345,6 +346,7 @@ fn begin(
                 "target_dir": opts.target_dir,
                 "workers": workers,
                 "executor": executor,
+                "slots": run_config.slots,
             })
             .as_object()
             .cloned()

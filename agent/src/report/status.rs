@@ -18,8 +18,10 @@ pub struct Status {
     pub budget_s: f64,
     pub spent_s: f64,
     pub left_s: f64,
-    /// Changes in flight at once: the wall time times this is the slot time runs can fill.
+    /// Changes in flight at once.
     pub workers: usize,
+    /// Training runs at once: the wall time times this is the slot time runs can fill.
+    pub slots: usize,
     #[serde(flatten)]
     pub counts: Counts,
     pub trunk_metric: Option<f64>,
@@ -28,7 +30,7 @@ pub struct Status {
     pub current: Option<Current>,
     #[serde(flatten)]
     pub costs: Costs,
-    /// Share of the slot time (wall time x workers) not spent training (building, proposing,
+    /// Share of the slot time (wall time x slots) not spent training (building, proposing,
     /// deciding, or a slot left idle).
     pub overhead_share: Option<f64>,
     pub decisions_per_hour: Option<f64>,
@@ -55,6 +57,7 @@ impl Status {
             spent_s: s.spent_s,
             left_s: s.left_s,
             workers: s.workers,
+            slots: s.slots,
             counts: s.counts.clone(),
             trunk_metric: s.trunk_metric,
             best_trunk_metric: s.best_trunk_metric,
@@ -73,8 +76,8 @@ impl Status {
     pub fn with_rates(mut self) -> Status {
         // A superseded accept is settled by its re-test, which is counted instead.
         let decided = self.counts.proposed - self.counts.in_flight - self.counts.superseded;
-        // With several workers, runs overlap: compare training time with slot time.
-        let slot_s = self.spent_s * self.workers.max(1) as f64;
+        // With several slots, runs overlap: compare training time with slot time.
+        let slot_s = self.spent_s * self.slots.max(1) as f64;
         if self.spent_s > 0.0 {
             self.overhead_share = Some((1.0 - self.costs.training_s / slot_s).max(0.0));
             self.decisions_per_hour = Some(decided as f64 * 3600.0 / self.spent_s);

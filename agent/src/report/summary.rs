@@ -171,6 +171,8 @@ pub struct SessionSummary {
     pub left_s: f64,
     /// Changes in flight at once (`--workers`; 1 before the option existed).
     pub workers: usize,
+    /// Training runs at once (`[executor] slots`).
+    pub slots: usize,
     pub counts: Counts,
     /// The trunk's metric now (last calibration, or the last accepted change's measurement).
     pub trunk_metric: Option<f64>,
@@ -264,6 +266,8 @@ pub struct Replay {
     start: Option<(SessionStart, String)>,
     /// Changes in flight at once (`--workers`), as the session last started or resumed.
     workers: usize,
+    /// Training runs at once (`[executor] slots`; 0 when the session did not record it).
+    slots: usize,
     session: String,
     changes: Vec<ChangeLog>,
     index: BTreeMap<String, usize>,
@@ -317,6 +321,11 @@ impl Replay {
             (EventKind::SessionStart, _) => {
                 let start: SessionStart = parse(e)?;
                 self.workers = workers_in(&e.payload);
+                self.slots = e
+                    .payload
+                    .get("slots")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0) as usize;
                 self.session = e.session.clone();
                 self.trunk_commit = start.base_commit.clone();
                 self.start = Some((start, e.ts.clone()));
@@ -433,6 +442,15 @@ impl Replay {
         }
     }
 
+    /// Sessions that did not record their slots ran one run per worker at most.
+    fn slots_or_workers(&self) -> usize {
+        if self.slots > 0 {
+            self.slots.max(self.workers)
+        } else {
+            self.workers.max(1)
+        }
+    }
+
     /// `None` until a session_start has been seen.
     pub fn summary(&self) -> Option<SessionSummary> {
         let (start, started) = self.start.as_ref()?;
@@ -466,6 +484,7 @@ impl Replay {
             spent_s,
             left_s: (start.budget_s - spent_s).max(0.0),
             workers: self.workers.max(1),
+            slots: self.slots_or_workers(),
             counts: count(&states),
             trunk_metric: self.trunk.last().map(|l| l.value),
             best_trunk_metric: self.best_trunk(),
@@ -502,6 +521,7 @@ impl Replay {
                 spent_s,
                 left_s: (start.budget_s - spent_s).max(0.0),
                 workers: self.workers.max(1),
+                slots: self.slots_or_workers(),
                 counts: count(&states),
                 trunk_metric: self.trunk.last().map(|l| l.value),
                 best_trunk_metric: self.best_trunk(),
