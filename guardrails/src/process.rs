@@ -120,9 +120,6 @@ pub struct DecisionProcess {
     stages: Vec<StageOutcome>,
     observations: Vec<Observation>,
     runs: usize,
-    /// The screening runs so far (the sequential screen takes several).
-    #[serde(default)]
-    screen_values: Vec<f64>,
 }
 
 impl DecisionProcess {
@@ -144,7 +141,6 @@ impl DecisionProcess {
             stages: Vec::new(),
             observations: Vec::new(),
             runs: 0,
-            screen_values: Vec::new(),
         })
     }
 
@@ -184,17 +180,24 @@ impl DecisionProcess {
                 }
                 self.observations.push(observation);
                 self.runs += 1;
-                let RunValue::Ok(value) = value else {
+                if value == RunValue::Crashed {
                     self.finish(
                         Verdict::Crash,
                         DecidedAt::Screen,
                         "the screening run crashed",
                     );
                     return Ok(());
-                };
-                self.screen_values.push(value);
-                let Some(outcome) = screen_runs(&self.calibration, &self.rule, &self.screen_values)
-                else {
+                }
+                // The screening runs so far: every candidate observation (a crash ended above).
+                let values: Vec<f64> = self
+                    .observations
+                    .iter()
+                    .filter_map(|o| match o {
+                        Observation::Candidate(RunValue::Ok(v)) => Some(*v),
+                        _ => None,
+                    })
+                    .collect();
+                let Some(outcome) = screen_runs(&self.calibration, &self.rule, &values) else {
                     return Ok(()); // the sequential screen wants another run
                 };
                 let verdict = outcome.verdict;

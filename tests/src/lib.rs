@@ -80,7 +80,7 @@ impl Default for TargetOptions {
         TargetOptions {
             run_budget: "30steps".into(),
             smoke_budget: "2steps".into(),
-            decision: "min_baseline_seeds = 3\nmin_replays = 1\nscreen_reject_below_sd = -3.0\nstages = [{ pairs = 3, p_threshold = 0.05 }]\nmin_effect_sd = 0.5\n".into(),
+            decision: "min_baseline_seeds = 3\nmin_replays = 1\nstages = [{ pairs = 3, p_threshold = 0.05 }]\nmin_effect_sd = 0.5\n".into(),
             offline: String::new(),
             train_timeout: "2m".into(),
             real: false,
@@ -167,6 +167,16 @@ impl TargetRepo {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         ))
+    }
+
+    /// `agentloop ledger verify` as a user runs it (chain, derived tables, git trailers, every
+    /// decision recomputed); an error carrying its output when it fails.
+    pub fn verify_with_cli(&self, bin: &Path, target_dir: &Path) -> Result<()> {
+        let (code, out, err) = self.run_agentloop(bin, target_dir, &["ledger", "verify"])?;
+        if code != 0 {
+            bail!("ledger verify exited {code}:\n{out}{err}");
+        }
+        Ok(())
     }
 
     pub fn git(&self, args: &[&str]) -> Result<String> {

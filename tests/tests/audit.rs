@@ -157,10 +157,7 @@ fn a_gain_that_fails_on_holdout_is_flagged_bisected_and_its_culprit_rolled_back(
         "culprit reverted:\n{config}"
     );
     // The ledger, its views and the git trailers verify.
-    let (code, out, err) = repo
-        .run_agentloop(BIN.as_ref(), &target_dir(), &["ledger", "verify"])
-        .unwrap();
-    assert_eq!(code, 0, "{out}{err}");
+    repo.verify_with_cli(BIN.as_ref(), &target_dir()).unwrap();
 }
 
 #[test]
@@ -381,4 +378,35 @@ fn a_kill_during_an_audit_resumes_without_repeating_recorded_audit_runs() {
             "{name}"
         );
     }
+}
+
+#[test]
+fn with_two_workers_an_audit_runs_alone_between_changes() {
+    let repo = TargetRepo::toy(&overfitting()).unwrap();
+    let mut args = ARGS.to_vec();
+    args.extend(["--workers", "2"]);
+    let (code, _, err) = repo
+        .run_agentloop(BIN.as_ref(), &target_dir(), &args)
+        .unwrap();
+    assert_eq!(code, 0, "agentloop start failed: {err}");
+    check::consistent(&repo, "main").unwrap();
+    let events = repo.events().unwrap();
+    let audit = audits(&events);
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0].payload["outcome"], "flagged");
+    let rollbacks = kinds(&events, EventKind::Rollback);
+    assert_eq!(rollbacks.len(), 1, "the culprit is rolled back");
+    assert!(description(&events, rollbacks[0].change.as_deref().unwrap()).contains("weight_decay"));
+    // From the first holdout run to the rollback nothing of any change happens: the workers
+    // held back new changes and the ones in flight had settled.
+    let first = audit_runs(&events)[0].seq;
+    let between: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.seq > first && e.seq < rollbacks[0].seq && e.change.is_some())
+        .collect();
+    assert!(
+        between.is_empty(),
+        "change events during the audit: {between:?}"
+    );
+    repo.verify_with_cli(BIN.as_ref(), &target_dir()).unwrap();
 }

@@ -42,13 +42,8 @@ fn start(repo: &TargetRepo, extra: &[&str]) -> String {
 }
 
 fn verify(repo: &TargetRepo) {
-    let (code, out, err) = repo
-        .run_agentloop(BIN.as_ref(), &target_dir(), &["ledger", "verify"])
-        .unwrap();
-    assert_eq!(
-        code, 0,
-        "ledger verify (it recomputes every decision) failed:\n{out}\n{err}"
-    );
+    // It recomputes every decision.
+    repo.verify_with_cli(BIN.as_ref(), &target_dir()).unwrap();
 }
 
 /// `optim.lr = 0.01` from the proposer's description `set optim.lr = 0.01 (was 0.1)`.

@@ -499,16 +499,7 @@ fn runs_are_slurm_jobs(cluster: &Cluster, repo: &TargetRepo) -> Vec<(String, Str
 }
 
 fn ledger_verifies(repo: &TargetRepo) {
-    let out = repo
-        .agentloop(BIN.as_ref(), &target_dir(), &["ledger", "verify"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ledger verify: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    repo.verify_with_cli(BIN.as_ref(), &target_dir()).unwrap();
 }
 
 /// (a) + (b): a short session whose runs are all Slurm jobs; the first candidate job is
