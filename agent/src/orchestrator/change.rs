@@ -19,8 +19,6 @@ use serde_json::{json, Map, Value};
 
 use super::artifacts::BuildCache;
 use super::build::{ensure_built, BuildState};
-use super::history;
-use super::history::ChangeRecord;
 use super::proposals::{Ask, Context, Edit, HistoryItem, ProposalSource, Reply};
 use super::record::Recorder;
 use super::runs::{self, recorded, value_of, RunSpec};
@@ -30,6 +28,8 @@ use super::workspace::Workspace;
 use crate::executor::budget::Stop;
 use crate::executor::Executor;
 use crate::git::{change_branch, kept_ref, trunk_branch, FileWrite};
+use agentloop_ledger::state::ChangeRecord;
+use agentloop_ledger::state::SessionState;
 
 /// Merges are decided one at a time: "is the trunk still the one this change was tested on?"
 /// and moving the trunk must not interleave with another worker's merge.
@@ -120,7 +120,7 @@ impl<'a> ChangeRunner<'a> {
                 };
                 self.stage = "decision";
                 // Checked right before deciding, so a decision is never made twice.
-                let again = history::load(&self.rec.ledger, self.session)?;
+                let again = SessionState::load(&self.rec.ledger, self.session)?;
                 if again.change(id).and_then(|c| c.decision.as_ref()).is_none() {
                     self.rec.append(Some(id), &decision)?;
                 }
@@ -457,7 +457,7 @@ impl<'a> ChangeRunner<'a> {
         let mut decision = decision_payload(&done)?;
         if done.verdict == Verdict::Crash {
             // Say how the candidate failed (diverged, timed out, crashed), not only that it did.
-            let latest = history::load(&self.rec.ledger, self.session)?;
+            let latest = SessionState::load(&self.rec.ledger, self.session)?;
             let failed = latest.change(id).and_then(|c| {
                 c.runs
                     .iter()
@@ -641,7 +641,7 @@ impl<'a> ChangeRunner<'a> {
         let branch = change_branch(self.session, id);
         self.stage = "settle";
         let _one_merge_at_a_time = MERGE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let latest = history::load(&self.rec.ledger, self.session)?;
+        let latest = SessionState::load(&self.rec.ledger, self.session)?;
         let now = latest.change(id).cloned().unwrap_or_default();
         if now.superseded_by().is_some() {
             git.reject_branch(&branch)?;
@@ -711,6 +711,7 @@ impl<'a> ChangeRunner<'a> {
                     Some(id),
                     &Discard {
                         kept_ref: exists.then(|| kept_ref(self.session, id)),
+                        superseded_by: None,
                         extra: Map::new(),
                     },
                 )?;
@@ -724,7 +725,7 @@ impl<'a> ChangeRunner<'a> {
     /// Discards the change in favour of a re-test on the trunk `ready` holds.
     fn supersede(&mut self, change: &ChangeRecord, why: &str) -> Result<()> {
         let _one_merge_at_a_time = MERGE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let latest = history::load(&self.rec.ledger, self.session)?;
+        let latest = SessionState::load(&self.rec.ledger, self.session)?;
         let now = latest.change(&change.id).cloned().unwrap_or_default();
         if now.superseded_by().is_none() {
             let trunk = Oid::from_str(&latest.trunk_commit)?;
@@ -753,17 +754,17 @@ impl<'a> ChangeRunner<'a> {
         retest.completion_tokens = None;
         retest.cost_usd = None;
         retest.extra.insert("request".into(), json!("retest"));
-        retest.extra.insert("retest_of".into(), json!(id));
+        retest.retest_of = Some(id.to_string());
         let exists = self
             .ws
             .git
             .branch_tip(&change_branch(self.session, id))?
             .is_some();
         let mut extra = Map::new();
-        extra.insert("superseded_by".into(), json!(successor));
         extra.insert("reason".into(), json!(why));
         let discard = Discard {
             kept_ref: exists.then(|| kept_ref(self.session, id)),
+            superseded_by: Some(successor.clone()),
             extra,
         };
         self.rec.append_batch(vec![
@@ -837,7 +838,7 @@ impl<'a> ChangeRunner<'a> {
             }
         }
         // Read now: other workers may have decided or proposed changes since this one began.
-        let history = history::load(&self.rec.ledger, self.session)?;
+        let history = SessionState::load(&self.rec.ledger, self.session)?;
         let history_items = history
             .changes
             .iter()
@@ -915,6 +916,7 @@ fn propose_payload(reply: &Reply, parent: Oid, attempt: u32, ask: &Ask) -> Propo
         cost_usd: reply.cost_usd,
         parent_commit: Some(parent.to_string()),
         attempt: Some(attempt),
+        retest_of: None,
         extra,
     }
 }
