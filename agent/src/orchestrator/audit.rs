@@ -440,7 +440,7 @@ fn resolve(
     extra.insert("audit_seq".into(), json!(audit_seq));
     extra.insert("bisect".into(), json!(bisection.probes));
     // The revert is recorded against the trunk the ledger holds now.
-    let now = SessionState::load(&trunk.rec.ledger, &trunk.session)?;
+    let now = trunk.rec.state()?;
     match revert_recorded(trunk.ws, trunk.rec, &now, &culprit, &reason, extra) {
         Ok(revert) => {
             tracing::warn!("{reason}: rolled back (revert commit {revert})");

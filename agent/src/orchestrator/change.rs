@@ -29,7 +29,6 @@ use crate::executor::budget::Stop;
 use crate::executor::Executor;
 use crate::git::{change_branch, kept_ref, trunk_branch, FileWrite};
 use agentloop_ledger::state::ChangeRecord;
-use agentloop_ledger::state::SessionState;
 
 /// Merges are decided one at a time: "is the trunk still the one this change was tested on?"
 /// and moving the trunk must not interleave with another worker's merge.
@@ -120,7 +119,7 @@ impl<'a> ChangeRunner<'a> {
                 };
                 self.stage = "decision";
                 // Checked right before deciding, so a decision is never made twice.
-                let again = SessionState::load(&self.rec.ledger, self.session)?;
+                let again = self.rec.state()?;
                 if again.change(id).and_then(|c| c.decision.as_ref()).is_none() {
                     self.rec.append(Some(id), &decision)?;
                 }
@@ -457,7 +456,7 @@ impl<'a> ChangeRunner<'a> {
         let mut decision = decision_payload(&done)?;
         if done.verdict == Verdict::Crash {
             // Say how the candidate failed (diverged, timed out, crashed), not only that it did.
-            let latest = SessionState::load(&self.rec.ledger, self.session)?;
+            let latest = self.rec.state()?;
             let failed = latest.change(id).and_then(|c| {
                 c.runs
                     .iter()
@@ -641,7 +640,7 @@ impl<'a> ChangeRunner<'a> {
         let branch = change_branch(self.session, id);
         self.stage = "settle";
         let _one_merge_at_a_time = MERGE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let latest = SessionState::load(&self.rec.ledger, self.session)?;
+        let latest = self.rec.state()?;
         let now = latest.change(id).cloned().unwrap_or_default();
         if now.superseded_by().is_some() {
             git.reject_branch(&branch)?;
@@ -725,7 +724,7 @@ impl<'a> ChangeRunner<'a> {
     /// Discards the change in favour of a re-test on the trunk `ready` holds.
     fn supersede(&mut self, change: &ChangeRecord, why: &str) -> Result<()> {
         let _one_merge_at_a_time = MERGE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let latest = SessionState::load(&self.rec.ledger, self.session)?;
+        let latest = self.rec.state()?;
         let now = latest.change(&change.id).cloned().unwrap_or_default();
         if now.superseded_by().is_none() {
             let trunk = Oid::from_str(&latest.trunk_commit)?;
@@ -838,7 +837,7 @@ impl<'a> ChangeRunner<'a> {
             }
         }
         // Read now: other workers may have decided or proposed changes since this one began.
-        let history = SessionState::load(&self.rec.ledger, self.session)?;
+        let history = self.rec.state()?;
         let history_items = history
             .changes
             .iter()

@@ -27,7 +27,6 @@ use super::workspace::Workspace;
 use crate::executor::budget::Stop;
 use crate::executor::Executor;
 use agentloop_ledger::state::ChangeRecord;
-use agentloop_ledger::state::SessionState;
 
 /// A waiting worker looks at the stop signal this often (a stop does not notify).
 const WAIT_POLL: Duration = Duration::from_millis(100);
@@ -145,12 +144,12 @@ fn worker(shared: &Shared<'_>, coord: &Coordinator, i: usize) -> Result<()> {
     };
     while let Some(change) = next_change(shared, coord, &rec)? {
         runner.stage = "trunk";
-        let history = SessionState::load(&rec.ledger, shared.session)?;
+        let history = rec.state()?;
         let end = match trunk.ready(&history)? {
             None => ChangeEnd::Stopped,
             Some(ready) => {
                 // Read again: the trunk may have been calibrated meanwhile.
-                let history = SessionState::load(&rec.ledger, shared.session)?;
+                let history = rec.state()?;
                 let record = history
                     .change(&change.id)
                     .cloned()
@@ -186,7 +185,7 @@ fn next_change(
         if pool.failure.is_some() || shared.stop.is_stopped() {
             return Ok(None);
         }
-        let history = SessionState::load(&rec.ledger, shared.session)?;
+        let history = rec.state()?;
         if pool.end.is_none() {
             if let Some(why) = breaker_tripped(&history, shared.opts.breaker_k) {
                 tracing::warn!("circuit breaker: {why}");

@@ -98,7 +98,7 @@ pub fn run(
             // changes in flight finish, the audit runs here, and the workers go on.
             let mut ended: Option<String> = None;
             Ok(loop {
-                let history = SessionState::load(&rec.ledger, &session)?;
+                let history = rec.state()?;
                 if let Some(r) = stop.reason() {
                     break r.as_str().to_string();
                 }
@@ -134,7 +134,7 @@ pub fn run(
     } else {
         (|| -> Result<String> {
             Ok(loop {
-                let history = SessionState::load(&rec.ledger, &session)?;
+                let history = rec.state()?;
                 if let Some(r) = stop.reason() {
                     break r.as_str().to_string();
                 }
@@ -189,7 +189,7 @@ pub fn run(
             return Err(e);
         }
     };
-    let history = SessionState::load(&rec.ledger, &session)?;
+    let history = rec.state()?;
     if stop.is_stopped() {
         let in_flight: Vec<&str> = history.in_flight_all().map(|c| c.id.as_str()).collect();
         let mut extra = Map::new();
@@ -317,7 +317,7 @@ fn begin(
     ws.git
         .set_branch(&trunk, base, "agentloop: session start")?;
     tracing::info!("session {session} started on {trunk} at {base}");
-    Ok((SessionState::load(&rec.ledger, &session)?, false))
+    Ok((rec.state()?, false))
 }
 
 #[cfg(test)]

@@ -173,7 +173,7 @@ impl<'a> Trunk<'a> {
             None => {
                 let _calibrating = calibrate::one_at_a_time();
                 // Another worker may have calibrated this trunk while this one waited.
-                let latest = SessionState::load(&self.rec.ledger, &self.session)?;
+                let latest = self.rec.state()?;
                 match calibrate::current(&latest, commit, &self.target.decision)? {
                     Some(n) => n,
                     None => match self.calibrate(&latest, commit, &worktree)? {
