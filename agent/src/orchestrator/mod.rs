@@ -8,7 +8,6 @@ pub mod build;
 pub mod calibrate;
 pub mod change;
 pub mod decision_check;
-pub mod parallel;
 pub mod proposals;
 pub mod record;
 pub mod rollback;

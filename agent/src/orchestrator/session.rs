@@ -1,30 +1,25 @@
-//! A session: start or resume, reconcile git with the ledger, calibrate the trunk, then run
-//! changes until the budget, `--max-changes` or the circuit breaker ends it: one after another
-//! with one worker, several at once with more (`parallel`).
+//! A session begins (or resumes), reconciles git with the ledger, hands its changes to the
+//! scheduler until the budget, `--max-changes`, the proposer or the circuit breaker ends it,
+//! and ends: the stop recorded (`budget`), then `session_end`.
 
 use std::time::Duration;
 
 use agentloop_guardrails::target::TargetSpec;
-use agentloop_ledger::payload::{
-    AgentInfo, Budget, DecisionOutcome, ErrorEvent, SessionEnd, SessionStart,
-};
+use agentloop_ledger::payload::{AgentInfo, Budget, DecisionOutcome, SessionEnd, SessionStart};
 use agentloop_ledger::Ledger;
 use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 
-use super::audit::AuditStep;
-use super::change::{ChangeEnd, ChangeRunner};
 use super::proposals::{Proposals, SharedProposals};
 use super::record::Recorder;
 pub use super::scheduler::Options;
-use super::scheduler::{breaker_tripped, workers_for};
+use super::scheduler::{self, workers_for};
 use super::trunk::Trunk;
 use super::workspace::Workspace;
 use crate::executor::budget::{Stop, StopReason};
 use crate::executor::ExecutorConfig;
 use crate::git::trunk_branch;
-use crate::orchestrator::parallel;
-use agentloop_ledger::state::{sessions, ChangeRecord, SessionState};
+use agentloop_ledger::state::{sessions, SessionState};
 
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -68,7 +63,7 @@ pub fn run(
         exec.describe()
     );
     let proposals = SharedProposals::new(proposals);
-    let mut trunk = Trunk::new(
+    let trunk = Trunk::new(
         ws,
         target,
         &rec,
@@ -79,122 +74,28 @@ pub fn run(
     );
     trunk.reconcile(&history)?;
 
-    let mut runner = ChangeRunner {
-        ws,
-        target,
-        rec: &rec,
-        session: &session,
-        env: &env,
-        exec: exec.as_ref(),
-        stop: &stop,
-        proposals: &proposals,
-        fix_attempts: opts.fix_attempts,
-        stage: "start",
-    };
-    let mut stages = std::collections::BTreeMap::new();
-    let looped: Result<String> = if workers > 1 {
-        (|| -> Result<String> {
-            // Audits run alone: the workers stop taking new changes when one is due, the
-            // changes in flight finish, the audit runs here, and the workers go on.
-            let mut ended: Option<String> = None;
-            Ok(loop {
-                let history = rec.state()?;
-                if let Some(r) = stop.reason() {
-                    break r.as_str().to_string();
-                }
-                runner.stage = "audit";
-                match super::audit::run_if_due(&trunk, &history)? {
-                    AuditStep::NotDue => {}
-                    AuditStep::Done | AuditStep::Stopped => continue,
-                }
-                if let Some(reason) = ended.take() {
-                    break reason;
-                }
-                let (reason, stopped_at) = parallel::run(
-                    &parallel::Shared {
-                        root: &ws.root,
-                        target,
-                        progress: rec.shared_progress(),
-                        session: &session,
-                        env: &env,
-                        exec: exec.as_ref(),
-                        stop: &stop,
-                        proposals: &proposals,
-                        opts,
-                    },
-                    workers,
-                )?;
-                stages = stopped_at;
-                if reason != parallel::AUDIT_DUE {
-                    // One more turn: an audit that came due with the last merges still runs.
-                    ended = Some(reason);
-                }
-            })
-        })()
-    } else {
-        (|| -> Result<String> {
-            Ok(loop {
-                let history = rec.state()?;
-                if let Some(r) = stop.reason() {
-                    break r.as_str().to_string();
-                }
-                runner.stage = "audit";
-                match super::audit::run_if_due(&trunk, &history)? {
-                    AuditStep::NotDue => {}
-                    AuditStep::Done | AuditStep::Stopped => continue,
-                }
-                if let Some(max) = opts.max_changes {
-                    if history.decided() >= max && history.in_flight().is_none() {
-                        break "max_changes".into();
-                    }
-                }
-                if let Some(why) = breaker_tripped(&history, opts.breaker_k) {
-                    tracing::warn!("circuit breaker: {why}");
-                    break format!("circuit_breaker: {why}");
-                }
-                runner.stage = "trunk";
-                match trunk.ready(&history)? {
-                    None => continue, // stopped mid-way; the top of the loop records why
-                    Some(ready) => {
-                        let change = history
-                            .in_flight()
-                            .cloned()
-                            .unwrap_or_else(|| ChangeRecord {
-                                id: agentloop_ledger::new_change_id(),
-                                ..Default::default()
-                            });
-                        match runner.process(&ready, &change)? {
-                            ChangeEnd::Settled => {}
-                            ChangeEnd::Stopped => continue,
-                            ChangeEnd::Exhausted => break "proposer_exhausted".into(),
-                        }
-                    }
-                }
-            })
-        })()
-    };
-    let reason = match looped {
-        Ok(r) => r,
-        Err(e) => {
-            // Recorded so a reader of the ledger sees why the session stopped; the session
-            // stays resumable (no session_end), as after a kill.
-            let _ = rec.append(
-                None,
-                &ErrorEvent {
-                    stage: runner.stage.to_string(),
-                    message: format!("{e:#}"),
-                    extra: Map::new(),
-                },
-            );
-            return Err(e);
-        }
-    };
+    let ended = scheduler::run(
+        &scheduler::Shared {
+            root: &ws.root,
+            target,
+            progress: rec.shared_progress(),
+            session: &session,
+            env: &env,
+            exec: exec.as_ref(),
+            stop: &stop,
+            proposals: &proposals,
+            opts,
+        },
+        &trunk,
+        workers,
+    )?;
+    let (reason, stages) = (ended.reason, ended.stages);
     let history = rec.state()?;
     if stop.is_stopped() {
         let in_flight: Vec<&str> = history.in_flight_all().map(|c| c.id.as_str()).collect();
         let mut extra = Map::new();
         if let Some(c) = in_flight.first() {
-            let stage = stages.get(*c).copied().unwrap_or(runner.stage);
+            let stage = stages.get(*c).copied().unwrap_or(ended.stage);
             extra.insert("change".into(), Value::String(c.to_string()));
             extra.insert("stage".into(), Value::String(stage.to_string()));
         }
@@ -323,6 +224,7 @@ fn begin(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::orchestrator::scheduler::breaker_tripped;
     use agentloop_ledger::{EventKind, NewEvent};
     use serde_json::json;
 
