@@ -144,7 +144,12 @@ impl Ledger {
             path,
             redactor: Redactor::from_env(),
         };
-        ledger.write(schema::migrate)?;
+        ledger.write(|conn| {
+            if schema::migrate(conn)? {
+                views::rebuild(conn)?;
+            }
+            Ok(())
+        })?;
         Ok(ledger)
     }
 

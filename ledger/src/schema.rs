@@ -121,7 +121,7 @@ CREATE TABLE rollbacks (
 "#;
 
 /// `changes.status` may be `superseded`. The derived tables are emptied (children first, for the
-/// foreign keys) and `migrate` rebuilds them from the events.
+/// foreign keys); `migrate` says so, and the caller rebuilds them from the events.
 const V2: &str = r#"
 DELETE FROM rollbacks; DELETE FROM merges; DELETE FROM decisions; DELETE FROM runs;
 DELETE FROM changes;
@@ -149,8 +149,9 @@ CREATE TABLE changes (
 CREATE INDEX changes_by_status ON changes(status);
 "#;
 
-/// Brings the schema to [`LATEST_VERSION`]; call inside a write transaction.
-pub fn migrate(conn: &Connection) -> Result<()> {
+/// Brings the schema to [`LATEST_VERSION`]; call inside a write transaction. `true` when the
+/// derived tables must be rebuilt from the events (an existing ledger was migrated).
+pub fn migrate(conn: &Connection) -> Result<bool> {
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if found > LATEST_VERSION {
         return Err(LedgerError::SchemaTooNew {
@@ -162,9 +163,6 @@ pub fn migrate(conn: &Connection) -> Result<()> {
         conn.execute_batch(sql)?;
         conn.pragma_update(None, "user_version", index as i64 + 1)?;
     }
-    if found > 0 && found < LATEST_VERSION {
-        // A migration may change how events project: the derived tables follow the events.
-        crate::views::rebuild(conn)?;
-    }
-    Ok(())
+    // A migration may change how events project: the derived tables follow the events.
+    Ok(found > 0 && found < LATEST_VERSION)
 }

@@ -211,6 +211,8 @@ struct Pool {
     audit_due: bool,
     /// Why the session ends (breaker, max changes, proposer exhausted), once known.
     end: Option<String>,
+    /// The circuit breaker tripped: not even a change in flight is taken up again.
+    breaker: bool,
     /// The first worker's failure, and the stage its change was in.
     failure: Option<(anyhow::Error, &'static str)>,
     /// The stage each change stopped in, for the budget event.
@@ -362,10 +364,10 @@ fn next_change(
             if let Some(why) = breaker_tripped(&history, shared.opts.breaker_k) {
                 tracing::warn!("circuit breaker: {why}");
                 pool.end = Some(format!("circuit_breaker: {why}"));
+                pool.breaker = true;
             }
         }
-        let breaker = matches!(&pool.end, Some(e) if e.starts_with("circuit_breaker"));
-        if !breaker {
+        if !pool.breaker {
             if let Some(c) = history.in_flight_all().find(|c| !pool.held.contains(&c.id)) {
                 pool.held.insert(c.id.clone());
                 return Ok(Some(c.clone()));
