@@ -113,9 +113,9 @@ fn train_alone_never_reads_eval_data_and_eval_scores_it_like_one_process() {
 /// A bigram table as the model: logits of token `t` are row `t`.
 struct TableModel {
     table: Var,
-    /// Test-time training: each forward pass moves the parameters.
+    /// Test-time training: each scoring pass moves the parameters.
     adapts_parameters: bool,
-    /// Hidden state outside the parameters: shifts the logits by the number of calls.
+    /// Hidden state outside the parameters: scales the logits by the number of scoring passes.
     calls: Option<Cell<u32>>,
 }
 
@@ -127,10 +127,13 @@ impl LanguageModel for TableModel {
             .as_tensor()
             .embedding(&tokens.flatten_all()?)?
             .reshape((b, t, 257))?;
-        if self.adapts_parameters {
+        // Only on full evaluation batches: the causal check's one- and two-row passes see a
+        // model that never changes (an attacker would aim past that check).
+        let scoring = b > 2;
+        if self.adapts_parameters && scoring {
             self.table.set(&(self.table.as_tensor() * 1.001)?)?;
         }
-        if let Some(calls) = &self.calls {
+        if let (Some(calls), true) = (&self.calls, scoring) {
             calls.set(calls.get() + 1);
             logits = (logits * (1.0 + f64::from(calls.get()) * 1e-3))?;
         }
