@@ -281,7 +281,7 @@ fn single_member_manifest(ws: &Path) -> Result<String> {
         .context("no [workspace] in Cargo.toml")?;
     // The trainer with its frozen api crate and the editable recipe crate it builds on.
     let members = toml::Value::Array(
-        ["trainer", "trainer/api", "trainer/recipe"]
+        ["trainer", "trainer/core", "trainer/api", "trainer/recipe"]
             .map(|m| toml::Value::String(m.into()))
             .to_vec(),
     );

@@ -172,13 +172,16 @@ fn main() {
             device,
         } => {
             single_threaded_by_default();
-            runner::evaluate_run(&EvalArgs {
+            runner::evaluate_run(
+                &EvalArgs {
                 split,
                 out,
                 config,
                 data,
                 device: device.map(device_kind),
-            })
+                },
+                agentloop_trainer::train::build_with,
+            )
         }
         Command::Train {
             seed,
@@ -216,7 +219,7 @@ fn main() {
                     FusedArg::On => FusedChoice::On,
                     FusedArg::Off => FusedChoice::Off,
                 },
-            })
+            }, agentloop_trainer::train::build_with)
         }
     };
     std::process::exit(code);

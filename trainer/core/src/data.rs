@@ -405,7 +405,7 @@ mod tests {
     use crate::tokenizer::ByteTokenizer;
 
     fn corpus_dir() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("data/shakespeare")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/shakespeare")
     }
 
     #[test]

@@ -29,6 +29,12 @@ const BLOWUP_UNIFORM_FACTOR: f64 = 2.0;
 /// Steps before the relative blow-up rule applies (the smoothed loss needs a few values).
 const BLOWUP_GRACE_STEPS: u64 = 10;
 
+/// How the runner builds the editable training code: the recipe's `train::build_with` (model,
+/// optimizer and step for a config, device, seed and computation), handed in by the binary so
+/// that this crate does not depend on the recipe.
+pub type BuildTraining =
+    fn(&Config, &Device, u64, Compute) -> candle_core::Result<Box<dyn Training>>;
+
 /// Proof of being the frozen runner: only this module can create one, and the validation and
 /// holdout tokens cannot be loaded without it.
 pub struct EvalAccess(());
@@ -200,7 +206,7 @@ impl Loop<'_> {
 }
 
 /// Runs one training job and returns the process exit code.
-pub fn run(args: &RunArgs) -> i32 {
+pub fn run(args: &RunArgs, build: BuildTraining) -> i32 {
     let started = Instant::now();
     if let Err(e) = std::fs::create_dir_all(&args.out) {
         eprintln!(
@@ -261,7 +267,7 @@ pub fn run(args: &RunArgs) -> i32 {
         snapshot: snapshot.clone(),
     };
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        train_and_evaluate(&mut looped, &mut prepared, resumed)
+        train_and_evaluate(&mut looped, &mut prepared, resumed, build)
     }))
     .unwrap_or_else(|panic| Outcome {
         status: Status::Crashed,
@@ -361,6 +367,7 @@ fn train_and_evaluate(
     looped: &mut Loop<'_>,
     prepared: &mut Prepared,
     resumed: Option<checkpoint::Loaded>,
+    build: BuildTraining,
 ) -> Outcome {
     let crashed = |e: String| Outcome {
         status: Status::Crashed,
@@ -368,7 +375,7 @@ fn train_and_evaluate(
         error: Some(e),
     };
     let args = looped.args;
-    let mut training: Box<dyn Training> = match crate::train::build_with(
+    let mut training: Box<dyn Training> = match build(
         &prepared.config,
         &prepared.device,
         args.seed,
@@ -596,7 +603,7 @@ struct EvalInputs {
     tokens: data::EvalTokens,
 }
 
-fn prepare_eval(args: &EvalArgs) -> anyhow::Result<EvalInputs> {
+fn prepare_eval(args: &EvalArgs, build: BuildTraining) -> anyhow::Result<EvalInputs> {
     let path = args.out.join(TRAIN_METRICS);
     let text = std::fs::read(&path).map_err(|e| {
         anyhow::anyhow!(
@@ -621,7 +628,7 @@ fn prepare_eval(args: &EvalArgs) -> anyhow::Result<EvalInputs> {
     });
     let device = open_device(device_kind)?;
     let loaded = checkpoint::load(&args.out, record.seed, &config.fingerprint(), &device)?;
-    let mut training = crate::train::build(&config, &device, record.seed)
+    let mut training = build(&config, &device, record.seed, Compute::for_device(&device))
         .map_err(|e| anyhow::anyhow!("building the model failed: {e}"))?;
     training
         .restore(loaded.state)
@@ -639,9 +646,9 @@ fn prepare_eval(args: &EvalArgs) -> anyhow::Result<EvalInputs> {
 
 /// Runs `agentloop-trainer eval` and returns the process exit code: writes `out/metrics.json`
 /// as `train --split` would have, the training side taken from `train_metrics.json`.
-pub fn evaluate_run(args: &EvalArgs) -> i32 {
+pub fn evaluate_run(args: &EvalArgs, build: BuildTraining) -> i32 {
     let started = Instant::now();
-    let inputs = match prepare_eval(args) {
+    let inputs = match prepare_eval(args, build) {
         Ok(inputs) => inputs,
         Err(e) => {
             eprintln!("error: {e:#}");
