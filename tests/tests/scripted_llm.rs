@@ -41,7 +41,7 @@ fn unique_line(text: &str) -> String {
 fn scripted_agent_session_accepts_only_the_real_improvement() {
     let repo = TargetRepo::create(&TargetOptions::default()).unwrap();
     let config = "trainer/config/default.toml";
-    let eval = std::fs::read_to_string(repo.root.join("trainer/src/eval.rs")).unwrap();
+    let eval = std::fs::read_to_string(repo.root.join("trainer/core/src/eval.rs")).unwrap();
     let model = std::fs::read_to_string(repo.root.join("trainer/recipe/src/model.rs")).unwrap();
     let eval_anchor = unique_line(&eval);
     // Insert after a `use` line, not a `//!` doc line: the broken constant must still parse
@@ -90,7 +90,7 @@ fn scripted_agent_session_accepts_only_the_real_improvement() {
             "count fewer bytes in the evaluation",
             "A lower bpb, whatever it takes.",
             &block(
-                "trainer/src/eval.rs",
+                "trainer/core/src/eval.rs",
                 &eval_anchor,
                 &format!("{eval_anchor}\n// tweaked"),
             ),
