@@ -174,11 +174,11 @@ fn main() {
             single_threaded_by_default();
             runner::evaluate_run(
                 &EvalArgs {
-                split,
-                out,
-                config,
-                data,
-                device: device.map(device_kind),
+                    split,
+                    out,
+                    config,
+                    data,
+                    device: device.map(device_kind),
                 },
                 agentloop_trainer::train::build_with,
             )
@@ -198,28 +198,31 @@ fn main() {
             fused,
         } => {
             single_threaded_by_default();
-            runner::run(&RunArgs {
-                seed,
-                split,
-                budget,
-                out,
-                config,
-                data,
-                resume,
-                checkpoint_every,
-                timeout,
-                device: device_kind(device),
-                precision: match dtype {
-                    DtypeArg::Auto => Precision::Auto,
-                    DtypeArg::F32 => Precision::F32,
-                    DtypeArg::Bf16 => Precision::Bf16,
+            runner::run(
+                &RunArgs {
+                    seed,
+                    split,
+                    budget,
+                    out,
+                    config,
+                    data,
+                    resume,
+                    checkpoint_every,
+                    timeout,
+                    device: device_kind(device),
+                    precision: match dtype {
+                        DtypeArg::Auto => Precision::Auto,
+                        DtypeArg::F32 => Precision::F32,
+                        DtypeArg::Bf16 => Precision::Bf16,
+                    },
+                    fused: match fused {
+                        FusedArg::Auto => FusedChoice::Auto,
+                        FusedArg::On => FusedChoice::On,
+                        FusedArg::Off => FusedChoice::Off,
+                    },
                 },
-                fused: match fused {
-                    FusedArg::Auto => FusedChoice::Auto,
-                    FusedArg::On => FusedChoice::On,
-                    FusedArg::Off => FusedChoice::Off,
-                },
-            }, agentloop_trainer::train::build_with)
+                agentloop_trainer::train::build_with,
+            )
         }
     };
     std::process::exit(code);

@@ -93,11 +93,19 @@ fn train_alone_never_reads_eval_data_and_eval_scores_it_like_one_process() {
         b["val_bpb"].as_f64().unwrap().to_bits(),
         "one process {a}\nsplit {b}"
     );
-    let keys = |m: &serde_json::Value| -> Vec<String> {
-        m.as_object().unwrap().keys().cloned().collect()
-    };
+    let keys =
+        |m: &serde_json::Value| -> Vec<String> { m.as_object().unwrap().keys().cloned().collect() };
     assert_eq!(keys(&a), keys(&b));
-    for key in ["split", "train_loss", "tokens", "steps", "params", "seed", "status", "device"] {
+    for key in [
+        "split",
+        "train_loss",
+        "tokens",
+        "steps",
+        "params",
+        "seed",
+        "status",
+        "device",
+    ] {
         assert_eq!(a[key], b[key], "{key}");
     }
 
@@ -105,9 +113,18 @@ fn train_alone_never_reads_eval_data_and_eval_scores_it_like_one_process() {
     let output = run(eval_command("holdout", &split_out, &config, &corpus_dir()));
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     assert_eq!(metrics(&split_out)["split"], "holdout");
-    let output = run(eval_command("val", &dir.path().join("empty"), &config, &corpus_dir()));
+    let output = run(eval_command(
+        "val",
+        &dir.path().join("empty"),
+        &config,
+        &corpus_dir(),
+    ));
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
-    assert!(stderr(&output).contains("train_metrics.json"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("train_metrics.json"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 /// A bigram table as the model: logits of token `t` are row `t`.

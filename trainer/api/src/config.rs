@@ -186,9 +186,7 @@ mod tests {
         assert!(config.model.vocab_size >= 257);
 
         let typo = default.replace("batch_size", "batch_sise");
-        let err = Config::parse(&typo, "x.toml")
-            .unwrap_err()
-            .to_string();
+        let err = Config::parse(&typo, "x.toml").unwrap_err().to_string();
         assert!(
             err.contains("x.toml") && err.contains("batch_sise"),
             "{err}"
@@ -198,9 +196,7 @@ mod tests {
             &format!("heads = {}", config.model.heads),
             &format!("heads = {}", config.model.width),
         );
-        let err = Config::parse(&odd_heads, "x.toml")
-            .unwrap_err()
-            .to_string();
+        let err = Config::parse(&odd_heads, "x.toml").unwrap_err().to_string();
         assert!(err.contains("model.heads"), "{err}");
     }
 }

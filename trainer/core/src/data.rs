@@ -424,7 +424,10 @@ mod tests {
                 .collect()
         };
         assert_eq!(names(&m.val), ["john.txt", "richard_iii.txt"]);
-        assert_eq!(names(&m.holdout), ["rape_of_lucrece.txt", "timon_of_athens.txt"]);
+        assert_eq!(
+            names(&m.holdout),
+            ["rape_of_lucrece.txt", "timon_of_athens.txt"]
+        );
     }
 
     /// The per-split folders hold exactly the documents the hash split of a flat folder picks,
@@ -438,7 +441,9 @@ mod tests {
         }
         let hashed = split_manifest(flat.path()).unwrap();
         let names = |docs: &[PathBuf]| -> Vec<std::ffi::OsString> {
-            docs.iter().map(|p| p.file_name().unwrap().to_owned()).collect()
+            docs.iter()
+                .map(|p| p.file_name().unwrap().to_owned())
+                .collect()
         };
         assert_eq!(names(&hashed.train), names(&m.train));
         assert_eq!(names(&hashed.val), names(&m.val));

@@ -298,8 +298,8 @@ mod tests {
     #[test]
     fn a_model_reading_another_row_of_the_batch_is_refused() {
         let stream: Vec<u32> = (0..64).map(|i| 97 + (i * 7 % 26)).collect();
-        let err = bits_per_byte(&NextRowModel, &stream, 60, &ByteTokenizer, &Device::Cpu)
-            .unwrap_err();
+        let err =
+            bits_per_byte(&NextRowModel, &stream, 60, &ByteTokenizer, &Device::Cpu).unwrap_err();
         assert!(matches!(err, EvalError::NotCausal { .. }), "{err}");
     }
 

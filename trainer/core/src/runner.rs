@@ -317,7 +317,10 @@ fn split_name(split: Option<Split>) -> &'static str {
 /// training failed, so that the failure is reported as with `--split`.
 fn finish_training(out: &Path, metrics: &Metrics) -> i32 {
     if let Err(e) = metrics::write_named(out, TRAIN_METRICS, metrics) {
-        eprintln!("error: cannot write {}: {e}", out.join(TRAIN_METRICS).display());
+        eprintln!(
+            "error: cannot write {}: {e}",
+            out.join(TRAIN_METRICS).display()
+        );
         return Status::Crashed.exit_code();
     }
     if metrics.status != Status::Ok {
@@ -470,16 +473,19 @@ fn train_and_evaluate(
     }
     let (Some(split), Some(tokens)) = (args.split, prepared.eval_tokens.as_ref()) else {
         // Train only: the final state, for `eval` to score in its own process.
-        let saved = training.state().map_err(|e| e.to_string()).and_then(|state| {
-            checkpoint::save(
-                &args.out,
-                args.seed,
-                &looped.fingerprint,
-                &looped.progress,
-                state,
-            )
+        let saved = training
+            .state()
             .map_err(|e| e.to_string())
-        });
+            .and_then(|state| {
+                checkpoint::save(
+                    &args.out,
+                    args.seed,
+                    &looped.fingerprint,
+                    &looped.progress,
+                    state,
+                )
+                .map_err(|e| e.to_string())
+            });
         return match saved {
             Ok(()) => Outcome {
                 status: Status::Ok,
@@ -633,7 +639,8 @@ fn prepare_eval(args: &EvalArgs, build: BuildTraining) -> anyhow::Result<EvalInp
     training
         .restore(loaded.state)
         .map_err(|e| anyhow::anyhow!("restoring the checkpoint failed: {e}"))?;
-    let tokens = data::load_eval_tokens(&args.data, args.split, tokenizer.as_ref(), &EvalAccess(()))?;
+    let tokens =
+        data::load_eval_tokens(&args.data, args.split, tokenizer.as_ref(), &EvalAccess(()))?;
     Ok(EvalInputs {
         record,
         training,

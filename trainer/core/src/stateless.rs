@@ -58,7 +58,10 @@ pub fn evaluate(
         }
     }
     let same = first.len() == again.len()
-        && first.iter().zip(&again).all(|(a, b)| a.to_bits() == b.to_bits());
+        && first
+            .iter()
+            .zip(&again)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
     if !same {
         return Err(changed(
             "the first evaluation batch scores differently when scored again".into(),
