@@ -270,7 +270,7 @@ fn git(dir: &Path, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The workspace manifest with the trainer as its only member (profiles kept, so
+/// The workspace manifest with the trainer's crates as its only members (profiles kept, so
 /// dependencies build optimized even in the dev profile).
 fn single_member_manifest(ws: &Path) -> Result<String> {
     let text = std::fs::read_to_string(ws.join("Cargo.toml"))?;
@@ -279,7 +279,12 @@ fn single_member_manifest(ws: &Path) -> Result<String> {
         .get_mut("workspace")
         .and_then(|w| w.as_table_mut())
         .context("no [workspace] in Cargo.toml")?;
-    let members = toml::Value::Array(vec![toml::Value::String("trainer".into())]);
+    // The trainer with its frozen api crate and the editable recipe crate it builds on.
+    let members = toml::Value::Array(
+        ["trainer", "trainer/core", "trainer/api", "trainer/recipe"]
+            .map(|m| toml::Value::String(m.into()))
+            .to_vec(),
+    );
     workspace.insert("members".into(), members.clone());
     workspace.insert("default-members".into(), members);
     Ok(toml::to_string(&doc)?)

@@ -41,8 +41,8 @@ fn unique_line(text: &str) -> String {
 fn scripted_agent_session_accepts_only_the_real_improvement() {
     let repo = TargetRepo::create(&TargetOptions::default()).unwrap();
     let config = "trainer/config/default.toml";
-    let eval = std::fs::read_to_string(repo.root.join("trainer/src/eval.rs")).unwrap();
-    let model = std::fs::read_to_string(repo.root.join("trainer/src/model.rs")).unwrap();
+    let eval = std::fs::read_to_string(repo.root.join("trainer/core/src/eval.rs")).unwrap();
+    let model = std::fs::read_to_string(repo.root.join("trainer/recipe/src/model.rs")).unwrap();
     let eval_anchor = unique_line(&eval);
     // Insert after a `use` line, not a `//!` doc line: the broken constant must still parse
     // (a type error the compiler reports, not a syntax error the policy refuses).
@@ -52,7 +52,7 @@ fn scripted_agent_session_accepts_only_the_real_improvement() {
         .expect("a unique `use` line in model.rs")
         .to_string();
     let broken = block(
-        "trainer/src/model.rs",
+        "trainer/recipe/src/model.rs",
         &model_anchor,
         &format!("{model_anchor}\nconst BROKEN: u32 = \"not a number\";"),
     );
@@ -90,7 +90,7 @@ fn scripted_agent_session_accepts_only_the_real_improvement() {
             "count fewer bytes in the evaluation",
             "A lower bpb, whatever it takes.",
             &block(
-                "trainer/src/eval.rs",
+                "trainer/core/src/eval.rs",
                 &eval_anchor,
                 &format!("{eval_anchor}\n// tweaked"),
             ),

@@ -25,7 +25,7 @@ trap 'rm -rf "$WORK"' EXIT
 mkdir "$WORK/corpus"
 i=0
 while [ "$i" -lt "$COPIES" ]; do
-    for f in trainer/data/shakespeare/*.txt; do
+    for f in trainer/data/shakespeare/*.txt trainer/data/shakespeare/*/*.txt; do
         cp "$f" "$WORK/corpus/$i-$(basename "$f")"
     done
     i=$((i + 1))

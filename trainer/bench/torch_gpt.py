@@ -1,4 +1,4 @@
-"""PyTorch twin of trainer/src/model.rs + optim.rs (AdamW) for the throughput benchmarks
+"""PyTorch twin of trainer/recipe/src/model.rs + optim.rs (AdamW) for the throughput benchmarks
 (bench.sh on CPU, gpu_bench.sh on CUDA).
 
 Same architecture (embedding, RoPE, weight-free pre-norm RMSNorm, QK-norm, causal attention,

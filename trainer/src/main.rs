@@ -1,9 +1,10 @@
-//! `agentloop-trainer train ...`: see ARCHITECTURE.md §2 for the contract.
+//! `agentloop-trainer train ...` and `agentloop-trainer eval ...`: see ARCHITECTURE.md §2 for
+//! the contract.
 //! `agentloop-trainer prepare ...`: documents in, token shards out (see `prepare`).
 
 use agentloop_trainer::compute::{FusedChoice, Precision};
 use agentloop_trainer::prepare::{self, input::Format, PrepareArgs};
-use agentloop_trainer::runner::{self, DeviceKind, RunArgs};
+use agentloop_trainer::runner::{self, DeviceKind, EvalArgs, RunArgs};
 use agentloop_trainer::tokenizer::spec::TokenizerSpec;
 use agentloop_trainer::{Budget, CheckpointEvery, Split};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -43,14 +44,16 @@ enum FusedArg {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train within a budget, then evaluate on the chosen split; writes OUT/metrics.json.
+    /// Train within a budget. With --split, evaluate on it too and write OUT/metrics.json;
+    /// without, never open the evaluation data: write OUT/checkpoint and
+    /// OUT/train_metrics.json for `eval`.
     Train {
         /// Fixes the initialization and the data order.
         #[arg(long)]
         seed: u64,
-        /// Split of the final evaluation.
+        /// Split of the final evaluation (omit it to train only).
         #[arg(long)]
-        split: Split,
+        split: Option<Split>,
         /// `30s` (wall clock), `200steps` or `500000tokens`.
         #[arg(long)]
         budget: Budget,
@@ -81,6 +84,23 @@ enum Command {
         /// CUDA and off on CPU.
         #[arg(long, value_enum, default_value = "auto")]
         fused: FusedArg,
+    },
+    /// Score the final checkpoint of a train-only run in OUT on a split; writes
+    /// OUT/metrics.json (the training side merged from OUT/train_metrics.json).
+    Eval {
+        #[arg(long)]
+        split: Split,
+        /// The directory `train` (without --split) wrote.
+        #[arg(long)]
+        out: PathBuf,
+        /// The config the run trained with (its fingerprint must match the checkpoint's).
+        #[arg(long, default_value = runner::DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[arg(long, default_value = runner::DEFAULT_DATA)]
+        data: PathBuf,
+        /// Default: the device the run trained on.
+        #[arg(long, value_enum)]
+        device: Option<DeviceArg>,
     },
     /// Tokenize documents (text files or folders, JSONL, Parquet) into token shards in OUT.
     /// Re-running with the same inputs and settings reuses finished shards.
@@ -144,6 +164,25 @@ fn main() {
             bpe_train_bytes,
             progress: !quiet,
         }),
+        Command::Eval {
+            split,
+            out,
+            config,
+            data,
+            device,
+        } => {
+            single_threaded_by_default();
+            runner::evaluate_run(
+                &EvalArgs {
+                    split,
+                    out,
+                    config,
+                    data,
+                    device: device.map(device_kind),
+                },
+                agentloop_trainer::train::build_with,
+            )
+        }
         Command::Train {
             seed,
             split,
@@ -158,40 +197,51 @@ fn main() {
             dtype,
             fused,
         } => {
-            // The default model is too small to gain from threads, and on a shared 2-core
-            // machine idle-spinning rayon workers made steps about 4x slower;
-            // RAYON_NUM_THREADS overrides. (`prepare` keeps every core.)
-            if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-                std::env::set_var("RAYON_NUM_THREADS", "1");
-            }
-            runner::run(&RunArgs {
-                seed,
-                split,
-                budget,
-                out,
-                config,
-                data,
-                resume,
-                checkpoint_every,
-                timeout,
-                device: match device {
-                    DeviceArg::Cpu => DeviceKind::Cpu,
-                    DeviceArg::Cuda => DeviceKind::Cuda,
+            single_threaded_by_default();
+            runner::run(
+                &RunArgs {
+                    seed,
+                    split,
+                    budget,
+                    out,
+                    config,
+                    data,
+                    resume,
+                    checkpoint_every,
+                    timeout,
+                    device: device_kind(device),
+                    precision: match dtype {
+                        DtypeArg::Auto => Precision::Auto,
+                        DtypeArg::F32 => Precision::F32,
+                        DtypeArg::Bf16 => Precision::Bf16,
+                    },
+                    fused: match fused {
+                        FusedArg::Auto => FusedChoice::Auto,
+                        FusedArg::On => FusedChoice::On,
+                        FusedArg::Off => FusedChoice::Off,
+                    },
                 },
-                precision: match dtype {
-                    DtypeArg::Auto => Precision::Auto,
-                    DtypeArg::F32 => Precision::F32,
-                    DtypeArg::Bf16 => Precision::Bf16,
-                },
-                fused: match fused {
-                    FusedArg::Auto => FusedChoice::Auto,
-                    FusedArg::On => FusedChoice::On,
-                    FusedArg::Off => FusedChoice::Off,
-                },
-            })
+                agentloop_trainer::train::build_with,
+            )
         }
     };
     std::process::exit(code);
+}
+
+/// The default model is too small to gain from threads, and on a shared 2-core machine
+/// idle-spinning rayon workers made steps about 4x slower; RAYON_NUM_THREADS overrides.
+/// (`prepare` keeps every core.)
+fn single_threaded_by_default() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
+}
+
+fn device_kind(device: DeviceArg) -> DeviceKind {
+    match device {
+        DeviceArg::Cpu => DeviceKind::Cpu,
+        DeviceArg::Cuda => DeviceKind::Cuda,
+    }
 }
 
 fn run_prepare(args: PrepareArgs) -> i32 {

@@ -169,7 +169,7 @@ fn fused_adamw_on_cuda_matches_the_cpu_reference() {
 }
 
 fn small_config() -> Config {
-    let mut cfg = Config::parse(common::TINY_CONFIG, std::path::Path::new("tiny.toml")).unwrap();
+    let mut cfg = Config::parse(common::TINY_CONFIG, "tiny.toml").unwrap();
     cfg.model.depth = 2;
     cfg.model.width = 128;
     cfg.model.heads = 2;

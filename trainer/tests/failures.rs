@@ -91,10 +91,7 @@ fn a_corrupt_or_missing_data_file_is_refused_naming_it() {
     let config = write_config(dir.path(), "tiny.toml", TINY_CONFIG);
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
-    for entry in std::fs::read_dir(corpus_dir()).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, data.join(path.file_name().unwrap())).unwrap();
-    }
+    copy_dir(&corpus_dir(), &data);
     let victim = split_manifest(&data).unwrap().train[0].clone();
     std::fs::write(&victim, b"Enter HAMLET\n\xff\xfe\x00 binary garbage").unwrap();
     let out = dir.path().join("run");

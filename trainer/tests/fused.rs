@@ -193,7 +193,7 @@ fn fused_softcapped_cross_entropy_matches_the_composite_in_value_and_gradient() 
 }
 
 fn tiny_config() -> Config {
-    let mut cfg = Config::parse(common::TINY_CONFIG, std::path::Path::new("tiny.toml")).unwrap();
+    let mut cfg = Config::parse(common::TINY_CONFIG, "tiny.toml").unwrap();
     cfg.model.depth = 2;
     cfg
 }

@@ -12,7 +12,7 @@ use candle_core::Device;
 mod common;
 
 fn default_config() -> Config {
-    Config::load(&common::default_config()).unwrap()
+    agentloop_trainer::config::load(&common::default_config()).unwrap()
 }
 
 #[test]

@@ -17,6 +17,20 @@ pub fn corpus_dir() -> PathBuf {
     crate_dir().join("data/shakespeare")
 }
 
+/// Copies a folder recursively (a corpus with its `val/` and `holdout/` folders).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
 pub fn default_config() -> PathBuf {
     crate_dir().join("config/default.toml")
 }

@@ -1,5 +1,6 @@
 //! The corpus: a directory of `*.txt` documents, split train / validation / holdout by whole
-//! documents, deterministically, or a directory prepared by `agentloop-trainer prepare`
+//! documents, deterministically (by folder: `val/` and `holdout/` beside the training
+//! documents; or by a hash of the file names in a flat folder), or a directory prepared by `agentloop-trainer prepare`
 //! (detected by its `manifest.json`), whose shards are memory-mapped; and the training-batch
 //! source. Frozen.
 //!
@@ -33,6 +34,8 @@ pub enum DataError {
     },
     #[error("data directory {path} holds {found} `*.txt` documents; at least 3 are needed (train, val, holdout)")]
     TooFewDocuments { path: PathBuf, found: usize },
+    #[error("data directory {path} holds no `*.txt` documents")]
+    EmptySplit { path: PathBuf },
     #[error("data file {path} cannot be read: {source}")]
     Read {
         path: PathBuf,
@@ -129,25 +132,31 @@ pub struct SplitManifest {
     pub holdout: Vec<PathBuf>,
 }
 
-/// Ranks documents by a salted hash of their file name: 5% (at least one) go to validation,
-/// as many to the holdout, the rest to training. Adding a document moves no other document.
-pub fn split_manifest(dir: &Path) -> Result<SplitManifest, DataError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| DataError::Dir {
+/// The `*.txt` files directly in `dir`, sorted, and whether `dir` lists a `val` or `holdout`
+/// entry (the per-split layout). Only the listing is read: no file is opened.
+fn list_documents(dir: &Path) -> Result<(Vec<PathBuf>, bool), DataError> {
+    let dir_error = |source| DataError::Dir {
         path: dir.to_path_buf(),
         source,
-    })?;
+    };
     let mut docs = Vec::new();
-    for entry in entries {
-        let path = entry
-            .map_err(|source| DataError::Dir {
-                path: dir.to_path_buf(),
-                source,
-            })?
-            .path();
-        if path.extension().is_some_and(|e| e == "txt") {
+    let mut per_split = false;
+    for entry in std::fs::read_dir(dir).map_err(dir_error)? {
+        let path = entry.map_err(dir_error)?.path();
+        let name = path.file_name().unwrap_or_default();
+        per_split |= name == "val" || name == "holdout";
+        if path.extension().is_some_and(|e| e == "txt") && !path.is_dir() {
             docs.push(path);
         }
     }
+    docs.sort();
+    Ok((docs, per_split))
+}
+
+/// Flat layout: ranks documents by a salted hash of their file name: 5% (at least one) go to
+/// validation, as many to the holdout, the rest to training. Adding a document moves no other
+/// document.
+fn hash_split(dir: &Path, mut docs: Vec<PathBuf>) -> Result<SplitManifest, DataError> {
     if docs.len() < 3 {
         return Err(DataError::TooFewDocuments {
             path: dir.to_path_buf(),
@@ -172,6 +181,60 @@ pub fn split_manifest(dir: &Path) -> Result<SplitManifest, DataError> {
         train: docs,
         val,
         holdout,
+    })
+}
+
+/// The documents of one evaluation split in the per-split layout: `dir/<split>/*.txt`.
+fn split_folder(dir: &Path, split: Split) -> Result<Vec<PathBuf>, DataError> {
+    let folder = dir.join(split.name());
+    let (docs, _) = list_documents(&folder)?;
+    if docs.is_empty() {
+        return Err(DataError::EmptySplit { path: folder });
+    }
+    Ok(docs)
+}
+
+/// The training documents, without opening or listing anything of the validation or holdout
+/// split in the per-split layout (so a sandbox may hide those folders from a training run).
+pub fn train_documents(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let (docs, per_split) = list_documents(dir)?;
+    if !per_split {
+        return Ok(hash_split(dir, docs)?.train);
+    }
+    if docs.is_empty() {
+        return Err(DataError::EmptySplit {
+            path: dir.to_path_buf(),
+        });
+    }
+    Ok(docs)
+}
+
+/// The documents of an evaluation split.
+fn eval_documents(dir: &Path, split: Split) -> Result<Vec<PathBuf>, DataError> {
+    let (docs, per_split) = list_documents(dir)?;
+    if per_split {
+        return split_folder(dir, split);
+    }
+    let m = hash_split(dir, docs)?;
+    Ok(match split {
+        Split::Val => m.val,
+        Split::Holdout => m.holdout,
+    })
+}
+
+/// Splits a folder of documents by whole documents. Per-split layout (the folder lists a `val`
+/// or `holdout` entry): training documents at the top, `val/*.txt` and `holdout/*.txt` beside
+/// them, so the evaluation documents can be hidden by path. Flat layout: by a salted hash of the
+/// file names (see `hash_split`).
+pub fn split_manifest(dir: &Path) -> Result<SplitManifest, DataError> {
+    let (docs, per_split) = list_documents(dir)?;
+    if !per_split {
+        return hash_split(dir, docs);
+    }
+    Ok(SplitManifest {
+        train: train_documents(dir)?,
+        val: split_folder(dir, Split::Val)?,
+        holdout: split_folder(dir, Split::Holdout)?,
     })
 }
 
@@ -239,31 +302,14 @@ pub fn load_eval_tokens(
             split,
         });
     }
-    let manifest = split_manifest(dir)?;
-    let docs = match split {
-        Split::Val => &manifest.val,
-        Split::Holdout => &manifest.holdout,
-    };
+    let docs = eval_documents(dir, split)?;
     Ok(EvalTokens {
-        tokens: tokenize_documents(docs, tok)?,
+        tokens: tokenize_documents(&docs, tok)?,
         split,
     })
 }
 
-/// One training batch: `inputs` and `targets` are `(batch, seq_len)` u32 tensors, `targets`
-/// shifted one token ahead.
-pub struct Batch {
-    pub inputs: Tensor,
-    pub targets: Tensor,
-}
-
-/// What the editable training loop gets: training batches, nothing else. Every batch drawn
-/// counts against the token budget.
-pub trait BatchSource {
-    fn next_batch(&mut self) -> candle_core::Result<Batch>;
-    fn batch_size(&self) -> usize;
-    fn seq_len(&self) -> usize;
-}
+pub use agentloop_trainer_api::contract::{Batch, BatchSource};
 
 /// Random windows of the training stream. Batch `i` depends only on (seed, i), so the data
 /// position alone restores the order on resume.
@@ -288,8 +334,7 @@ impl TrainBatches {
         let tokens = if manifest::is_prepared(dir) {
             TokenStream::Mapped(open_prepared_split(dir, tok, |m| &m.train)?)
         } else {
-            let manifest = split_manifest(dir)?;
-            TokenStream::Memory(tokenize_documents(&manifest.train, tok)?)
+            TokenStream::Memory(tokenize_documents(&train_documents(dir)?, tok)?)
         };
         if tokens.len() < seq_len + 2 {
             return Err(DataError::TooShort {
@@ -360,7 +405,7 @@ mod tests {
     use crate::tokenizer::ByteTokenizer;
 
     fn corpus_dir() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("data/shakespeare")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/shakespeare")
     }
 
     #[test]
@@ -373,6 +418,37 @@ mod tests {
         all.dedup();
         assert_eq!(all.len(), 42, "a document appears in two splits");
         assert_eq!(m, split_manifest(&corpus_dir()).unwrap());
+        let names = |docs: &[PathBuf]| -> Vec<String> {
+            docs.iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(names(&m.val), ["john.txt", "richard_iii.txt"]);
+        assert_eq!(
+            names(&m.holdout),
+            ["rape_of_lucrece.txt", "timon_of_athens.txt"]
+        );
+    }
+
+    /// The per-split folders hold exactly the documents the hash split of a flat folder picks,
+    /// so moving them changed no run's data.
+    #[test]
+    fn per_split_folders_hold_what_the_flat_hash_split_picks() {
+        let flat = tempfile::tempdir().unwrap();
+        let m = split_manifest(&corpus_dir()).unwrap();
+        for doc in m.train.iter().chain(&m.val).chain(&m.holdout) {
+            std::fs::copy(doc, flat.path().join(doc.file_name().unwrap())).unwrap();
+        }
+        let hashed = split_manifest(flat.path()).unwrap();
+        let names = |docs: &[PathBuf]| -> Vec<std::ffi::OsString> {
+            docs.iter()
+                .map(|p| p.file_name().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(names(&hashed.train), names(&m.train));
+        assert_eq!(names(&hashed.val), names(&m.val));
+        assert_eq!(names(&hashed.holdout), names(&m.holdout));
+        assert_eq!(train_documents(&corpus_dir()).unwrap(), m.train);
     }
 
     #[test]

@@ -1,17 +1,20 @@
-//! One training run, end to end: load inputs, train within the budget, fail fast on
-//! divergence, checkpoint, evaluate on the requested split, write `metrics.json`. Frozen.
+//! One training run: load inputs, train within the budget, fail fast on divergence,
+//! checkpoint, then either evaluate on the requested split and write `metrics.json` (`train
+//! --split S`), or save the final checkpoint and `train_metrics.json` without ever opening the
+//! evaluation data (`train` alone; `eval` then scores the checkpoint in another process, see
+//! `evaluate_run`). Frozen.
 
 use crate::checkpoint::{self, Progress};
 use crate::compute::{Compute, FusedChoice, Precision};
 use crate::config::{Budget, CheckpointEvery, Config, Split};
 use crate::contract::Training;
 use crate::data::{self, TrainBatches};
-use crate::eval::{self, EvalError, EVAL_TOKENS};
+use crate::eval::{EvalError, EVAL_TOKENS};
 use crate::metrics::{self, Metrics, Status};
 use crate::tokenizer::Tokenizer;
 use candle_core::Device;
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +29,12 @@ const BLOWUP_UNIFORM_FACTOR: f64 = 2.0;
 /// Steps before the relative blow-up rule applies (the smoothed loss needs a few values).
 const BLOWUP_GRACE_STEPS: u64 = 10;
 
+/// How the runner builds the editable training code: the recipe's `train::build_with` (model,
+/// optimizer and step for a config, device, seed and computation), handed in by the binary so
+/// that this crate does not depend on the recipe.
+pub type BuildTraining =
+    fn(&Config, &Device, u64, Compute) -> candle_core::Result<Box<dyn Training>>;
+
 /// Proof of being the frozen runner: only this module can create one, and the validation and
 /// holdout tokens cannot be loaded without it.
 pub struct EvalAccess(());
@@ -39,7 +48,8 @@ pub enum DeviceKind {
 #[derive(Debug, Clone)]
 pub struct RunArgs {
     pub seed: u64,
-    pub split: Split,
+    /// The split of the final evaluation; `None` trains only (see the module doc).
+    pub split: Option<Split>,
     pub budget: Budget,
     pub out: PathBuf,
     pub config: PathBuf,
@@ -61,26 +71,37 @@ struct Prepared {
     device: Device,
     compute: Compute,
     batches: TrainBatches,
-    eval_tokens: data::EvalTokens,
+    /// Loaded before training (bad data fails fast), only when the run evaluates.
+    eval_tokens: Option<data::EvalTokens>,
 }
 
-fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
-    let config = Config::load(&args.config)?;
-    let tokenizer = data::tokenizer_for(&args.data)?;
-    if config.model.vocab_size < tokenizer.vocab_size() {
+/// The config and the data's tokenizer, checked against each other.
+fn load_config(config: &Path, data: &Path) -> anyhow::Result<(Config, Box<dyn Tokenizer>)> {
+    let parsed = crate::config::load(config)?;
+    let tokenizer = data::tokenizer_for(data)?;
+    if parsed.model.vocab_size < tokenizer.vocab_size() {
         anyhow::bail!(
             "config file {}: `model.vocab_size` is {} but the tokenizer has {} tokens",
-            args.config.display(),
-            config.model.vocab_size,
+            config.display(),
+            parsed.model.vocab_size,
             tokenizer.vocab_size()
         );
     }
-    let device = match args.device {
+    Ok((parsed, tokenizer))
+}
+
+fn open_device(kind: DeviceKind) -> anyhow::Result<Device> {
+    Ok(match kind {
         DeviceKind::Cpu => Device::Cpu,
         DeviceKind::Cuda => {
             Device::new_cuda(0).map_err(|e| anyhow::anyhow!("cannot open CUDA device 0: {e}"))?
         }
-    };
+    })
+}
+
+fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
+    let (config, tokenizer) = load_config(&args.config, &args.data)?;
+    let device = open_device(args.device)?;
     let compute = Compute::resolve(&device, args.precision, args.fused)?;
     let batches = TrainBatches::load(
         &args.data,
@@ -90,8 +111,10 @@ fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         args.seed,
         &device,
     )?;
-    let eval_tokens =
-        data::load_eval_tokens(&args.data, args.split, tokenizer.as_ref(), &EvalAccess(()))?;
+    let eval_tokens = args
+        .split
+        .map(|split| data::load_eval_tokens(&args.data, split, tokenizer.as_ref(), &EvalAccess(())))
+        .transpose()?;
     Ok(Prepared {
         config,
         tokenizer,
@@ -183,7 +206,7 @@ impl Loop<'_> {
 }
 
 /// Runs one training job and returns the process exit code.
-pub fn run(args: &RunArgs) -> i32 {
+pub fn run(args: &RunArgs, build: BuildTraining) -> i32 {
     let started = Instant::now();
     if let Err(e) = std::fs::create_dir_all(&args.out) {
         eprintln!(
@@ -244,7 +267,7 @@ pub fn run(args: &RunArgs) -> i32 {
         snapshot: snapshot.clone(),
     };
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        train_and_evaluate(&mut looped, &mut prepared, resumed)
+        train_and_evaluate(&mut looped, &mut prepared, resumed, build)
     }))
     .unwrap_or_else(|panic| Outcome {
         status: Status::Crashed,
@@ -262,7 +285,7 @@ pub fn run(args: &RunArgs) -> i32 {
     };
     let metrics = Metrics {
         val_bpb: outcome.val_bpb,
-        split: args.split.name(),
+        split: split_name(args.split),
         train_loss: looped.smoothed_loss(),
         tokens: p.tokens,
         steps: p.step,
@@ -278,7 +301,39 @@ pub fn run(args: &RunArgs) -> i32 {
         mfu: mfu(args.device, tokens_per_s, snap.flops_per_token),
         error: outcome.error.clone(),
     };
-    finish(args, &metrics)
+    if args.split.is_none() {
+        return finish_training(&args.out, &metrics);
+    }
+    finish(&args.out, &metrics)
+}
+
+/// `split` of the records a run writes: the evaluated split, or `train` for a run that only
+/// trains (its `metrics.json`, written only on failure, then says where it failed).
+fn split_name(split: Option<Split>) -> &'static str {
+    split.map_or("train", Split::name)
+}
+
+/// A train-only run: `train_metrics.json` always (what `eval` merges), `metrics.json` too when
+/// training failed, so that the failure is reported as with `--split`.
+fn finish_training(out: &Path, metrics: &Metrics) -> i32 {
+    if let Err(e) = metrics::write_named(out, TRAIN_METRICS, metrics) {
+        eprintln!(
+            "error: cannot write {}: {e}",
+            out.join(TRAIN_METRICS).display()
+        );
+        return Status::Crashed.exit_code();
+    }
+    if metrics.status != Status::Ok {
+        return finish(out, metrics);
+    }
+    metrics::emit(&json!({
+        "event": "trained",
+        "status": metrics.status,
+        "steps": metrics.steps,
+        "tokens": metrics.tokens,
+        "wall_s": metrics.wall_s,
+    }));
+    metrics.status.exit_code()
 }
 
 /// Model FLOPs utilization, reported on CUDA only (a CPU has no meaningful bf16 peak).
@@ -288,14 +343,14 @@ fn mfu(device: DeviceKind, tokens_per_s: f64, flops_per_token: Option<f64>) -> O
         .flatten()
 }
 
-fn finish(args: &RunArgs, metrics: &Metrics) -> i32 {
+fn finish(out: &Path, metrics: &Metrics) -> i32 {
     if let Some(error) = &metrics.error {
         eprintln!("error: {error}");
     }
-    if let Err(e) = metrics::write(&args.out, metrics) {
+    if let Err(e) = metrics::write(out, metrics) {
         eprintln!(
             "error: cannot write {}: {e}",
-            args.out.join("metrics.json").display()
+            out.join("metrics.json").display()
         );
         return Status::Crashed.exit_code();
     }
@@ -315,6 +370,7 @@ fn train_and_evaluate(
     looped: &mut Loop<'_>,
     prepared: &mut Prepared,
     resumed: Option<checkpoint::Loaded>,
+    build: BuildTraining,
 ) -> Outcome {
     let crashed = |e: String| Outcome {
         status: Status::Crashed,
@@ -322,7 +378,7 @@ fn train_and_evaluate(
         error: Some(e),
     };
     let args = looped.args;
-    let mut training: Box<dyn Training> = match crate::train::build_with(
+    let mut training: Box<dyn Training> = match build(
         &prepared.config,
         &prepared.device,
         args.seed,
@@ -415,13 +471,48 @@ fn train_and_evaluate(
             last_checkpoint = Instant::now();
         }
     }
-    let report = eval::bits_per_byte(
-        training.model(),
-        prepared.eval_tokens.tokens(),
-        EVAL_TOKENS,
+    let (Some(split), Some(tokens)) = (args.split, prepared.eval_tokens.as_ref()) else {
+        // Train only: the final state, for `eval` to score in its own process.
+        let saved = training
+            .state()
+            .map_err(|e| e.to_string())
+            .and_then(|state| {
+                checkpoint::save(
+                    &args.out,
+                    args.seed,
+                    &looped.fingerprint,
+                    &looped.progress,
+                    state,
+                )
+                .map_err(|e| e.to_string())
+            });
+        return match saved {
+            Ok(()) => Outcome {
+                status: Status::Ok,
+                val_bpb: None,
+                error: None,
+            },
+            Err(e) => crashed(format!("final checkpoint failed: {e}")),
+        };
+    };
+    evaluation_outcome(
+        training.as_ref(),
+        split,
+        tokens.tokens(),
         prepared.tokenizer.as_ref(),
         &prepared.device,
-    );
+    )
+}
+
+/// The guarded evaluation (`stateless::evaluate`) as the run's outcome.
+fn evaluation_outcome(
+    training: &dyn Training,
+    split: Split,
+    tokens: &[u32],
+    tokenizer: &dyn Tokenizer,
+    device: &Device,
+) -> Outcome {
+    let report = crate::stateless::evaluate(training, tokens, EVAL_TOKENS, tokenizer, device);
     match report {
         Ok(r) => Outcome {
             status: Status::Ok,
@@ -431,9 +522,13 @@ fn train_and_evaluate(
         Err(e @ EvalError::NonFinite { .. }) => Outcome {
             status: Status::Diverged,
             val_bpb: None,
-            error: Some(format!("evaluation on {}: {e}", args.split.name())),
+            error: Some(format!("evaluation on {}: {e}", split.name())),
         },
-        Err(e) => crashed(format!("evaluation on {}: {e}", args.split.name())),
+        Err(e) => Outcome {
+            status: Status::Crashed,
+            val_bpb: None,
+            error: Some(format!("evaluation on {}: {e}", split.name())),
+        },
     }
 }
 
@@ -455,7 +550,7 @@ fn spawn_watchdog(
         let wall_s = started.elapsed().as_secs_f64();
         let metrics = Metrics {
             val_bpb: None,
-            split: args.split.name(),
+            split: split_name(args.split),
             train_loss: snap.train_loss,
             tokens: snap.tokens,
             steps: snap.steps,
@@ -474,7 +569,11 @@ fn spawn_watchdog(
                 humantime::format_duration(args.timeout.unwrap_or_default())
             )),
         };
-        std::process::exit(finish(&args, &metrics));
+        let code = match args.split {
+            Some(_) => finish(&args.out, &metrics),
+            None => finish_training(&args.out, &metrics),
+        };
+        std::process::exit(code);
     });
 }
 
@@ -484,6 +583,119 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Written by a train-only run: the training side of its metrics, merged by `eval`.
+pub const TRAIN_METRICS: &str = "train_metrics.json";
+
+/// `agentloop-trainer eval`: scores the final checkpoint of a train-only run in `out`.
+#[derive(Debug, Clone)]
+pub struct EvalArgs {
+    pub split: Split,
+    pub out: PathBuf,
+    pub config: PathBuf,
+    pub data: PathBuf,
+    /// `None`: the device the run trained on.
+    pub device: Option<DeviceKind>,
+}
+
+/// What `eval` loads before scoring; any failure here is bad input (exit 2).
+struct EvalInputs {
+    record: metrics::TrainRecord,
+    training: Box<dyn Training>,
+    tokenizer: Box<dyn Tokenizer>,
+    device: Device,
+    device_kind: DeviceKind,
+    tokens: data::EvalTokens,
+}
+
+fn prepare_eval(args: &EvalArgs, build: BuildTraining) -> anyhow::Result<EvalInputs> {
+    let path = args.out.join(TRAIN_METRICS);
+    let text = std::fs::read(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read {} ({e}): run `agentloop-trainer train` without --split into this directory first",
+            path.display()
+        )
+    })?;
+    let record: metrics::TrainRecord = serde_json::from_slice(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not a training record: {e}", path.display()))?;
+    if record.status != Status::Ok {
+        anyhow::bail!(
+            "{}: the training run ended with status {:?}; there is nothing to evaluate",
+            path.display(),
+            record.status
+        );
+    }
+    let (config, tokenizer) = load_config(&args.config, &args.data)?;
+    let device_kind = args.device.unwrap_or(if record.device == "cuda" {
+        DeviceKind::Cuda
+    } else {
+        DeviceKind::Cpu
+    });
+    let device = open_device(device_kind)?;
+    let loaded = checkpoint::load(&args.out, record.seed, &config.fingerprint(), &device)?;
+    let mut training = build(&config, &device, record.seed, Compute::for_device(&device))
+        .map_err(|e| anyhow::anyhow!("building the model failed: {e}"))?;
+    training
+        .restore(loaded.state)
+        .map_err(|e| anyhow::anyhow!("restoring the checkpoint failed: {e}"))?;
+    let tokens =
+        data::load_eval_tokens(&args.data, args.split, tokenizer.as_ref(), &EvalAccess(()))?;
+    Ok(EvalInputs {
+        record,
+        training,
+        tokenizer,
+        device,
+        device_kind,
+        tokens,
+    })
+}
+
+/// Runs `agentloop-trainer eval` and returns the process exit code: writes `out/metrics.json`
+/// as `train --split` would have, the training side taken from `train_metrics.json`.
+pub fn evaluate_run(args: &EvalArgs, build: BuildTraining) -> i32 {
+    let started = Instant::now();
+    let inputs = match prepare_eval(args, build) {
+        Ok(inputs) => inputs,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        evaluation_outcome(
+            inputs.training.as_ref(),
+            args.split,
+            inputs.tokens.tokens(),
+            inputs.tokenizer.as_ref(),
+            &inputs.device,
+        )
+    }))
+    .unwrap_or_else(|panic| Outcome {
+        status: Status::Crashed,
+        val_bpb: None,
+        error: Some(format!("panic: {}", panic_message(&panic))),
+    });
+    let r = &inputs.record;
+    let metrics = Metrics {
+        val_bpb: outcome.val_bpb,
+        split: args.split.name(),
+        train_loss: r.train_loss,
+        tokens: r.tokens,
+        steps: r.steps,
+        wall_s: r.wall_s + started.elapsed().as_secs_f64(),
+        tokens_per_s: r.tokens_per_s,
+        peak_mem_bytes: r.peak_mem_bytes.max(metrics::reported_peak_mem_bytes()),
+        params: r.params,
+        seed: r.seed,
+        status: outcome.status,
+        eval_tokens: EVAL_TOKENS,
+        device: format!("{:?}", inputs.device_kind).to_lowercase(),
+        flops_per_token: r.flops_per_token,
+        mfu: r.mfu,
+        error: outcome.error,
+    };
+    finish(&args.out, &metrics)
 }
 
 /// Default `--config`, relative to the current directory (the loop runs in the repo root).

@@ -1,12 +1,10 @@
 //! The training step (EDITABLE by the agent): how one optimizer step turns training batches
 //! into a parameter update. The runner around it (budget, divergence checks, checkpoints,
-//! evaluation) is frozen.
+//! evaluation) is frozen, in the `agentloop-trainer` crate, out of this crate's reach.
 
 use crate::compute::Compute;
 use crate::config::Config;
-use crate::contract::{StepStats, TrainState, Training};
-use crate::data::BatchSource;
-use crate::eval::LanguageModel;
+use crate::contract::{BatchSource, LanguageModel, StepStats, TrainState, Training};
 use crate::model::Gpt;
 use crate::optim::{lr_multiplier, Group, Optimizer};
 use crate::params::ParamStore;
@@ -69,7 +67,7 @@ impl Training for GptTraining {
     fn step(&mut self, batches: &mut dyn BatchSource, progress: f64) -> Result<StepStats> {
         let batch = batches.next_batch()?;
         let loss = self.model.loss(&batch.inputs, &batch.targets)?;
-        crate::metrics::sample_device_memory(batch.inputs.device());
+        crate::memory::sample_device_memory(batch.inputs.device());
         let grads = loss.backward()?;
         let o = &self.cfg.optim;
         let lr_mult = lr_multiplier(progress, o.warmup_frac, o.warmdown_frac);

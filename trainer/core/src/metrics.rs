@@ -1,17 +1,15 @@
 //! The run's outputs: JSON-lines progress on stdout and `metrics.json`. Frozen: the loop reads
 //! these, so their shape is part of the target contract (ARCHITECTURE.md §2).
 
-use candle_core::Device;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Dense bf16 peak of an H100 SXM (TFLOP/s), the default denominator of `mfu`;
 /// `AGENTLOOP_PEAK_TFLOPS` overrides it for other GPUs.
 pub const DEFAULT_PEAK_TFLOPS: f64 = 989.0;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Ok,
@@ -68,24 +66,11 @@ pub fn peak_flops() -> f64 {
         * 1e12
 }
 
-/// Highest device memory in use seen by [`sample_device_memory`].
-static DEVICE_PEAK: AtomicU64 = AtomicU64::new(0);
-
-/// Records the memory in use on `device` now (CUDA: total minus free, for the whole GPU);
-/// does nothing on CPU. Called after each forward pass and each step, where memory peaks.
-pub fn sample_device_memory(device: &Device) {
-    #[cfg(feature = "cuda")]
-    if let Device::Cuda(cuda) = device {
-        if let Ok((free, total)) = cuda.cuda_stream().context().mem_get_info() {
-            DEVICE_PEAK.fetch_max(total.saturating_sub(free) as u64, Ordering::Relaxed);
-        }
-    }
-    let _ = device;
-}
+pub use agentloop_trainer_api::memory::sample_device_memory;
 
 /// The peak memory to report: the sampled device peak on a GPU, else the process's VmHWM.
 pub fn reported_peak_mem_bytes() -> u64 {
-    match DEVICE_PEAK.load(Ordering::Relaxed) {
+    match agentloop_trainer_api::memory::device_peak() {
         0 => peak_mem_bytes(),
         device => device,
     }
@@ -112,7 +97,32 @@ pub fn emit(event: &serde_json::Value) {
 
 /// Writes `DIR/metrics.json` atomically (temp file + rename).
 pub fn write(out: &Path, metrics: &Metrics) -> std::io::Result<()> {
-    let tmp = out.join("metrics.json.tmp");
+    write_named(out, "metrics.json", metrics)
+}
+
+/// Writes `DIR/<name>` atomically (temp file + rename).
+pub fn write_named(out: &Path, name: &str, metrics: &Metrics) -> std::io::Result<()> {
+    let tmp = out.join(format!("{name}.tmp"));
     std::fs::write(&tmp, serde_json::to_vec_pretty(metrics)?)?;
-    std::fs::rename(tmp, out.join("metrics.json"))
+    std::fs::rename(tmp, out.join(name))
+}
+
+/// The training side of a run, read back from `train_metrics.json` by `eval` (the fields of
+/// [`Metrics`] that training decides).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TrainRecord {
+    pub train_loss: Option<f64>,
+    pub tokens: u64,
+    pub steps: u64,
+    pub wall_s: f64,
+    pub tokens_per_s: f64,
+    pub peak_mem_bytes: u64,
+    pub params: usize,
+    pub seed: u64,
+    pub status: Status,
+    pub device: String,
+    #[serde(default)]
+    pub flops_per_token: Option<f64>,
+    #[serde(default)]
+    pub mfu: Option<f64>,
 }

@@ -12,14 +12,7 @@ pub const EVAL_TOKENS: usize = 32_768;
 /// Full-length windows scored per forward pass.
 const EVAL_BATCH: usize = 16;
 
-/// The narrow interface the evaluation calls.
-pub trait LanguageModel {
-    /// `tokens`: `(batch, len)` u32 with `len <= max_seq_len()`; returns `(batch, len, vocab)`
-    /// logits (any float dtype), position `i` predicting token `i + 1`.
-    fn logits(&self, tokens: &Tensor) -> candle_core::Result<Tensor>;
-    /// The longest window the model accepts.
-    fn max_seq_len(&self) -> usize;
-}
+pub use agentloop_trainer_api::contract::LanguageModel;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -32,7 +25,7 @@ pub enum EvalError {
         len: usize,
         vocab: usize,
     },
-    #[error("the model is not causal: its output at position {position} changed by {diff} when only later tokens changed")]
+    #[error("the model is not causal: its output at position {position} changed by {diff} when only later tokens (or another row of the batch) changed")]
     NotCausal { position: usize, diff: f32 },
     #[error("the loss is not finite at evaluation token {index}")]
     NonFinite { index: usize },
@@ -40,6 +33,8 @@ pub enum EvalError {
     TooFewTokens(usize),
     #[error("the evaluated targets contain no bytes (only special tokens)")]
     NoBytes,
+    #[error("model state changed during evaluation: {0}")]
+    StateChanged(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -140,7 +135,24 @@ pub fn check_causal(
         Ok(logits.squeeze(0)?.narrow(0, 0, cut)?.to_vec2::<f32>()?)
     };
     let (a, b) = (run(original)?, run(&altered)?);
-    for (position, (ra, rb)) in a.iter().zip(&b).enumerate() {
+    compare_rows(&a, &b)?;
+    // Rows of a batch are independent windows: the evaluation batches consecutive windows, so a
+    // model reading another row would read the text after the one it predicts.
+    let row0 = |rows: &[&[u32]]| -> Result<Vec<Vec<f32>>, EvalError> {
+        let tokens: Vec<u32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+        let input = Tensor::from_vec(tokens, (rows.len(), len), device)?;
+        let logits = model.logits(&input)?.to_dtype(DType::F32)?;
+        Ok(logits.get(0)?.to_vec2::<f32>()?)
+    };
+    let shifted: Vec<u32> = original.iter().map(|&t| (t + 1) % vocab).collect();
+    let alone = row0(&[original])?;
+    compare_rows(&alone, &row0(&[original, original])?)?;
+    compare_rows(&alone, &row0(&[original, &shifted])?)
+}
+
+/// Fails when two runs' logits at the same positions differ beyond rounding.
+fn compare_rows(a: &[Vec<f32>], b: &[Vec<f32>]) -> Result<(), EvalError> {
+    for (position, (ra, rb)) in a.iter().zip(b).enumerate() {
         let diff = ra
             .iter()
             .zip(rb)
@@ -152,6 +164,46 @@ pub fn check_causal(
         }
     }
     Ok(())
+}
+
+/// The `(inputs, targets)` windows scoring the first `count` targets of `stream`, in the
+/// model's context length: the full ones, then the short last one if any.
+type Window<'a> = (&'a [u32], &'a [u32]);
+fn eval_windows<'a>(
+    model: &dyn LanguageModel,
+    stream: &'a [u32],
+    count: usize,
+) -> (Vec<Window<'a>>, Vec<Window<'a>>) {
+    let seq_len = model.max_seq_len().max(1);
+    let windows: Vec<Window<'a>> = (0..count)
+        .step_by(seq_len)
+        .map(|start| {
+            let end = (start + seq_len).min(count);
+            (&stream[start..end], &stream[start + 1..end + 1])
+        })
+        .collect();
+    // Only the last window can be short; it runs on its own after the batched full ones.
+    windows.into_iter().partition(|w| w.0.len() == seq_len)
+}
+
+/// The per-target losses of the first forward pass [`bits_per_byte`] makes on `stream`: scored
+/// again after the evaluation, they must come out bit-identical (a model that learns from the
+/// stream it is scored on would change them).
+pub fn first_batch_losses(
+    model: &dyn LanguageModel,
+    stream: &[u32],
+    eval_tokens: usize,
+    device: &Device,
+) -> Result<Vec<f64>, EvalError> {
+    if stream.len() < 2 {
+        return Err(EvalError::TooFewTokens(stream.len()));
+    }
+    let count = eval_tokens.min(stream.len() - 1);
+    let (full, tail) = eval_windows(model, stream, count);
+    match full.chunks(EVAL_BATCH).next() {
+        Some(first) => window_losses(model, first, device),
+        None => window_losses(model, &tail, device),
+    }
 }
 
 /// Scores the first `eval_tokens` targets of `stream` (inputs `stream[i]`, target
@@ -168,17 +220,8 @@ pub fn bits_per_byte(
     }
     check_causal(model, stream, tok, device)?;
     let count = eval_tokens.min(stream.len() - 1);
-    let seq_len = model.max_seq_len().max(1);
-    let windows: Vec<(&[u32], &[u32])> = (0..count)
-        .step_by(seq_len)
-        .map(|start| {
-            let end = (start + seq_len).min(count);
-            (&stream[start..end], &stream[start + 1..end + 1])
-        })
-        .collect();
+    let (full, tail) = eval_windows(model, stream, count);
     let mut losses = Vec::with_capacity(count);
-    // Only the last window can be short; it runs on its own after the batched full ones.
-    let (full, tail): (Vec<_>, Vec<_>) = windows.into_iter().partition(|w| w.0.len() == seq_len);
     for chunk in full.chunks(EVAL_BATCH) {
         losses.extend(window_losses(model, chunk, device)?);
     }
@@ -229,6 +272,35 @@ mod tests {
         fn max_seq_len(&self) -> usize {
             8
         }
+    }
+
+    /// Causal within each row, but reads the next row of the batch: the evaluation batches
+    /// consecutive windows, so the next row is the text that follows.
+    struct NextRowModel;
+
+    impl LanguageModel for NextRowModel {
+        fn logits(&self, tokens: &Tensor) -> candle_core::Result<Tensor> {
+            let (b, t) = tokens.dims2()?;
+            let ids = tokens.to_vec2::<u32>()?;
+            let mut out = vec![0f32; b * t * 257];
+            for i in 0..b.saturating_sub(1) {
+                for j in 0..t {
+                    out[(i * t + j) * 257 + ids[i + 1][j] as usize] = 5.0;
+                }
+            }
+            Tensor::from_vec(out, (b, t, 257), tokens.device())
+        }
+        fn max_seq_len(&self) -> usize {
+            8
+        }
+    }
+
+    #[test]
+    fn a_model_reading_another_row_of_the_batch_is_refused() {
+        let stream: Vec<u32> = (0..64).map(|i| 97 + (i * 7 % 26)).collect();
+        let err =
+            bits_per_byte(&NextRowModel, &stream, 60, &ByteTokenizer, &Device::Cpu).unwrap_err();
+        assert!(matches!(err, EvalError::NotCausal { .. }), "{err}");
     }
 
     #[test]

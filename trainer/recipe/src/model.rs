@@ -4,7 +4,7 @@
 //!
 //! Every op here must have a backward pass: candle's fused `rms_norm`, `layer_norm`,
 //! `softmax_last_dim` and `rope` have none, so gradients would silently stop at them. The
-//! composite forms below are differentiable; `crate::fused` has kernels with backward passes
+//! composite forms below are differentiable; `crate::fused` (the frozen api) has kernels with backward passes
 //! for the norm, the causal softmax and the loss, used when `Compute::fused` is on.
 //!
 //! Mixed precision: parameters are f32 and cast to the compute dtype where they are used,
@@ -12,7 +12,7 @@
 
 use crate::compute::Compute;
 use crate::config::ModelConfig;
-use crate::eval::LanguageModel;
+use crate::contract::LanguageModel;
 use crate::fused;
 use crate::params::ParamStore;
 use candle_core::{DType, Device, Result, Tensor, D};
