@@ -15,6 +15,7 @@ pub mod fdr;
 pub mod policy;
 pub mod process;
 pub mod run_policy;
+mod forbidden_name;
 mod rust_scan;
 pub mod simulate;
 pub mod stats;
