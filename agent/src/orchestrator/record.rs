@@ -5,6 +5,7 @@ use agentloop_ledger::{Appended, Ledger, NewEvent};
 use anyhow::{Context, Result};
 use std::sync::{Arc, Mutex};
 
+use crate::ledger_anchor::{self, HeadAnchor};
 use crate::progress::Progress;
 
 /// A session's progress display, shareable between threads.
@@ -17,11 +18,14 @@ pub struct Recorder {
     /// Shown the session's events as they are appended (`agentloop start`'s live display).
     /// Shared by the recorders of a session's worker threads: each shows what it appends.
     progress: Option<Arc<Mutex<Progress>>>,
+    /// Where the head goes after an event that settles something (`None` outside a workspace).
+    anchor: Option<HeadAnchor>,
 }
 
 impl Recorder {
     pub fn new(ledger: Ledger, session: &str) -> Recorder {
         Recorder {
+            anchor: HeadAnchor::for_ledger(ledger.path()),
             ledger,
             session: session.to_string(),
             progress: None,
@@ -45,6 +49,7 @@ impl Recorder {
     /// the recorder that appended it).
     pub fn on_thread(ledger: Ledger, session: &str, progress: SharedProgress) -> Recorder {
         Recorder {
+            anchor: HeadAnchor::for_ledger(ledger.path()),
             ledger,
             session: session.to_string(),
             progress: progress.0,
@@ -53,6 +58,7 @@ impl Recorder {
 
     /// Events that must land together or not at all (a kill between them loses neither).
     pub fn append_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>> {
+        let settling = events.iter().map(|e| e.kind).find(|k| ledger_anchor::settles(*k));
         let appended = self
             .ledger
             .append_batch(events)
@@ -60,6 +66,7 @@ impl Recorder {
         for a in &appended {
             self.show(a.seq);
         }
+        self.anchor(settling);
         pause_after_event();
         Ok(appended)
     }
@@ -82,8 +89,16 @@ impl Recorder {
             .with_context(|| format!("recording a {} event in the ledger", P::KIND))
             .inspect(|appended| {
                 self.show(appended.seq);
+                self.anchor(Some(P::KIND).filter(|k| ledger_anchor::settles(*k)));
                 pause_after_event()
             })
+    }
+
+    /// The head goes outside the database after every event that settles something.
+    fn anchor(&self, settling: Option<agentloop_ledger::EventKind>) {
+        if let (Some(anchor), Some(kind)) = (&self.anchor, settling) {
+            anchor.anchor(&self.ledger, kind);
+        }
     }
 
     /// A display problem never stops the loop: the ledger holds the record either way.
