@@ -3,6 +3,38 @@
 //! Works on the token stream (proc-macro2), not on text: comments vanish and string literals
 //! are single tokens, so neither triggers false positives, and macro bodies are still scanned
 //! (a path hidden in a `macro_rules!` body is tokens like any other).
+//!
+//! Names that reach outside (the compile-time file/env macros, macro definitions, global and
+//! interior-mutable state, stdin, path APIs, candle's file I/O) are refused as identifiers
+//! anywhere ([`crate::forbidden_name`]): a `use` rename, a glob or a macro argument must still
+//! spell the original name. Modules of std/core/alloc are checked after the root, in nested
+//! `use` groups too, and renaming or glob-importing a root is refused.
+//!
+//! # What the policy cannot see
+//!
+//! Read as an attacker would, these remain; the crate boundary and the OS sandbox (not this
+//! scanner) are what must hold them:
+//! - **What frozen code hands out.** Editable code may call any public item of the crates it
+//!   can name, including the target's own frozen modules (`crate::data::...`). If one of them
+//!   reads files, lists the val/holdout split or exposes a path, the scanner cannot tell.
+//! - **Re-exports in allowed crates.** candle's file and env functions are listed by name (read
+//!   from candle-core/candle-nn 0.11); a new candle version, or `serde`/`rand`/`anyhow` hidden
+//!   `__private` re-exports, can add a way out under a name the list does not have.
+//! - **State through candle.** `Var::set`, in-place ops (`slice_set`, `InplaceOp*`) and a
+//!   model's own tensors can carry information from one evaluation batch to the next; the
+//!   scanner refuses std's interior mutability and statics only. The evaluator has to reset the
+//!   model or evaluate batches independently.
+//! - **Derive and attribute macros of allowed crates** (`#[derive(Serialize)]`) expand to code
+//!   the scanner never sees; they are trusted as part of the crate.
+//! - **Timing and resources.** Reading the clock, spinning threads, allocating memory or
+//!   measuring run time are allowed; side channels between runs are not this scanner's job.
+//! - **Semantics.** A patch that learns from the data it is given in a legitimate way, leaks
+//!   through a training batch's contents, or special-cases the evaluation's input shapes is
+//!   valid Rust with nothing forbidden in it.
+//! - **Non-Rust editable files.** Config files (TOML) are only size- and path-checked; what
+//!   they may set is the target's business.
+//! - **Anything not compiled from the editable files:** the build command, the trainer's
+//!   frozen code, and other languages are covered by the sandbox, not by this scanner.
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
