@@ -48,7 +48,9 @@ pub fn anchor_command(extra: &toml::Table) -> Option<Result<String, String>> {
     let value = extra.get("ledger")?.get("anchor_command")?;
     Some(match value.as_str() {
         Some(command) => Ok(command.to_string()),
-        None => Err(format!("[ledger] anchor_command must be a string, not {value}")),
+        None => Err(format!(
+            "[ledger] anchor_command must be a string, not {value}"
+        )),
     })
 }
 
@@ -145,7 +147,14 @@ impl HeadAnchor {
         if status.success() {
             return Ok(());
         }
-        let tail: String = stderr.trim().lines().last().unwrap_or("").chars().take(300).collect();
+        let tail: String = stderr
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or("")
+            .chars()
+            .take(300)
+            .collect();
         Err(format!("{status}: {tail}"))
     }
 

@@ -123,10 +123,20 @@ mod tests {
 
     #[test]
     fn every_class_answers_and_ordinary_names_pass() {
-        for name in ["include_str", "macro_rules", "OnceLock", "AtomicU64", "stdin", "Path", "read_npy"] {
+        for name in [
+            "include_str",
+            "macro_rules",
+            "OnceLock",
+            "AtomicU64",
+            "stdin",
+            "Path",
+            "read_npy",
+        ] {
             assert!(reason(name).is_some(), "{name}");
         }
-        for name in ["Tensor", "forward", "lr", "width", "HashMap", "Arc", "statics"] {
+        for name in [
+            "Tensor", "forward", "lr", "width", "HashMap", "Arc", "statics",
+        ] {
             assert_eq!(reason(name), None, "{name}");
         }
     }

@@ -12,10 +12,10 @@
 pub mod audit;
 pub mod decision;
 pub mod fdr;
+mod forbidden_name;
 pub mod policy;
 pub mod process;
 pub mod run_policy;
-mod forbidden_name;
 mod rust_scan;
 pub mod simulate;
 pub mod stats;

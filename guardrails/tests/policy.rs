@@ -506,9 +506,16 @@ fn the_default_targets_editable_rust_files_pass() {
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap().flatten() {
             let path = entry.path();
-            let rel = path.strip_prefix(&root).unwrap().to_string_lossy().replace('\\', "/");
+            let rel = path
+                .strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
             if path.is_dir() {
-                if !matches!(entry.file_name().to_str(), Some("target" | ".git" | ".agentloop")) {
+                if !matches!(
+                    entry.file_name().to_str(),
+                    Some("target" | ".git" | ".agentloop")
+                ) {
                     stack.push(path);
                 }
             } else if rel.ends_with(".rs") && target.is_editable(&rel) {

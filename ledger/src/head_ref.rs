@@ -88,7 +88,11 @@ fn read_value(
         Ok(blob) => String::from_utf8_lossy(blob.content()).trim().to_string(),
         Err(_) => match message.and_then(|m| m.split_whitespace().nth(3)) {
             Some(value) => value.to_string(),
-            None => return Err(format!("object {oid} is missing and the entry has no value")),
+            None => {
+                return Err(format!(
+                    "object {oid} is missing and the entry has no value"
+                ))
+            }
         },
     };
     match trailer::parse(&format!("{}: {text}", trailer::KEY)) {

@@ -239,10 +239,16 @@ mod tests {
             ("HEX", hex::encode_upper(bytes)),
             ("reversed", reversed),
             ("percent", key.replace('-', "%2D")),
-            ("percent-all", bytes.iter().map(|b| format!("%{b:02x}")).collect()),
+            (
+                "percent-all",
+                bytes.iter().map(|b| format!("%{b:02x}")).collect(),
+            ),
             ("percent-mixed", format!("%73%6B{}", &key[2..])),
         ];
-        for (alphabet, name) in [(encodings::STANDARD, "b64"), (encodings::URL_SAFE, "b64url")] {
+        for (alphabet, name) in [
+            (encodings::STANDARD, "b64"),
+            (encodings::URL_SAFE, "b64url"),
+        ] {
             let padded = encodings::base64(bytes, alphabet);
             forms.push((name, padded.trim_end_matches('=').to_string()));
             forms.push((name, padded));

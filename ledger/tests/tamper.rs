@@ -410,7 +410,10 @@ fn a_tail_cut_after_the_last_trailer_is_caught_by_the_head_refs_reflog() {
     }
     let report = verify_against(&path, repo.path());
     assert!(report.ok, "{}", problems(&report));
-    assert_eq!(report.ref_anchors_checked, 4, "three reflog entries and the ref itself");
+    assert_eq!(
+        report.ref_anchors_checked, 4,
+        "three reflog entries and the ref itself"
+    );
 
     let conn = vandal(&path);
     conn.execute("DELETE FROM events WHERE seq > ?1", [merged_at])
@@ -425,7 +428,10 @@ fn a_tail_cut_after_the_last_trailer_is_caught_by_the_head_refs_reflog() {
     let text = problems(&report);
     assert!(text.contains("the ledger was truncated"), "{text}");
     assert!(text.contains(&format!("anchors seq {}", end.seq)), "{text}");
-    assert!(text.contains("refs/agentloop/ledger-head reflog entry 0"), "{text}");
+    assert!(
+        text.contains("refs/agentloop/ledger-head reflog entry 0"),
+        "{text}"
+    );
     assert_eq!(report.first_bad_seq, Some(end.seq - 1));
 }
 

@@ -33,13 +33,24 @@ fn cutting_the_ledgers_tail_after_the_last_merge_is_reported_by_verify() {
         sink.display()
     );
     let opts = ToyOptions {
-        executor: format!("[ledger]\nanchor_command = {}\n", toml::Value::String(command)),
+        executor: format!(
+            "[ledger]\nanchor_command = {}\n",
+            toml::Value::String(command)
+        ),
         ..ToyOptions::default()
     };
     let repo = TargetRepo::toy(&opts).unwrap();
     let (code, _, err) = run(
         &repo,
-        &["start", "--budget", "10m", "--max-changes", "3", "--agent", "offline"],
+        &[
+            "start",
+            "--budget",
+            "10m",
+            "--max-changes",
+            "3",
+            "--agent",
+            "offline",
+        ],
     );
     assert_eq!(code, 0, "{err}");
     repo.verify_with_cli(BIN.as_ref(), &target_dir()).unwrap();
@@ -49,8 +60,7 @@ fn cutting_the_ledgers_tail_after_the_last_merge_is_reported_by_verify() {
     assert_eq!(end.kind, EventKind::SessionEnd);
     let last_merge = events
         .iter()
-        .filter(|e| matches!(e.kind, EventKind::Merge | EventKind::Rollback))
-        .last()
+        .rfind(|e| matches!(e.kind, EventKind::Merge | EventKind::Rollback))
         .expect("the toy session merges a change")
         .seq;
     assert!(last_merge < end.seq);
@@ -84,7 +94,10 @@ fn cutting_the_ledgers_tail_after_the_last_merge_is_reported_by_verify() {
     let sent = std::fs::read_to_string(&sink).unwrap();
     assert_eq!(sent.lines().count(), settling, "{sent}");
     assert!(
-        sent.contains(&format!("{}:{}:session_end {}", end.seq, end.entry_hash, end.seq)),
+        sent.contains(&format!(
+            "{}:{}:session_end {}",
+            end.seq, end.entry_hash, end.seq
+        )),
         "{sent}"
     );
     let log = std::fs::read_to_string(repo.root.join(".agentloop/anchors.log")).unwrap();
@@ -92,7 +105,11 @@ fn cutting_the_ledgers_tail_after_the_last_merge_is_reported_by_verify() {
         log.contains("anchor_command") && log.contains("remote log unreachable"),
         "{log}"
     );
-    assert_eq!(log.lines().count(), 1, "only the session end's command failed: {log}");
+    assert_eq!(
+        log.lines().count(),
+        1,
+        "only the session end's command failed: {log}"
+    );
 
     // The attack: triggers dropped, the tail deleted, the derived rows cleaned up.
     let db = repo.root.join(".agentloop/ledger.db");
@@ -110,7 +127,10 @@ fn cutting_the_ledgers_tail_after_the_last_merge_is_reported_by_verify() {
     let (code, _, err) = run(&repo, &["ledger", "rebuild-views"]);
     assert_eq!(code, 0, "{err}");
     let (code, out, err) = run(&repo, &["ledger", "verify", "--no-git"]);
-    assert_eq!(code, 0, "without the anchors the cut ledger looks whole:\n{out}{err}");
+    assert_eq!(
+        code, 0,
+        "without the anchors the cut ledger looks whole:\n{out}{err}"
+    );
 
     let (code, out, err) = run(&repo, &["ledger", "verify"]);
     assert_eq!(code, 1, "{out}{err}");

@@ -42,7 +42,8 @@ fn renamed_compile_time_macros_are_policy_rejected_by_the_loop() {
     std::fs::write(repo.root.join("model.rs"), MODEL).unwrap();
     std::fs::write(repo.root.join("val.txt"), "the validation split\n").unwrap();
     repo.git(&["add", "-A"]).unwrap();
-    repo.git(&["commit", "-qm", "an editable Rust file"]).unwrap();
+    repo.git(&["commit", "-qm", "an editable Rust file"])
+        .unwrap();
 
     let first = "pub fn width() -> usize {";
     let server = ScriptedServer::start([

@@ -58,7 +58,10 @@ impl Recorder {
 
     /// Events that must land together or not at all (a kill between them loses neither).
     pub fn append_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>> {
-        let settling = events.iter().map(|e| e.kind).find(|k| ledger_anchor::settles(*k));
+        let settling = events
+            .iter()
+            .map(|e| e.kind)
+            .find(|k| ledger_anchor::settles(*k));
         let appended = self
             .ledger
             .append_batch(events)
