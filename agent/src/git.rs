@@ -112,9 +112,9 @@ impl Git {
         })
     }
 
-    /// Removes ref lock files a killed loop left in its own namespaces (`refs/heads/agentloop/`
-    /// and `refs/agentloop/`). Only called while holding the loop's lock, so no live writer of
-    /// ours can own them; the user's refs are never touched.
+    /// Removes ref lock files a killed loop left in its own namespaces (`refs/heads/agentloop/`,
+    /// `refs/agentloop/` and the latter's reflogs). Only called while holding the loop's lock,
+    /// so no live writer of ours can own them; the user's refs are never touched.
     pub fn clear_stale_locks(&self) -> Result<usize> {
         fn walk(dir: &Path, removed: &mut usize) -> std::io::Result<()> {
             let Ok(entries) = std::fs::read_dir(dir) else {
@@ -132,7 +132,8 @@ impl Git {
             Ok(())
         }
         let mut removed = 0;
-        for dir in ["refs/heads/agentloop", "refs/agentloop"] {
+        // `logs/refs/agentloop`: the reflog of the anchored ledger head (`ledger_anchor`).
+        for dir in ["refs/heads/agentloop", "refs/agentloop", "logs/refs/agentloop"] {
             let dir = self.repo.path().join(dir);
             walk(&dir, &mut removed).map_err(|source| GitError::Io { path: dir, source })?;
         }

@@ -3,36 +3,59 @@
 //! Works on the token stream (proc-macro2), not on text: comments vanish and string literals
 //! are single tokens, so neither triggers false positives, and macro bodies are still scanned
 //! (a path hidden in a `macro_rules!` body is tokens like any other).
+//!
+//! Names that reach outside (the compile-time file/env macros, macro definitions, global and
+//! interior-mutable state, stdin, path APIs, candle's file I/O) are refused as identifiers
+//! anywhere ([`crate::forbidden_name`]): a `use` rename, a glob or a macro argument must still
+//! spell the original name. Modules of std/core/alloc are checked after the root, in nested
+//! `use` groups too, and renaming or glob-importing a root is refused.
+//!
+//! # What the policy cannot see
+//!
+//! Read as an attacker would, these remain; the crate boundary and the OS sandbox (not this
+//! scanner) are what must hold them:
+//! - **What frozen code hands out.** Editable code may call any public item of the crates it
+//!   can name, including the target's own frozen modules (`crate::data::...`). If one of them
+//!   reads files, lists the val/holdout split or exposes a path, the scanner cannot tell.
+//! - **Re-exports in allowed crates.** candle's file and env functions are listed by name (read
+//!   from candle-core/candle-nn 0.11); a new candle version, or `serde`/`rand`/`anyhow` hidden
+//!   `__private` re-exports, can add a way out under a name the list does not have.
+//! - **State through candle.** `Var::set`, in-place ops (`slice_set`, `InplaceOp*`) and a
+//!   model's own tensors can carry information from one evaluation batch to the next; the
+//!   scanner refuses std's interior mutability and statics only. The evaluator has to reset the
+//!   model or evaluate batches independently.
+//! - **Derive and attribute macros of allowed crates** (`#[derive(Serialize)]`) expand to code
+//!   the scanner never sees; they are trusted as part of the crate.
+//! - **Timing and resources.** Reading the clock, spinning threads, allocating memory or
+//!   measuring run time are allowed; side channels between runs are not this scanner's job.
+//! - **Semantics.** A patch that learns from the data it is given in a legitimate way, leaks
+//!   through a training batch's contents, or special-cases the evaluation's input shapes is
+//!   valid Rust with nothing forbidden in it.
+//! - **Non-Rust editable files.** Config files (TOML) are only size- and path-checked; what
+//!   they may set is the target's business.
+//! - **Anything not compiled from the editable files:** the build command, the trainer's
+//!   frozen code, and other languages are covered by the sandbox, not by this scanner.
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
 
 use proc_macro2::{Delimiter, Spacing, TokenStream, TokenTree};
 
+use crate::forbidden_name;
+
 /// Crate roots whose modules are checked against [`FORBIDDEN_MODULES`].
 const STD_ROOTS: [&str; 3] = ["std", "core", "alloc"];
 /// Modules of std/core/alloc that reach files, network, processes, environment or the OS.
-const FORBIDDEN_MODULES: [&str; 8] = [
+const FORBIDDEN_MODULES: [&str; 9] = [
     "fs",
     "net",
     "process",
     "env",
     "os",
+    "path",
     "arch",
     "intrinsics",
     "ffi",
-];
-/// Macros that read files or the environment at compile time, or emit assembly.
-const FORBIDDEN_MACROS: [&str; 9] = [
-    "include",
-    "include_bytes",
-    "include_str",
-    "env",
-    "option_env",
-    "asm",
-    "global_asm",
-    "naked_asm",
-    "llvm_asm",
 ];
 /// Attributes that redirect modules or link symbols.
 const FORBIDDEN_ATTRIBUTES: [&str; 7] = [
@@ -65,13 +88,17 @@ pub struct Scan {
     pub crate_roots: BTreeSet<String>,
 }
 
-/// Scans Rust source; `Err` when it does not tokenize (unbalanced delimiters, bad literals).
+/// Scans Rust source; `Err` when it does not tokenize (unbalanced delimiters, bad literals)
+/// or, holding nothing forbidden, does not parse.
 pub fn scan(source: &str) -> Result<Scan, String> {
     let tokens = TokenStream::from_str(source).map_err(|e| e.to_string())?;
-    // Full parse as well: a file the compiler could not read must not slip through unchecked.
-    syn::parse_file(source).map_err(|e| e.to_string())?;
     let mut scan = Scan::default();
     walk(tokens, &mut scan, false);
+    // Full parse as well: a file the compiler could not read must not slip through unchecked.
+    // Findings come first: `macro` 2.0 items, for one, are refused rather than unparsable.
+    if scan.findings.is_empty() {
+        syn::parse_file(source).map_err(|e| e.to_string())?;
+    }
     Ok(scan)
 }
 
@@ -129,6 +156,18 @@ fn walk(stream: TokenStream, scan: &mut Scan, in_macro: bool) {
 fn check_ident(name: &str, tokens: &[TokenTree], i: usize, in_macro: bool, scan: &mut Scan) {
     let prev = i.checked_sub(1).and_then(|p| tokens.get(p));
     let next = tokens.get(i + 1);
+    // `'static` is a lifetime, not a static item.
+    if !is_punct(prev, '\'') {
+        if let Some(why) = forbidden_name::reason(name) {
+            add(scan, format!("the name `{name}` ({why})"));
+        }
+    }
+    if name_is_file_call(name, tokens, i) {
+        add(
+            scan,
+            format!("a `{name}` call (candle's VarMap::{name} reads or writes a file)"),
+        );
+    }
     match name {
         "unsafe" => add(scan, "`unsafe`".into()),
         "extern" => add(scan, "`extern` (foreign code or crates)".into()),
@@ -151,16 +190,6 @@ fn check_ident(name: &str, tokens: &[TokenTree], i: usize, in_macro: bool, scan:
             collect_use_roots(tokens.get(start), &mut scan.crate_roots);
         }
         _ => {}
-    }
-    // A macro call: `name!` followed by a delimited group (not `a != b`).
-    if is_punct(next, '!')
-        && matches!(tokens.get(i + 2), Some(TokenTree::Group(_)))
-        && FORBIDDEN_MACROS.contains(&name)
-    {
-        add(
-            scan,
-            format!("`{name}!` (reads files or the environment at compile time)"),
-        );
     }
     let after_use = prev.and_then(ident_name).as_deref() == Some("use");
     if FORBIDDEN_CRATES.contains(&name) && (is_path_sep(tokens, i + 1) || after_use) {
@@ -189,6 +218,13 @@ fn check_ident(name: &str, tokens: &[TokenTree], i: usize, in_macro: bool, scan:
         }
         check_std_path(name, tokens, i, &mut |what| add(scan, what));
     }
+}
+
+/// `.load(..)`, `.save(..)`, `::load(..)`: VarMap's file methods. Defining a `fn load` is fine.
+fn name_is_file_call(name: &str, tokens: &[TokenTree], i: usize) -> bool {
+    let after_dot = i >= 1 && is_punct(tokens.get(i - 1), '.');
+    let after_sep = i >= 2 && is_path_sep(tokens, i - 2);
+    matches!(name, "load" | "save") && (after_dot || after_sep)
 }
 
 fn ident_name_at(tokens: &[TokenTree], i: usize) -> Option<String> {
@@ -289,6 +325,13 @@ fn check_use_group(root: &str, stream: TokenStream, found: &mut impl FnMut(Strin
     let tokens: Vec<TokenTree> = stream.into_iter().collect();
     for element in tokens.split(|t| is_punct(Some(t), ',')) {
         let first = element.first();
+        // `std::{{fs}}`: a nested group is still a list of std's modules.
+        if let Some(TokenTree::Group(g)) = first {
+            if g.delimiter() == Delimiter::Brace {
+                check_use_group(root, g.stream(), found);
+                continue;
+            }
+        }
         match first.and_then(ident_name).as_deref() {
             Some(m) if FORBIDDEN_MODULES.contains(&m) => found(format!(
                 "`{root}::{m}` (file, network, process, environment or OS access)"

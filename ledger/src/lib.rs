@@ -12,6 +12,7 @@ pub mod change_id;
 mod error;
 pub mod export;
 mod git_anchor;
+pub mod head_ref;
 mod kind;
 mod ledger;
 pub mod payload;

@@ -6,7 +6,11 @@
 //! 2. substrings that look like credentials (`sk-...`, `Bearer ...`, `Authorization: ...`,
 //!    GitHub / Hugging Face / AWS / Google / Slack tokens);
 //! 3. the literal values of secret-looking environment variables of the writing process
-//!    (`*_API_KEY`, `*_TOKEN`, `*_SECRET`, ...) plus any the caller registers.
+//!    (`*_API_KEY`, `*_TOKEN`, `*_SECRET`, ...) plus any the caller registers, each also in
+//!    its hex, base64 (standard and URL-safe, at any byte alignment inside a longer blob),
+//!    reversed and percent-encoded forms.
+
+mod encodings;
 
 use std::sync::OnceLock;
 
@@ -23,6 +27,8 @@ const MIN_LITERAL_SECRET_LEN: usize = 8;
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
     literals: Vec<String>,
+    /// The registered secrets percent-encoded in any mix of escaped and plain bytes.
+    percent_encoded: Vec<Regex>,
 }
 
 impl Redactor {
@@ -41,14 +47,28 @@ impl Redactor {
         redactor
     }
 
-    /// Also scrub this exact string wherever it appears (ignored when shorter than 8 bytes).
+    /// Also scrub this exact string, and its encoded forms, wherever it appears (ignored when
+    /// shorter than 8 bytes).
     pub fn add_literal(&mut self, secret: &str) {
         let secret = secret.trim();
-        if secret.len() >= MIN_LITERAL_SECRET_LEN && !self.literals.iter().any(|s| s == secret) {
-            self.literals.push(secret.to_string());
-            // Longest first, so a secret containing another is replaced whole.
-            self.literals.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        if secret.len() < MIN_LITERAL_SECRET_LEN {
+            return;
         }
+        if self.literals.iter().any(|s| s == secret) {
+            return;
+        }
+        if let Ok(re) = Regex::new(&encodings::percent_pattern(secret)) {
+            self.percent_encoded.push(re);
+        }
+        let forms = std::iter::once(secret.to_string()).chain(encodings::forms(secret));
+        for form in forms {
+            if form.len() >= MIN_LITERAL_SECRET_LEN && !self.literals.contains(&form) {
+                self.literals.push(form);
+            }
+        }
+        // Longest first, so a secret containing another (or a padded form containing its
+        // unpadded one) is replaced whole.
+        self.literals.sort_by_key(|s| std::cmp::Reverse(s.len()));
     }
 
     /// A copy of `value` with every secret replaced by [`REDACTED`].
@@ -78,6 +98,11 @@ impl Redactor {
         for literal in &self.literals {
             if out.contains(literal.as_str()) {
                 out = out.replace(literal.as_str(), REDACTED);
+            }
+        }
+        for pattern in &self.percent_encoded {
+            if pattern.is_match(&out) {
+                out = pattern.replace_all(&out, REDACTED).into_owned();
             }
         }
         for (pattern, replacement) in patterns() {
@@ -199,6 +224,71 @@ mod tests {
         r.add_literal("short");
         let out = r.redact(&json!({"patch": "+ let k = \"my-very-private-value\"; // short"}));
         assert_eq!(out["patch"], "+ let k = \"[REDACTED]\"; // short");
+    }
+
+    /// What a run that read the key could print, each form inside other text.
+    #[test]
+    fn encoded_forms_of_a_known_secret_are_redacted() {
+        let key = "sk-test-9f8e7d6c5b4a3210XYZ";
+        let mut r = Redactor::default();
+        r.add_literal(key);
+        let bytes = key.as_bytes();
+        let reversed: String = key.chars().rev().collect();
+        let mut forms = vec![
+            ("hex", hex::encode(bytes)),
+            ("HEX", hex::encode_upper(bytes)),
+            ("reversed", reversed),
+            ("percent", key.replace('-', "%2D")),
+            (
+                "percent-all",
+                bytes.iter().map(|b| format!("%{b:02x}")).collect(),
+            ),
+            ("percent-mixed", format!("%73%6B{}", &key[2..])),
+        ];
+        for (alphabet, name) in [
+            (encodings::STANDARD, "b64"),
+            (encodings::URL_SAFE, "b64url"),
+        ] {
+            let padded = encodings::base64(bytes, alphabet);
+            forms.push((name, padded.trim_end_matches('=').to_string()));
+            forms.push((name, padded));
+            // Embedded in a longer blob at each byte alignment.
+            for lead in 0..3 {
+                let mut blob = b"{\"log\":\"".to_vec();
+                blob.extend(std::iter::repeat_n(b'#', lead));
+                blob.extend_from_slice(bytes);
+                blob.extend_from_slice(b"\"}");
+                forms.push((name, encodings::base64(&blob, alphabet)));
+            }
+        }
+        for (name, form) in forms {
+            let text = format!("run failed: {form} (exit 1)");
+            let out = r.redact_text(&text);
+            assert!(out.contains(REDACTED), "{name} not redacted: {out}");
+            assert!(!out.contains(&form), "{name} survives: {out}");
+            let json = r.redact(&json!({"stderr": text, "nested": [{"line": form.clone()}]}));
+            let json = json.to_string();
+            assert!(!json.contains(&form), "{name} survives in JSON: {json}");
+        }
+        // The base64 core left after redaction carries too few of the key's bits to matter:
+        // no 8-character run of any form of the key survives.
+        let blob = encodings::base64(format!("xx{key}yy").as_bytes(), encodings::STANDARD);
+        let out = r.redact_text(&blob);
+        assert!(out.len() < 24, "{out}");
+    }
+
+    /// The provider key reaches the redactor through the loop's environment, not add_literal.
+    #[test]
+    fn encoded_forms_of_a_secret_from_the_environment_are_redacted() {
+        let key = "envkey-5e4d3c2b1a09-ZZ";
+        std::env::set_var("AGENTLOOP_REDACT_TEST_API_KEY", key);
+        let r = Redactor::from_env();
+        let reversed: String = key.chars().rev().collect();
+        let b64url = encodings::base64(key.as_bytes(), encodings::URL_SAFE);
+        for form in [hex::encode(key), hex::encode_upper(key), reversed, b64url] {
+            let out = r.redact(&json!({"log": format!("leak={form};")}));
+            assert_eq!(out["log"], format!("leak={REDACTED};"), "{form}");
+        }
     }
 
     #[test]

@@ -468,6 +468,7 @@ pub fn write_report(
     writeln!(out, "chain head       {head}")?;
     if options.repo.is_some() {
         writeln!(out, "git trailers     {}", report.trailers_checked)?;
+        writeln!(out, "head ref values  {}", report.ref_anchors_checked)?;
     }
     if options.recompute.is_some() {
         writeln!(out, "recomputed       {}", report.recomputed)?;

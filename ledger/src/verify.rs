@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chain::{self, EntryFields, GENESIS_HASH};
 use crate::ledger::{event_from_row, EVENT_COLUMNS};
-use crate::{git_anchor, views, ChainHead, Event, Ledger, Result};
+use crate::{git_anchor, head_ref, views, ChainHead, Event, Ledger, Result};
 
 /// Re-runs one stored event's computation: `None` when it does not apply to this event,
 /// `Some(Err(why))` when the stored outcome cannot be reproduced. The guardrails crate plugs
@@ -19,7 +19,8 @@ pub type RecomputeHook<'a> = &'a dyn Fn(&Event) -> Option<Result<(), String>>;
 /// What to check beyond the chain and SQLite's integrity checks.
 #[derive(Default, Clone, Copy)]
 pub struct VerifyOptions<'a> {
-    /// Check the `Ledger-Head` trailers on this repository's agentloop branches.
+    /// Check the `Ledger-Head` trailers on this repository's agentloop branches and the
+    /// values of its `refs/agentloop/ledger-head` reflog.
     pub repo: Option<&'a Path>,
     /// Re-run stored decisions.
     pub recompute: Option<RecomputeHook<'a>>,
@@ -52,6 +53,9 @@ pub struct VerifyReport {
     pub first_bad_seq: Option<i64>,
     pub problems: Vec<Problem>,
     pub trailers_checked: usize,
+    /// Values of the `refs/agentloop/ledger-head` reflog checked.
+    #[serde(default)]
+    pub ref_anchors_checked: usize,
     pub recomputed: usize,
 }
 
@@ -64,6 +68,7 @@ impl VerifyReport {
             first_bad_seq: None,
             problems: Vec::new(),
             trailers_checked: 0,
+            ref_anchors_checked: 0,
             recomputed: 0,
         }
     }
@@ -368,16 +373,27 @@ fn check_sqlite(conn: &Connection, report: &mut VerifyReport) {
     }
 }
 
+/// Every head anchored outside the database: the `Ledger-Head` trailers and the values of
+/// [`head_ref::HEAD_REF`]'s reflog. An anchored seq past the ledger's end means its tail was
+/// cut off; an anchored hash that differs means the event was rewritten.
 fn check_trailers(conn: &Connection, repo: &Path, report: &mut VerifyReport) -> Result<()> {
     let mut lookup = conn.prepare("SELECT entry_hash FROM events WHERE seq = ?1")?;
     let ledger_end = report.head.as_ref().map_or(0, |h| h.seq);
+    let mut anchored = Vec::new();
     for anchor in git_anchor::anchors(repo)? {
         report.trailers_checked += 1;
         let commit = &anchor.commit[..anchor.commit.len().min(12)];
-        let head = match anchor.head {
+        anchored.push((format!("commit {commit}"), anchor.head));
+    }
+    for anchor in head_ref::anchors(repo)? {
+        report.ref_anchors_checked += 1;
+        anchored.push((anchor.source, anchor.head));
+    }
+    for (source, head) in anchored {
+        let head = match head {
             Ok(head) => head,
             Err(why) => {
-                report.problem(None, format!("commit {commit}: {why}"));
+                report.problem(None, format!("{source}: {why}"));
                 continue;
             }
         };
@@ -386,20 +402,31 @@ fn check_trailers(conn: &Connection, repo: &Path, report: &mut VerifyReport) -> 
             .optional()
             .unwrap_or(None);
         match stored {
+            None if head.seq > ledger_end => report.problem(
+                Some(head.seq),
+                format!(
+                    "the ledger was truncated: {source} anchors seq {} but the ledger has no \
+                     such event (it ends at seq {ledger_end}): events were removed or the \
+                     ledger was replaced",
+                    head.seq
+                ),
+            ),
             None => report.problem(
                 Some(head.seq),
                 format!(
-                    "commit {commit} anchors seq {} but the ledger has no such event (it ends at \
-                     seq {ledger_end}): events were removed or the ledger was replaced",
+                    "{source} anchors seq {} but the ledger has no such event: events were \
+                     removed",
                     head.seq
                 ),
             ),
             Some(hash) if hash != head.hash => report.problem(
                 Some(head.seq),
                 format!(
-                    "commit {commit} anchors hash {} but the ledger holds {}",
+                    "the ledger was rewritten: {source} anchors hash {} but the ledger holds {} \
+                     at seq {}",
                     short(&head.hash),
-                    short(&hash)
+                    short(&hash),
+                    head.seq
                 ),
             ),
             Some(_) => {}

@@ -389,3 +389,67 @@ fn stored_decisions_are_recomputed_through_the_hook() {
     assert!(problems(&report)
         .contains("decision does not reproduce: stored accepted, rule gives rejected"));
 }
+
+/// The attack of issue 18: with the triggers dropped, the events after the last merge are
+/// deleted together with their derived rows. No trailer anchors them, but the head ref's
+/// reflog kept every head the loop anchored, so the cut is still found.
+#[test]
+fn a_tail_cut_after_the_last_trailer_is_caught_by_the_head_refs_reflog() {
+    use agentloop_ledger::head_ref;
+    let (_dir, path) = ledger_with(0);
+    let ledger = Ledger::open(&path).unwrap();
+    let end = ledger.head().unwrap().unwrap();
+    let merged_at = end.seq - 4;
+    let repo = repo_with_messages(&[format!(
+        "Merge\n\n{}\n",
+        trailer::format(&head_at(&path, merged_at))
+    )]);
+    // The loop anchors a decision and a session end after the merge.
+    for seq in [merged_at, end.seq - 1, end.seq] {
+        head_ref::record(repo.path(), &head_at(&path, seq), "decision").unwrap();
+    }
+    let report = verify_against(&path, repo.path());
+    assert!(report.ok, "{}", problems(&report));
+    assert_eq!(
+        report.ref_anchors_checked, 4,
+        "three reflog entries and the ref itself"
+    );
+
+    let conn = vandal(&path);
+    conn.execute("DELETE FROM events WHERE seq > ?1", [merged_at])
+        .unwrap();
+    // The derived rows go too, so the views agree with the shortened chain.
+    drop(conn);
+    Ledger::open(&path).unwrap().rebuild_views().unwrap();
+    assert!(verify(&path).ok, "the cut ledger is consistent on its own");
+
+    let report = verify_against(&path, repo.path());
+    assert!(!report.ok);
+    let text = problems(&report);
+    assert!(text.contains("the ledger was truncated"), "{text}");
+    assert!(text.contains(&format!("anchors seq {}", end.seq)), "{text}");
+    assert!(
+        text.contains("refs/agentloop/ledger-head reflog entry 0"),
+        "{text}"
+    );
+    assert_eq!(report.first_bad_seq, Some(end.seq - 1));
+}
+
+/// A whole ledger rebuilt with a consistent chain (every hash recomputed) still disagrees with
+/// the hashes the reflog kept.
+#[test]
+fn a_ledger_rebuilt_with_a_consistent_chain_disagrees_with_the_head_ref() {
+    use agentloop_ledger::head_ref;
+    let (_dir, original) = ledger_with(0);
+    let repo = repo_with_messages(&["base\n".to_string()]);
+    head_ref::record(repo.path(), &head_at(&original, 9), "merge").unwrap();
+    // The same events appended again: a valid chain, other timestamps, other hashes.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let (_dir2, forged) = ledger_with(0);
+    assert!(verify(&forged).ok);
+    let text = problems(&verify_against(&forged, repo.path()));
+    assert!(
+        text.contains("the ledger was rewritten") && text.contains("at seq 9"),
+        "{text}"
+    );
+}

@@ -8,6 +8,7 @@ use agentloop_ledger::{Appended, Ledger, NewEvent};
 use anyhow::{Context, Result};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::ledger_anchor::{self, HeadAnchor};
 use crate::progress::Progress;
 
 /// What the recorders of a session's threads share: the progress display and the state.
@@ -26,11 +27,14 @@ pub struct Recorder {
     /// The session as its events tell it, folded as they are appended (loaded on first use).
     /// Held while appending, so the events of all threads fold in seq order.
     state: Arc<Mutex<Option<SessionState>>>,
+    /// Where the head goes after an event that settles something (`None` outside a workspace).
+    anchor: Option<HeadAnchor>,
 }
 
 impl Recorder {
     pub fn new(ledger: Ledger, session: &str) -> Recorder {
         Recorder {
+            anchor: HeadAnchor::for_ledger(ledger.path()),
             ledger,
             session: session.to_string(),
             progress: None,
@@ -93,6 +97,7 @@ impl Recorder {
     /// the recorder that appended it).
     pub fn on_thread(ledger: Ledger, session: &str, progress: SharedProgress) -> Recorder {
         Recorder {
+            anchor: HeadAnchor::for_ledger(ledger.path()),
             ledger,
             session: session.to_string(),
             progress: progress.progress,
@@ -102,6 +107,10 @@ impl Recorder {
 
     /// Events that must land together or not at all (a kill between them loses neither).
     pub fn append_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>> {
+        let settling = events
+            .iter()
+            .map(|e| e.kind)
+            .find(|k| ledger_anchor::settles(*k));
         let mut state = self.lock_state();
         let appended = self
             .ledger
@@ -112,6 +121,7 @@ impl Recorder {
         for a in &appended {
             self.show(a.seq);
         }
+        self.anchor(settling);
         pause_after_event();
         Ok(appended)
     }
@@ -138,8 +148,16 @@ impl Recorder {
         drop(state);
         Ok(appended).inspect(|appended| {
             self.show(appended.seq);
+            self.anchor(Some(P::KIND).filter(|k| ledger_anchor::settles(*k)));
             pause_after_event()
         })
+    }
+
+    /// The head goes outside the database after every event that settles something.
+    fn anchor(&self, settling: Option<agentloop_ledger::EventKind>) {
+        if let (Some(anchor), Some(kind)) = (&self.anchor, settling) {
+            anchor.anchor(&self.ledger, kind);
+        }
     }
 
     /// A display problem never stops the loop: the ledger holds the record either way.
