@@ -67,6 +67,7 @@ fn context() -> ProposalContext {
         budget_left: Duration::from_secs(3600),
         metric: "val_bpb".into(),
         request: Request::New,
+        notice: None,
     }
 }
 

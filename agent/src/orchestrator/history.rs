@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use agentloop_ledger::payload::{
-    Audit, Build, Calibration, Decision, DecisionOutcome, Discard, ErrorEvent, Merge, Policy,
-    Propose, Rollback, RunResult, SessionEnd, SessionStart,
+    Audit, Build, Calibration, Decision, DecisionOutcome, Discard, ErrorEvent, Merge, Pause,
+    Policy, Propose, Rollback, RunResult, SessionEnd, SessionStart,
 };
 use agentloop_ledger::{Event, EventKind};
 use anyhow::{Context, Result};
@@ -97,6 +97,11 @@ pub struct SessionHistory {
     /// Holdout audit events (audits and their bisection steps), in order.
     pub audits: Vec<(i64, Audit)>,
     pub ends: Vec<SessionEnd>,
+    /// The last wait for the provider since the last proposal was recorded: the streak of
+    /// provider failures a resumed session continues.
+    pub provider_streak: Option<Pause>,
+    /// Circuit-breaker pauses in order: trips so far, and where the breaker's count restarts.
+    pub breaker_pauses: Vec<(i64, Pause)>,
     /// Whether the last event of the session is a `session_end`.
     pub ended: bool,
     /// Seconds of budget spent, summed over the session's segments (start or resume to last event).
@@ -132,6 +137,8 @@ impl SessionHistory {
             session_runs: Vec::new(),
             audits: Vec::new(),
             ends: Vec::new(),
+            provider_streak: None,
+            breaker_pauses: Vec::new(),
             ended: false,
             spent_s: 0.0,
             last_seq: first.seq,
@@ -167,7 +174,15 @@ impl SessionHistory {
                 None => None,
             };
             match (e.kind, change) {
-                (EventKind::Propose, Some(i)) => h.changes[i].proposals.push(parse(e)?),
+                (EventKind::Propose, Some(i)) => {
+                    h.provider_streak = None;
+                    h.changes[i].proposals.push(parse(e)?)
+                }
+                (EventKind::Error, None) => match Pause::of(e.kind, &e.payload) {
+                    Some(p) if p.stage == Pause::PROVIDER_WAIT => h.provider_streak = Some(p),
+                    Some(p) => h.breaker_pauses.push((e.seq, p)),
+                    None => {}
+                },
                 (EventKind::Policy, Some(i)) => h.changes[i].policies.push(parse(e)?),
                 (EventKind::Build, Some(i)) => h.changes[i].builds.push(parse(e)?),
                 (EventKind::RunResult, Some(i)) => h.changes[i].runs.push(parse(e)?),

@@ -9,6 +9,7 @@ pub mod change;
 pub mod decision_check;
 pub mod history;
 pub mod parallel;
+pub mod pause;
 pub mod process;
 pub mod proposals;
 pub mod record;
