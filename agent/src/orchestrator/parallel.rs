@@ -21,6 +21,7 @@ use anyhow::{Context as _, Result};
 use super::budget::Stop;
 use super::change::{ChangeEnd, ChangeRunner};
 use super::history::ChangeRecord;
+use super::pause;
 use super::proposals::ProposalSource;
 use super::record::{Recorder, SharedProgress};
 use super::session::{breaker_tripped, load, Options};
@@ -57,6 +58,8 @@ struct Pool {
     exhausted: bool,
     /// A holdout audit is due: no new change starts until it has run.
     audit_due: bool,
+    /// A worker is waiting out a circuit-breaker pause: no change starts meanwhile.
+    pausing: bool,
     /// Why the session ends (breaker, max changes, proposer exhausted), once known.
     end: Option<String>,
     failure: Option<anyhow::Error>,
@@ -180,16 +183,36 @@ fn next_change(
     coord: &Coordinator,
     rec: &Recorder,
 ) -> Result<Option<ChangeRecord>> {
+    let loop_cfg = pause::LoopConfig::from_target(shared.target)?;
     let mut pool = coord.lock();
     loop {
         if pool.failure.is_some() || shared.stop.is_stopped() {
             return Ok(None);
         }
         let history = load(&rec.ledger, shared.session)?;
-        if pool.end.is_none() {
+        // Tripped: no new change starts; once none is in flight, one worker pauses (the
+        // others wait for it), then the count starts again.
+        let mut tripped = pool.pausing;
+        if pool.end.is_none() && !pool.pausing {
             if let Some(why) = breaker_tripped(&history, shared.opts.breaker_k) {
-                tracing::warn!("circuit breaker: {why}");
-                pool.end = Some(format!("circuit_breaker: {why}"));
+                tripped = true;
+                match pause::on_trip(&history, &loop_cfg, why) {
+                    pause::Trip::End(reason) => {
+                        tracing::warn!("{reason}");
+                        pool.end = Some(reason);
+                    }
+                    pause::Trip::Pause { trip, why } if pool.held.is_empty() => {
+                        pool.pausing = true;
+                        drop(pool);
+                        let paused = pause::breaker_pause(rec, shared.stop, &loop_cfg, trip, &why);
+                        pool = coord.lock();
+                        pool.pausing = false;
+                        coord.changed.notify_all();
+                        paused?;
+                        continue;
+                    }
+                    pause::Trip::Pause { .. } => {}
+                }
             }
         }
         let breaker = matches!(&pool.end, Some(e) if e.starts_with("circuit_breaker"));
@@ -209,7 +232,7 @@ fn next_change(
             super::audit::pending(&history, &shared.target.decision.audit),
             super::audit::Pending::NotDue { .. }
         );
-        if pool.end.is_none() && !pool.exhausted && room && !pool.audit_due {
+        if pool.end.is_none() && !pool.exhausted && room && !pool.audit_due && !tripped {
             let id = agentloop_ledger::new_change_id();
             pool.held.insert(id.clone());
             return Ok(Some(ChangeRecord {
@@ -217,7 +240,7 @@ fn next_change(
                 ..Default::default()
             }));
         }
-        if pool.held.is_empty() {
+        if pool.held.is_empty() && !tripped {
             if pool.audit_due && pool.end.is_none() {
                 coord.changed.notify_all();
                 return Ok(None);

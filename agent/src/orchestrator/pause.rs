@@ -23,6 +23,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Map;
 
 use super::budget::Stop;
+use super::history::SessionHistory;
 use super::proposals::ProviderFailure;
 use super::record::Recorder;
 
@@ -181,9 +182,42 @@ pub fn breaker_pause(
     Ok(sleep(stop, wait))
 }
 
-/// Whether a recorded pause has run its course (its `until` is past).
-pub fn is_over(pause: &Pause) -> bool {
-    DateTime::parse_from_rfc3339(&pause.until).map_or(true, |t| t <= Utc::now())
+/// What to do when the breaker has tripped: pause (trip `trip`), or end the session after
+/// `breaker_trips` trips with a reason that says what to look at.
+pub enum Trip {
+    Pause { trip: u32, why: String },
+    End(String),
+}
+
+pub fn on_trip(history: &SessionHistory, cfg: &LoopConfig, why: String) -> Trip {
+    let trip = history.breaker_pauses.len() as u32 + 1;
+    if trip < cfg.breaker_trips {
+        return Trip::Pause { trip, why };
+    }
+    Trip::End(format!(
+        "circuit_breaker: {why} (trip {trip} of {}; each pause changed nothing). Look at \
+         `agentloop ledger list --status crashed` and `--status policy-rejected` and \
+         `agentloop ledger show <change>`: a build or train command that fails whatever \
+         the change, a target with too little editable room, or a model that cannot follow \
+         the patch format ([agent] model)",
+        cfg.breaker_trips
+    ))
+}
+
+/// A breaker pause a killed loop did not finish: waits out the rest of it. `false` when
+/// stopped.
+pub fn finish_breaker_pause(history: &SessionHistory, stop: &Stop) -> bool {
+    let Some((seq, pause)) = history.breaker_pauses.last() else {
+        return true;
+    };
+    if history.changes.iter().any(|c| c.first_seq > *seq) {
+        return true;
+    }
+    let left = DateTime::parse_from_rfc3339(&pause.until)
+        .ok()
+        .and_then(|t| (t.with_timezone(&Utc) - Utc::now()).to_std().ok())
+        .unwrap_or_default();
+    sleep(stop, left)
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {

@@ -17,6 +17,7 @@ use super::audit::AuditStep;
 use super::budget::{Stop, StopReason};
 use super::change::{ChangeEnd, ChangeRunner};
 use super::history::{sessions, SessionHistory};
+use super::pause;
 use super::proposals::{Proposals, SharedProposals};
 use super::record::Recorder;
 use super::trunk::Trunk;
@@ -109,6 +110,7 @@ pub fn run(
         fix_attempts: opts.fix_attempts,
         stage: "start",
     };
+    let loop_cfg = pause::LoopConfig::from_target(target)?;
     let mut stages = std::collections::BTreeMap::new();
     let looped: Result<String> = if workers > 1 {
         (|| -> Result<String> {
@@ -127,6 +129,9 @@ pub fn run(
                 }
                 if let Some(reason) = ended.take() {
                     break reason;
+                }
+                if !pause::finish_breaker_pause(&history, &stop) {
+                    continue;
                 }
                 let (reason, stopped_at) = parallel::run(
                     &parallel::Shared {
@@ -166,9 +171,20 @@ pub fn run(
                         break "max_changes".into();
                     }
                 }
+                if !pause::finish_breaker_pause(&history, &stop) {
+                    continue; // stopped; the top of the loop records why
+                }
                 if let Some(why) = breaker_tripped(&history, opts.breaker_k) {
-                    tracing::warn!("circuit breaker: {why}");
-                    break format!("circuit_breaker: {why}");
+                    match pause::on_trip(&history, &loop_cfg, why) {
+                        pause::Trip::End(reason) => {
+                            tracing::warn!("{reason}");
+                            break reason;
+                        }
+                        pause::Trip::Pause { trip, why } => {
+                            pause::breaker_pause(&rec, &stop, &loop_cfg, trip, &why)?;
+                            continue;
+                        }
+                    }
                 }
                 runner.stage = "trunk";
                 match trunk.ready(&history)? {
@@ -360,14 +376,17 @@ fn begin(
     Ok((load(&rec.ledger, &session)?, false))
 }
 
-/// K consecutive crashed, policy-rejected or unbuildable changes pause the loop.
+/// K consecutive crashed, policy-rejected or unbuildable changes pause the loop; the count
+/// starts again after each pause.
 pub(crate) fn breaker_tripped(history: &SessionHistory, k: u32) -> Option<String> {
     if k == 0 {
         return None;
     }
+    let after = history.breaker_pauses.last().map_or(0, |(seq, _)| *seq);
     let bad: Vec<_> = history
         .changes
         .iter()
+        .filter(|c| matches!(&c.decision, Some((seq, _)) if *seq > after))
         .filter_map(|c| c.counted_decision())
         .rev()
         .take(k as usize)
@@ -501,5 +520,56 @@ mod tests {
         );
         assert_eq!(h.decided(), 5);
         assert!(h.in_flight().is_none());
+    }
+
+    #[test]
+    fn breaker_counts_again_from_zero_after_a_pause_and_ends_at_the_last_trip() {
+        let pause = |count: u32| {
+            (
+                EventKind::Error,
+                None,
+                json!({"stage": "breaker_pause", "message": "2 consecutive changes crashed",
+                       "since": "2026-01-01T00:00:00Z", "wait_s": 1.0,
+                       "until": "2026-01-01T00:00:01Z", "count": count}),
+            )
+        };
+        let mut events = vec![start()];
+        events.extend(decided("c000001", "crashed"));
+        events.extend(decided("c000002", "crashed"));
+        events.push(pause(1));
+        events.extend(decided("c000003", "build_failed"));
+        let (_d, l) = ledger_with(&events);
+        let h = load(&l, "s1").unwrap();
+        assert_eq!(h.breaker_pauses.len(), 1);
+        assert_eq!(
+            breaker_tripped(&h, 2),
+            None,
+            "decisions before the pause no longer count"
+        );
+        events.extend(decided("c000004", "crashed"));
+        let (_d, l) = ledger_with(&events);
+        let h = load(&l, "s1").unwrap();
+        let why = breaker_tripped(&h, 2).expect("two bad decisions since the pause");
+        let cfg = pause::LoopConfig {
+            breaker_trips: 3,
+            ..Default::default()
+        };
+        assert!(matches!(
+            pause::on_trip(&h, &cfg, why.clone()),
+            pause::Trip::Pause { trip: 2, .. }
+        ));
+        let cfg = pause::LoopConfig {
+            breaker_trips: 2,
+            ..Default::default()
+        };
+        match pause::on_trip(&h, &cfg, why) {
+            pause::Trip::End(reason) => assert!(
+                reason.starts_with("circuit_breaker: 2 consecutive")
+                    && reason.contains("trip 2 of 2")
+                    && reason.contains("agentloop ledger list --status crashed"),
+                "{reason}"
+            ),
+            pause::Trip::Pause { .. } => panic!("the last trip ends the session"),
+        }
     }
 }
