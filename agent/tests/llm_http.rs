@@ -483,19 +483,28 @@ async fn failures_are_classified_transient_or_fatal_with_the_setting_to_fix() {
         let server = ScriptedServer::start(vec![reply; 2]).unwrap();
         let mut s = settings(Api::OpenAi, &server);
         s.retry.max_retries = 1;
-        let err = LlmClient::new(s).unwrap().complete(&conversation()).await.unwrap_err();
+        let err = LlmClient::new(s)
+            .unwrap()
+            .complete(&conversation())
+            .await
+            .unwrap_err();
         assert_eq!(err.class(), ErrorClass::Transient, "{err}");
         assert!(err.to_string().contains(says), "{err}");
         assert_eq!(err.setting_to_fix(), None);
     }
     let server = ScriptedServer::start(vec![
-        CannedReply::error(429, "slow down").with_header("retry-after", "2");
+        CannedReply::error(429, "slow down")
+            .with_header("retry-after", "2");
         2
     ])
     .unwrap();
     let mut s = settings(Api::OpenAi, &server);
     s.retry.max_retries = 0;
-    let err = LlmClient::new(s).unwrap().complete(&conversation()).await.unwrap_err();
+    let err = LlmClient::new(s)
+        .unwrap()
+        .complete(&conversation())
+        .await
+        .unwrap_err();
     assert_eq!(err.retry_after(), Some(Duration::from_secs(2)));
 
     let fatal = [

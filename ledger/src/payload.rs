@@ -413,7 +413,8 @@ impl Pause {
     /// The pause an `error` event's payload records, if it is one.
     pub fn of(kind: EventKind, payload: &Value) -> Option<Pause> {
         let stage = payload.get("stage")?.as_str()?;
-        if kind != EventKind::Error || (stage != Self::PROVIDER_WAIT && stage != Self::BREAKER_PAUSE)
+        if kind != EventKind::Error
+            || (stage != Self::PROVIDER_WAIT && stage != Self::BREAKER_PAUSE)
         {
             return None;
         }

@@ -14,14 +14,7 @@ use agentloop_tests::toy::ToyOptions;
 use agentloop_tests::{check, kill_group, output, spawn_group, TargetRepo};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
-const ARGS: [&str; 6] = [
-    "start",
-    "--budget",
-    "10m",
-    "--max-changes",
-    "3",
-    "--agent",
-];
+const ARGS: [&str; 6] = ["start", "--budget", "10m", "--max-changes", "3", "--agent"];
 
 fn target_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
@@ -106,12 +99,15 @@ fn worktrees_and_build_outputs_deleted_between_runs_are_rebuilt() {
         String::from_utf8_lossy(&out.stderr),
         timeline(&events)
     );
-    let summary = check::consistent(&repo, "main")
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", timeline(&events)));
+    let summary =
+        check::consistent(&repo, "main").unwrap_or_else(|e| panic!("{e:#}\n{}", timeline(&events)));
     assert_eq!(summary.decisions.len(), 3, "{summary:?}");
     // The toy's best learning rate won, as in a session nobody disturbed.
     let config = repo
-        .git(&["show", &format!("agentloop/{}:config.toml", summary.session)])
+        .git(&[
+            "show",
+            &format!("agentloop/{}:config.toml", summary.session),
+        ])
         .unwrap();
     assert!(config.contains("lr = 0.01\n"), "{config}");
     repo.verify_with_cli(BIN.as_ref(), &target_dir()).unwrap();
@@ -199,7 +195,9 @@ fn a_run_directory_that_fills_up_ends_in_recorded_crashes_and_loses_no_event() {
     );
     // Space back (as an operator would free it): the same session finishes.
     drop(disk);
-    let ended = events.last().is_some_and(|e| e.kind == EventKind::SessionEnd);
+    let ended = events
+        .last()
+        .is_some_and(|e| e.kind == EventKind::SessionEnd);
     if !ended {
         let out = output(repo.agentloop(BIN.as_ref(), &target_dir(), &args())).unwrap();
         assert!(
@@ -210,8 +208,8 @@ fn a_run_directory_that_fills_up_ends_in_recorded_crashes_and_loses_no_event() {
         );
     }
     let events = repo.events().unwrap();
-    let summary = check::consistent(&repo, "main")
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", timeline(&events)));
+    let summary =
+        check::consistent(&repo, "main").unwrap_or_else(|e| panic!("{e:#}\n{}", timeline(&events)));
     assert_eq!(summary.decisions.len(), 3, "{summary:?}");
     let crashed = summary
         .decisions

@@ -87,7 +87,11 @@ fn script(rng: &mut Rng, len: usize) -> Vec<CannedReply> {
         if out.len() >= 12 && n == 3 {
             // Each change is asked twice (the retry says why); 8 in a row refuse 3 or more.
             for _ in 0..8 {
-                out.push(CannedReply::openai_chat("I would lower the learning rate.", 200, 10));
+                out.push(CannedReply::openai_chat(
+                    "I would lower the learning rate.",
+                    200,
+                    10,
+                ));
             }
         }
         n += 1;
@@ -112,7 +116,9 @@ fn script(rng: &mut Rng, len: usize) -> Vec<CannedReply> {
                     out.push(match rng.below(3) {
                         0 => CannedReply::error(500, "internal error"),
                         1 => CannedReply::error(503, "overloaded"),
-                        _ => CannedReply::error(429, "rate limited").with_header("retry-after", "1"),
+                        _ => {
+                            CannedReply::error(429, "rate limited").with_header("retry-after", "1")
+                        }
                     });
                 }
             }
@@ -239,12 +245,15 @@ fn soak_outages_garbage_and_kills_while_waiting_leave_one_consistent_session() {
     assert!(stdout.contains("ended: max_changes"), "{stdout}");
 
     // One session, each decision once, the chain and every decision verify.
-    let summary = check::consistent(&repo, "main")
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", timeline(&events)));
+    let summary =
+        check::consistent(&repo, "main").unwrap_or_else(|e| panic!("{e:#}\n{}", timeline(&events)));
     assert_eq!(summary.decisions.len(), SOAK_CHANGES, "{summary:?}");
     repo.verify_with_cli(BIN.as_ref(), &target_dir()).unwrap();
     // No error event stopped the loop: the only session-level errors are recorded waits.
-    for e in events.iter().filter(|e| e.kind == EventKind::Error && e.change.is_none()) {
+    for e in events
+        .iter()
+        .filter(|e| e.kind == EventKind::Error && e.change.is_none())
+    {
         assert!(
             Pause::of(e.kind, &e.payload).is_some(),
             "an error that is not a wait: {}",
@@ -255,7 +264,10 @@ fn soak_outages_garbage_and_kills_while_waiting_leave_one_consistent_session() {
     let waits = pauses(&events, Pause::PROVIDER_WAIT);
     let statuses: Vec<Option<u16>> = waits.iter().map(|w| w.status).collect();
     for code in [500, 503, 429] {
-        assert!(statuses.contains(&Some(code)), "no wait after HTTP {code}: {statuses:?}");
+        assert!(
+            statuses.contains(&Some(code)),
+            "no wait after HTTP {code}: {statuses:?}"
+        );
     }
     let messages: Vec<&str> = waits.iter().map(|w| w.message.as_str()).collect();
     for what in [
@@ -272,12 +284,17 @@ fn soak_outages_garbage_and_kills_while_waiting_leave_one_consistent_session() {
     }
     // A 429 said Retry-After: 1, and its wait honoured it.
     assert!(
-        waits.iter().filter(|w| w.status == Some(429)).all(|w| w.wait_s >= 1.0),
+        waits
+            .iter()
+            .filter(|w| w.status == Some(429))
+            .all(|w| w.wait_s >= 1.0),
         "{waits:#?}"
     );
     // A streak continues across a kill: its count goes on and `since` stays.
     assert!(
-        waits.windows(2).any(|p| p[1].count == p[0].count + 1 && p[1].since == p[0].since),
+        waits
+            .windows(2)
+            .any(|p| p[1].count == p[0].count + 1 && p[1].since == p[0].since),
         "no streak of failures in a row: {waits:#?}"
     );
 
@@ -319,8 +336,14 @@ fn fatal_provider_error_stops_at_once_naming_the_setting_to_fix() {
     })
     .unwrap();
     for (reply, setting) in [
-        (CannedReply::error(401, "invalid api key"), "`[agent] api_key_env`"),
-        (CannedReply::error(404, "model `scripted` does not exist"), "`[agent] model`"),
+        (
+            CannedReply::error(401, "invalid api key"),
+            "`[agent] api_key_env`",
+        ),
+        (
+            CannedReply::error(404, "model `scripted` does not exist"),
+            "`[agent] model`",
+        ),
     ] {
         let server = ScriptedServer::start([reply]).unwrap();
         let args = start_args(&server);
@@ -342,7 +365,10 @@ fn fatal_provider_error_stops_at_once_naming_the_setting_to_fix() {
     }
     // Still one resumable session: fixed, it goes on.
     let events = repo.events().unwrap();
-    let starts = events.iter().filter(|e| e.kind == EventKind::SessionStart).count();
+    let starts = events
+        .iter()
+        .filter(|e| e.kind == EventKind::SessionStart)
+        .count();
     assert_eq!(starts, 1);
     assert!(!events.iter().any(|e| e.kind == EventKind::SessionEnd));
 }

@@ -72,7 +72,9 @@ fn provider_failure(e: &LlmError) -> ProviderFailure {
     let transient = e.class() == ErrorClass::Transient;
     let message = match e.setting_to_fix() {
         Some(setting) if !transient => {
-            format!("{e}; fix {setting} in agentloop.toml, then `agentloop start` resumes the session")
+            format!(
+                "{e}; fix {setting} in agentloop.toml, then `agentloop start` resumes the session"
+            )
         }
         _ => e.to_string(),
     };

@@ -69,7 +69,7 @@ enum Prepared {
 /// What asking the proposer came to.
 enum Asked {
     /// A reply, or `None` when the proposer has nothing left.
-    Answer(Option<Reply>),
+    Answer(Option<Box<Reply>>),
     /// The loop was stopped while waiting for the provider.
     Stopped,
 }
@@ -380,7 +380,7 @@ impl<'a> ChangeRunner<'a> {
         let cfg = LoopConfig::from_target(self.target)?;
         loop {
             let err = match self.proposals.propose(ctx) {
-                Ok(reply) => return Ok(Asked::Answer(reply)),
+                Ok(reply) => return Ok(Asked::Answer(reply.map(Box::new))),
                 Err(e) => e,
             };
             let failure = match err.downcast_ref::<ProviderFailure>() {

@@ -66,10 +66,9 @@ impl LoopConfig {
         let Some(table) = extra.get("loop") else {
             return Ok(LoopConfig::default());
         };
-        let cfg: LoopConfig = table
-            .clone()
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("[loop] of agentloop.toml: {}", e.message()))?;
+        let cfg: LoopConfig = table.clone().try_into().map_err(|e: toml::de::Error| {
+            anyhow::anyhow!("[loop] of agentloop.toml: {}", e.message())
+        })?;
         anyhow::ensure!(
             !cfg.provider_wait_min.is_zero() && cfg.provider_wait_min <= cfg.provider_wait_max,
             "[loop] of agentloop.toml: provider_wait_min must be above zero and at most provider_wait_max"
@@ -263,7 +262,10 @@ mod tests {
         let err = LoopConfig::from_extra(&target("[loop]\nbreaker_cooldwn = \"2s\"\n"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("[loop]") && err.contains("breaker_cooldwn"), "{err}");
+        assert!(
+            err.contains("[loop]") && err.contains("breaker_cooldwn"),
+            "{err}"
+        );
         let err = LoopConfig::from_extra(&target("[loop]\nbreaker_trips = 0\n"))
             .unwrap_err()
             .to_string();

@@ -273,7 +273,9 @@ mod tests {
             .to_string();
         assert_eq!(
             waiting_line(&pause(Pause::PROVIDER_WAIT, Some(503)), now),
-            format!("for the provider since {since} (HTTP 503), next try in 4m (3 failures in a row)")
+            format!(
+                "for the provider since {since} (HTTP 503), next try in 4m (3 failures in a row)"
+            )
         );
         let line = waiting_line(&pause(Pause::PROVIDER_WAIT, None), now);
         assert!(line.contains("(openai failed with HTTP 503"), "{line}");
@@ -281,7 +283,12 @@ mod tests {
         assert!(waiting_line(&pause(Pause::PROVIDER_WAIT, Some(503)), later)
             .contains("trying again now"));
         let line = waiting_line(&pause(Pause::BREAKER_PAUSE, None), now);
-        assert!(line.starts_with(&format!("paused by the circuit breaker since {since} (trip 3")), "{line}");
+        assert!(
+            line.starts_with(&format!(
+                "paused by the circuit breaker since {since} (trip 3"
+            )),
+            "{line}"
+        );
         assert_eq!(short_duration(7199), "2h00m");
         assert_eq!(short_duration(61), "2m");
     }

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use agentloop_ledger::payload::{
-    Audit, Build, Calibration, Decision, DecisionOutcome, ExitStatus, Pause, Policy,
-    PolicyOutcome, Propose, Rollback, RunResult, SessionEnd, SessionStart, Stage,
+    Audit, Build, Calibration, Decision, DecisionOutcome, ExitStatus, Pause, Policy, PolicyOutcome,
+    Propose, Rollback, RunResult, SessionEnd, SessionStart, Stage,
 };
 use agentloop_ledger::{Event, EventKind, Ledger, LedgerError};
 use serde::de::DeserializeOwned;
