@@ -476,6 +476,11 @@ pub fn trunk_branch(session: &str) -> String {
 
 /// Not `agentloop/<session>/<change>`: git cannot hold both `agentloop/<s>` and a ref
 /// beneath it (a file and a directory of the same name), so change branches live beside it.
+/// Where a discarded change's branch is kept (readable in logs and the ledger).
+pub fn kept_ref(session: &str, change: &str) -> String {
+    format!("{REJECTED_PREFIX}{}", change_branch(session, change))
+}
+
 pub fn change_branch(session: &str, change: &str) -> String {
     format!("agentloop/changes/{session}/{change}")
 }

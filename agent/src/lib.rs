@@ -16,6 +16,7 @@ pub mod testing;
 
 use std::ffi::OsString;
 
+use agentloop_guardrails::exit_code;
 use clap::Parser;
 
 /// Runs the command line and returns the process exit code (errors are printed here, with
@@ -25,7 +26,11 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { 2 } else { 0 };
+            return if e.use_stderr() {
+                exit_code::USAGE
+            } else {
+                exit_code::OK
+            };
         }
     };
     let _ = tracing_subscriber::fmt()
@@ -51,7 +56,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            1
+            exit_code::FAILED
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Guardrails for the agentloop optimization loop.
 //!
+//! - [`exit_code`]: the exit codes of the trainer contract and of the CLI, named once.
 //! - [`target`]: parses a target's `agentloop.toml` (what may change, how to build and train).
 //! - [`policy`]: the pure patch policy (paths, size, forbidden Rust constructs).
 //! - [`run_policy`]: the divergence watch over a run's streamed losses, and the circuit breaker.
@@ -11,6 +12,7 @@
 
 pub mod audit;
 pub mod decision;
+pub mod exit_code;
 pub mod fdr;
 pub mod policy;
 pub mod process;

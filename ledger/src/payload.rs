@@ -189,6 +189,20 @@ pub enum Stage {
     Remeasure,
 }
 
+impl Stage {
+    /// The name the ledger stores (`smoke`, `confirm`...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Calibration => "calibration",
+            Stage::Smoke => "smoke",
+            Stage::Screen => "screen",
+            Stage::Confirm => "confirm",
+            Stage::Audit => "audit",
+            Stage::Remeasure => "remeasure",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExitStatus {
@@ -250,6 +264,19 @@ pub enum DecisionOutcome {
     Crashed,
     PolicyRejected,
     BuildFailed,
+}
+
+impl DecisionOutcome {
+    /// The name the ledger stores (`accepted`, `policy_rejected`...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionOutcome::Accepted => "accepted",
+            DecisionOutcome::Rejected => "rejected",
+            DecisionOutcome::Crashed => "crashed",
+            DecisionOutcome::PolicyRejected => "policy_rejected",
+            DecisionOutcome::BuildFailed => "build_failed",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -419,5 +446,22 @@ impl Pause {
             return None;
         }
         Pause::deserialize(payload).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_ones_the_ledger_stores() {
+        use DecisionOutcome::*;
+        for o in [Accepted, Rejected, Crashed, PolicyRejected, BuildFailed] {
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str(), "{o:?}");
+        }
+        use Stage::*;
+        for s in [Calibration, Smoke, Screen, Confirm, Audit, Remeasure] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str(), "{s:?}");
+        }
     }
 }

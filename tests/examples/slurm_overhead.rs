@@ -6,10 +6,10 @@
 
 use std::time::{Duration, Instant};
 
+use agentloop::executor::budget::Stop;
 use agentloop::executor::config::SlurmConfig;
+use agentloop::executor::process::Exit;
 use agentloop::executor::{Executor, LocalExecutor, RunJob, SlurmExecutor};
-use agentloop::orchestrator::budget::Stop;
-use agentloop::orchestrator::process::Exit;
 use agentloop_tests::slurm::Cluster;
 
 fn main() -> anyhow::Result<()> {

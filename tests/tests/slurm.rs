@@ -11,10 +11,10 @@ use std::process::{Child, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use agentloop::executor::budget::Stop;
 use agentloop::executor::config::SlurmConfig;
+use agentloop::executor::process::Exit;
 use agentloop::executor::{Executor, Ran, RunJob, SlurmExecutor};
-use agentloop::orchestrator::budget::Stop;
-use agentloop::orchestrator::process::Exit;
 use agentloop_guardrails::run_policy::DivergenceRule;
 use agentloop_ledger::EventKind;
 use agentloop_tests::slurm::{Cluster, QueuedJob};

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
+use agentloop_guardrails::exit_code;
 use agentloop_ledger::review::{self, Format, Style};
 use agentloop_ledger::{verify_path, ChangeStatus, Ledger, VerifyOptions};
 use anyhow::{bail, Context};
@@ -102,7 +103,7 @@ pub fn run_to(
             "imported {count} events into {}",
             ledger_path.display()
         )?;
-        return Ok(0);
+        return Ok(exit_code::OK);
     }
     if !ledger_path.exists() {
         bail!(
@@ -125,7 +126,11 @@ pub fn run_to(
         let report = verify_path(ledger_path, &options)
             .with_context(|| format!("cannot verify the ledger at {}", ledger_path.display()))?;
         review::write_report(&report, &options, out)?;
-        return Ok(if report.ok { 0 } else { 1 });
+        return Ok(if report.ok {
+            exit_code::OK
+        } else {
+            exit_code::FAILED
+        });
     }
     let ledger = open(ledger_path)?;
     match &args.command {
@@ -149,7 +154,7 @@ pub fn run_to(
             unreachable!("handled above")
         }
     }
-    Ok(0)
+    Ok(exit_code::OK)
 }
 
 fn open(path: &Path) -> anyhow::Result<Ledger> {

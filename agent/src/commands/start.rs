@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use agentloop_guardrails::exit_code;
 use agentloop_guardrails::target::TargetSpec;
 use anyhow::{Context, Result};
 
@@ -49,9 +50,9 @@ pub fn run(repo: Option<&Path>, args: &StartArgs) -> Result<i32> {
     );
     println!("trunk: {}", crate::git::trunk_branch(&outcome.session));
     Ok(if outcome.reason == "interrupted" {
-        130
+        exit_code::INTERRUPTED
     } else {
-        0
+        exit_code::OK
     })
 }
 

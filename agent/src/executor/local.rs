@@ -4,10 +4,10 @@
 
 use anyhow::Context;
 
+use super::budget::Stop;
+use super::process::{self, Job};
 use super::slots::SlotPool;
 use super::{Executor, Ran, RunJob};
-use crate::orchestrator::budget::Stop;
-use crate::orchestrator::process::{self, Job};
 
 pub struct LocalExecutor {
     pool: SlotPool,

@@ -2,8 +2,10 @@
 //! it as a child process on this machine (one slot per GPU, or CPU slots); the Slurm one
 //! submits it as a batch job. Builds are not runs: they always happen here, in the worktree.
 
+pub mod budget;
 pub mod config;
 pub mod local;
+pub mod process;
 pub mod slots;
 pub mod slurm;
 
@@ -15,9 +17,10 @@ pub use local::LocalExecutor;
 pub use slurm::SlurmExecutor;
 
 use agentloop_guardrails::run_policy::DivergenceRule;
+use agentloop_guardrails::target::TargetSpec;
 
-use crate::orchestrator::budget::Stop;
-use crate::orchestrator::process::Exit;
+use budget::Stop;
+use process::Exit;
 
 /// One training run, ready to execute: the rendered train command and where it runs.
 #[derive(Debug, Clone)]
@@ -82,4 +85,9 @@ pub fn from_config(config: &ExecutorConfig) -> anyhow::Result<Box<dyn Executor>>
             config.slots,
         )?)),
     }
+}
+
+/// The executor the target's `[executor]` table asks for (one local slot by default).
+pub fn for_target(target: &TargetSpec) -> anyhow::Result<Box<dyn Executor>> {
+    from_config(&ExecutorConfig::from_target_extra(&target.extra)?)
 }

@@ -4,7 +4,7 @@
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use crate::orchestrator::budget::Stop;
+use super::budget::Stop;
 
 /// How often a waiter looks at the stop signal (a stop does not notify the condvar).
 const STOP_POLL: Duration = Duration::from_millis(50);

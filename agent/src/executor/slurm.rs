@@ -26,12 +26,12 @@ use record::{Attach, JobRecord, LostJob, Phase};
 use slots::Slots;
 use state::Verdict;
 
+use super::budget::Stop;
 use super::{Executor, Ran, RunJob};
 use crate::executor::config::SlurmConfig;
-use crate::orchestrator::budget::Stop;
 use agentloop_guardrails::run_policy::DivergenceWatch;
 
-use crate::orchestrator::process::{read_tail, Exit, LogLines};
+use super::process::{read_tail, Exit, LogLines};
 
 /// Submissions of one run after the cluster lost its job (preempted, node failure).
 const MAX_RETRIES: usize = 2;

@@ -3,14 +3,14 @@
 use agentloop_guardrails::target::TargetSpec;
 use anyhow::{Context as _, Result};
 
-use super::proposals::{Ask, Context, Edit, Proposals, ProviderFailure, Reply};
+use super::proposals::{Context, Edit, Proposals, ProviderFailure, Reply};
 use super::workspace::Workspace;
 use crate::cli::StartArgs;
 use crate::llm::{ErrorClass, LlmError};
 use crate::patch;
 use crate::proposer::{
-    from_config, AgentConfig, AnyProposer, HistoryItem, OfflineSpace, ProposalContext,
-    ProposeError, Proposer, ProviderKind, Request,
+    from_config, AgentConfig, AnyProposer, OfflineSpace, ProposalContext, ProposeError, Proposer,
+    ProviderKind,
 };
 
 pub struct AgentProposals {
@@ -88,41 +88,13 @@ fn provider_failure(e: &LlmError) -> ProviderFailure {
 
 impl Proposals for AgentProposals {
     fn propose(&mut self, ctx: &Context) -> Result<Option<Reply>> {
-        let request = match &ctx.ask {
-            Ask::New => Request::New,
-            Ask::FixBuild {
-                previous_patch,
-                compiler_errors,
-            } => Request::FixBuild {
-                previous_patch: previous_patch.clone(),
-                compiler_errors: compiler_errors.clone(),
-            },
-            Ask::Retry {
-                previous_reply,
-                reason,
-            } => Request::Retry {
-                previous_reply: previous_reply.clone(),
-                reason: reason.clone(),
-            },
-        };
         let pctx = ProposalContext {
             editable_files: ctx.editable_files.clone(),
-            history: ctx
-                .history
-                .iter()
-                .map(|h| HistoryItem {
-                    change_id: h.change_id.clone(),
-                    description: h.description.clone(),
-                    outcome: h.outcome.clone(),
-                    effect: h.effect,
-                    ci_low: h.ci_low,
-                    ci_high: h.ci_high,
-                })
-                .collect(),
+            history: ctx.history.clone(),
             noise_floor: ctx.noise_floor,
             budget_left: ctx.budget_left,
             metric: self.metric.clone(),
-            request,
+            request: ctx.ask.clone(),
             notice: ctx.notice.clone(),
         };
         match self.runtime.block_on(self.inner.propose(&pctx)) {

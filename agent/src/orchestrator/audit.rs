@@ -16,11 +16,12 @@ use anyhow::{bail, Context, Result};
 use git2::Oid;
 use serde_json::{json, Map, Value};
 
-use super::history::SessionHistory;
+use super::build::{ensure_built, BuildState};
+use super::history::{self, SessionHistory};
 use super::rollback::{revert_recorded, RollbackError};
 use super::runs::{self, value_of, RunSpec};
 use super::seeds::seed_for;
-use super::trunk::{ensure_built, BuildState, Trunk};
+use super::trunk::Trunk;
 use super::workspace::Workspace;
 
 pub const SPLIT: &str = "holdout";
@@ -439,7 +440,7 @@ fn resolve(
     extra.insert("audit_seq".into(), json!(audit_seq));
     extra.insert("bisect".into(), json!(bisection.probes));
     // The revert is recorded against the trunk the ledger holds now.
-    let now = super::session::load(&trunk.rec.ledger, &trunk.session)?;
+    let now = history::load(&trunk.rec.ledger, &trunk.session)?;
     match revert_recorded(trunk.ws, trunk.rec, &now, &culprit, &reason, extra) {
         Ok(revert) => {
             tracing::warn!("{reason}: rolled back (revert commit {revert})");
@@ -654,7 +655,7 @@ mod tests {
                     })
                     .unwrap();
             }
-            super::super::session::load(&ledger, "s1").unwrap()
+            super::super::history::load(&ledger, "s1").unwrap()
         }
     }
 

@@ -18,17 +18,19 @@ use git2::Oid;
 use serde_json::{json, Map, Value};
 
 use super::artifacts::BuildCache;
-use super::budget::Stop;
+use super::build::{ensure_built, BuildState};
+use super::history;
 use super::history::ChangeRecord;
 use super::pause::{self, LoopConfig};
 use super::proposals::{Ask, Context, Edit, HistoryItem, ProposalSource, ProviderFailure, Reply};
 use super::record::Recorder;
-use super::runs::{self, value_of, RunSpec};
+use super::runs::{self, recorded, value_of, RunSpec};
 use super::seeds::seed_for;
-use super::trunk::{ensure_built, kept_ref, recorded, BuildState, Ready};
+use super::trunk::Ready;
 use super::workspace::Workspace;
+use crate::executor::budget::Stop;
 use crate::executor::Executor;
-use crate::git::{change_branch, trunk_branch, FileWrite};
+use crate::git::{change_branch, kept_ref, trunk_branch, FileWrite};
 
 /// Merges are decided one at a time: "is the trunk still the one this change was tested on?"
 /// and moving the trunk must not interleave with another worker's merge.
@@ -127,7 +129,7 @@ impl<'a> ChangeRunner<'a> {
                 };
                 self.stage = "decision";
                 // Checked right before deciding, so a decision is never made twice.
-                let again = super::session::load(&self.rec.ledger, self.session)?;
+                let again = history::load(&self.rec.ledger, self.session)?;
                 if again.change(id).and_then(|c| c.decision.as_ref()).is_none() {
                     self.rec.append(Some(id), &decision)?;
                 }
@@ -387,7 +389,7 @@ impl<'a> ChangeRunner<'a> {
                 Some(f) if f.transient => f.clone(),
                 _ => return Err(err.context("asking for a proposal")),
             };
-            let history = super::session::load(&self.rec.ledger, self.session)?;
+            let history = history::load(&self.rec.ledger, self.session)?;
             let streak = history.provider_streak.as_ref();
             if !pause::wait_for_provider(self.rec, self.stop, &cfg, id, streak, &failure)? {
                 return Ok(Asked::Stopped);
@@ -486,7 +488,7 @@ impl<'a> ChangeRunner<'a> {
         let mut decision = decision_payload(&done)?;
         if done.verdict == Verdict::Crash {
             // Say how the candidate failed (diverged, timed out, crashed), not only that it did.
-            let latest = super::session::load(&self.rec.ledger, self.session)?;
+            let latest = history::load(&self.rec.ledger, self.session)?;
             let failed = latest.change(id).and_then(|c| {
                 c.runs
                     .iter()
@@ -670,7 +672,7 @@ impl<'a> ChangeRunner<'a> {
         let branch = change_branch(self.session, id);
         self.stage = "settle";
         let _one_merge_at_a_time = MERGE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let latest = super::session::load(&self.rec.ledger, self.session)?;
+        let latest = history::load(&self.rec.ledger, self.session)?;
         let now = latest.change(id).cloned().unwrap_or_default();
         if now.superseded_by().is_some() {
             git.reject_branch(&branch)?;
@@ -753,7 +755,7 @@ impl<'a> ChangeRunner<'a> {
     /// Discards the change in favour of a re-test on the trunk `ready` holds.
     fn supersede(&mut self, change: &ChangeRecord, why: &str) -> Result<()> {
         let _one_merge_at_a_time = MERGE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let latest = super::session::load(&self.rec.ledger, self.session)?;
+        let latest = history::load(&self.rec.ledger, self.session)?;
         let now = latest.change(&change.id).cloned().unwrap_or_default();
         if now.superseded_by().is_none() {
             let trunk = Oid::from_str(&latest.trunk_commit)?;
@@ -866,7 +868,7 @@ impl<'a> ChangeRunner<'a> {
             }
         }
         // Read now: other workers may have decided or proposed changes since this one began.
-        let history = super::session::load(&self.rec.ledger, self.session)?;
+        let history = history::load(&self.rec.ledger, self.session)?;
         let history_items = history
             .changes
             .iter()
@@ -887,7 +889,7 @@ impl<'a> ChangeRunner<'a> {
                 Some(HistoryItem {
                     change_id: c.id.clone(),
                     description: c.description(),
-                    outcome: outcome_name(d.outcome).to_string(),
+                    outcome: d.outcome.as_str().to_string(),
                     effect: d.mean_diff,
                     ci_low: d.ci_low,
                     ci_high: d.ci_high,
@@ -935,16 +937,6 @@ fn one_line(text: &str) -> String {
         "agentloop change".into()
     } else {
         line.chars().take(100).collect()
-    }
-}
-
-pub fn outcome_name(o: DecisionOutcome) -> &'static str {
-    match o {
-        DecisionOutcome::Accepted => "accepted",
-        DecisionOutcome::Rejected => "rejected",
-        DecisionOutcome::Crashed => "crashed",
-        DecisionOutcome::PolicyRejected => "policy_rejected",
-        DecisionOutcome::BuildFailed => "build_failed",
     }
 }
 

@@ -7,7 +7,7 @@ use agentloop_ledger::payload::{
     Audit, Build, Calibration, Decision, DecisionOutcome, Discard, ErrorEvent, Merge, Pause,
     Policy, Propose, Rollback, RunResult, SessionEnd, SessionStart,
 };
-use agentloop_ledger::{Event, EventKind};
+use agentloop_ledger::{Event, EventKind, Ledger};
 use anyhow::{Context, Result};
 use serde::de::DeserializeOwned;
 
@@ -267,4 +267,11 @@ pub fn sessions(events: &[Event]) -> Vec<String> {
         }
     }
     out
+}
+
+/// The session's history, replayed from the ledger.
+pub fn load(ledger: &Ledger, session: &str) -> Result<SessionHistory> {
+    let events = ledger.events_for_session(session)?;
+    SessionHistory::replay(session, &events)?
+        .with_context(|| format!("session {session} has no session_start event in the ledger"))
 }

@@ -18,15 +18,16 @@ use agentloop_guardrails::target::TargetSpec;
 use agentloop_ledger::Ledger;
 use anyhow::{Context as _, Result};
 
-use super::budget::Stop;
 use super::change::{ChangeEnd, ChangeRunner};
+use super::history::load;
 use super::history::ChangeRecord;
 use super::pause;
 use super::proposals::ProposalSource;
 use super::record::{Recorder, SharedProgress};
-use super::session::{breaker_tripped, load, Options};
+use super::scheduler::{breaker_tripped, Options};
 use super::trunk::Trunk;
 use super::workspace::Workspace;
+use crate::executor::budget::Stop;
 use crate::executor::Executor;
 
 /// A waiting worker looks at the stop signal this often (a stop does not notify).

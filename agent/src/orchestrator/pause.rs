@@ -22,7 +22,7 @@ use rand::Rng;
 use serde::{Deserialize, Deserializer};
 use serde_json::Map;
 
-use super::budget::Stop;
+use crate::executor::budget::Stop;
 use super::history::SessionHistory;
 use super::proposals::ProviderFailure;
 use super::record::Recorder;

@@ -3,31 +3,9 @@
 
 use std::time::Duration;
 
-/// What the proposer is asked for.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Ask {
-    New,
-    /// The last patch did not compile: fix it (the errors are the compiler's, trimmed).
-    FixBuild {
-        previous_patch: String,
-        compiler_errors: String,
-    },
-    /// The last reply could not be applied; said once, with the reason.
-    Retry {
-        previous_reply: String,
-        reason: String,
-    },
-}
-
-#[derive(Debug, Clone)]
-pub struct HistoryItem {
-    pub change_id: String,
-    pub description: String,
-    pub outcome: String,
-    pub effect: Option<f64>,
-    pub ci_low: Option<f64>,
-    pub ci_high: Option<f64>,
-}
+// The proposer's own types, defined once there: what it is asked for (`Ask` is the proposer's
+// `Request`) and the trunk's earlier changes it is shown.
+pub use crate::proposer::{HistoryItem, Request as Ask};
 
 #[derive(Debug, Clone)]
 pub struct Context {

@@ -11,13 +11,12 @@ use git2::Oid;
 use serde_json::{Map, Value};
 
 use super::artifacts::BuildCache;
-use super::budget::Stop;
-use super::change::outcome_name;
-use super::history::SessionHistory;
+use super::build::{ensure_built, BuildState, BUILD_BRANCH, BUILD_WORKTREE};
+use super::calibrate::measure;
+use super::history::{load, SessionHistory};
 use super::record::Recorder;
-use super::session::{executor_for, load};
-use super::trunk::{ensure_built, measure, BuildState};
 use super::workspace::Workspace;
+use crate::executor::budget::Stop;
 use crate::git::{trunk_branch, GitError};
 
 #[derive(Debug)]
@@ -79,7 +78,7 @@ pub fn rollback(
     let stop = Stop::after(Duration::from_secs(24 * 3600));
     stop.on_signals();
     let cache = BuildCache::new(&ws.state);
-    let exec = executor_for(target)?;
+    let exec = crate::executor::for_target(target)?;
     let tree = git.tree_of(revert)?.to_string();
     let mean = match ensure_built(ws, target, &cache, &env, &stop, &worktree, &tree)? {
         BuildState::Ready => measure(
@@ -99,7 +98,7 @@ pub fn rollback(
         BuildState::Stopped => None,
         BuildState::Failed(f) => {
             git.remove_worktree(&name)?;
-            git.remove_worktree(super::trunk::BUILD_WORKTREE)?;
+            git.remove_worktree(BUILD_WORKTREE)?;
             bail!(
                 "the trunk after rolling back {change} does not build (see {}); the rollback is recorded",
                 f.log.display()
@@ -107,8 +106,8 @@ pub fn rollback(
         }
     };
     git.remove_worktree(&name)?;
-    git.remove_worktree(super::trunk::BUILD_WORKTREE)?;
-    git.delete_branch(super::trunk::BUILD_BRANCH)?;
+    git.remove_worktree(BUILD_WORKTREE)?;
+    git.delete_branch(BUILD_BRANCH)?;
     Ok(RolledBack {
         change,
         session,
@@ -140,7 +139,7 @@ pub fn revert_recorded(
     if decision.outcome != DecisionOutcome::Accepted {
         return Err(RollbackError::NotAccepted {
             change,
-            outcome: outcome_name(decision.outcome).into(),
+            outcome: decision.outcome.as_str().into(),
         }
         .into());
     }

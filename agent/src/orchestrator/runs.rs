@@ -3,14 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
+use agentloop_guardrails::exit_code;
 use agentloop_guardrails::target::TargetSpec;
 use agentloop_ledger::payload::{Arm, ExitStatus, RunResult, Stage};
 use anyhow::Result;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::budget::Stop;
-use super::process::Exit;
+use crate::executor::budget::Stop;
+use crate::executor::process::Exit;
 use crate::executor::{Executor, RunJob};
 
 /// Where and how a run happens.
@@ -128,12 +129,12 @@ fn run_name(out: &Path) -> String {
     format!("{}-{}", part(out.parent()), part(Some(out)))
 }
 
-/// The trainer's exit codes (ARCHITECTURE.md §2): 0 ok, 3 diverged, 4 timed out, else crashed.
+/// The trainer contract's exit codes (ARCHITECTURE.md §2): ok, diverged, timed out, else crashed.
 pub fn status_of_exit_code(code: Option<i32>) -> ExitStatus {
     match code {
-        Some(0) => ExitStatus::Ok,
-        Some(3) => ExitStatus::Diverged,
-        Some(4) => ExitStatus::TimedOut,
+        Some(exit_code::OK) => ExitStatus::Ok,
+        Some(exit_code::DIVERGED) => ExitStatus::Diverged,
+        Some(exit_code::TIMED_OUT) => ExitStatus::TimedOut,
         _ => ExitStatus::Crashed,
     }
 }
@@ -163,6 +164,17 @@ pub fn value_of(run: &RunResult) -> Option<f64> {
     } else {
         None
     }
+}
+
+/// Recorded runs of one change matching a stage, arm and seed, in order.
+pub fn recorded(
+    runs: &[RunResult],
+    stage: Stage,
+    arm: Arm,
+    seed: u64,
+) -> impl Iterator<Item = &RunResult> {
+    runs.iter()
+        .filter(move |r| r.stage == stage && r.arm == arm && r.seed == seed)
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! changes until the budget, `--max-changes` or the circuit breaker ends it: one after another
 //! with one worker, several at once with more (`parallel`).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use agentloop_guardrails::target::TargetSpec;
@@ -14,36 +13,19 @@ use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 
 use super::audit::AuditStep;
-use super::budget::{Stop, StopReason};
 use super::change::{ChangeEnd, ChangeRunner};
-use super::history::{sessions, SessionHistory};
+use super::history::{load, sessions, SessionHistory};
 use super::pause;
 use super::proposals::{Proposals, SharedProposals};
 use super::record::Recorder;
+pub use super::scheduler::Options;
+use super::scheduler::{breaker_tripped, workers_for};
 use super::trunk::Trunk;
 use super::workspace::Workspace;
-use crate::executor::{Executor, ExecutorConfig};
+use crate::executor::budget::{Stop, StopReason};
+use crate::executor::ExecutorConfig;
 use crate::git::trunk_branch;
 use crate::orchestrator::parallel;
-
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub budget: Duration,
-    pub max_changes: Option<u32>,
-    pub agent_kind: String,
-    pub model: Option<String>,
-    /// The one cargo target directory every build shares.
-    pub target_dir: PathBuf,
-    /// Fix attempts after a failed build (each one a new proposal, recorded).
-    pub fix_attempts: u32,
-    /// Consecutive crashes / policy rejections / build failures that pause the loop.
-    pub breaker_k: u32,
-    /// How live progress is shown (a bar on a terminal, plain lines otherwise).
-    pub progress: crate::progress::Mode,
-    /// `--workers N`: changes in flight at once (default: `[executor] slots`, or on a resume
-    /// the number the session started with).
-    pub workers: Option<usize>,
-}
 
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -271,34 +253,9 @@ pub fn run(
     )?;
     if end_reason != "interrupted" {
         trunk.clean_all()?;
+        super::audit::remove_worktrees(ws)?;
     }
     Ok(outcome)
-}
-
-/// The executor the target's `[executor]` table asks for (one local slot by default).
-pub fn executor_for(target: &TargetSpec) -> Result<Box<dyn Executor>> {
-    let config = ExecutorConfig::from_target_extra(&target.extra)?;
-    crate::executor::from_config(&config)
-}
-
-/// `--workers`, else what the session started with, else one per two `[executor] slots`.
-fn workers_for(opts: &Options, history: &SessionHistory, config: &ExecutorConfig) -> usize {
-    let recorded = history
-        .start
-        .extra
-        .get("workers")
-        .and_then(Value::as_u64)
-        .map(|n| n as usize);
-    opts.workers
-        .or(recorded)
-        .unwrap_or(config.default_workers())
-        .max(1)
-}
-
-pub fn load(ledger: &Ledger, session: &str) -> Result<SessionHistory> {
-    let events = ledger.events_for_session(session)?;
-    SessionHistory::replay(session, &events)?
-        .with_context(|| format!("session {session} has no session_start event in the ledger"))
 }
 
 /// The session to work on: the last one if it can be resumed, else a new one.
@@ -374,49 +331,6 @@ fn begin(
         .set_branch(&trunk, base, "agentloop: session start")?;
     tracing::info!("session {session} started on {trunk} at {base}");
     Ok((load(&rec.ledger, &session)?, false))
-}
-
-/// K consecutive crashed, policy-rejected or unbuildable changes pause the loop; the count
-/// starts again after each pause.
-pub(crate) fn breaker_tripped(history: &SessionHistory, k: u32) -> Option<String> {
-    if k == 0 {
-        return None;
-    }
-    let after = history.breaker_pauses.last().map_or(0, |(seq, _)| *seq);
-    let bad: Vec<_> = history
-        .changes
-        .iter()
-        .filter(|c| matches!(&c.decision, Some((seq, _)) if *seq > after))
-        .filter_map(|c| c.counted_decision())
-        .rev()
-        .take(k as usize)
-        .collect();
-    if bad.len() < k as usize {
-        return None;
-    }
-    let all_bad = bad.iter().all(|d| {
-        matches!(
-            d.outcome,
-            DecisionOutcome::Crashed
-                | DecisionOutcome::PolicyRejected
-                | DecisionOutcome::BuildFailed
-        )
-    });
-    all_bad.then(|| {
-        let reasons: Vec<String> = bad
-            .iter()
-            .rev()
-            .map(|d| {
-                d.reason
-                    .clone()
-                    .unwrap_or_else(|| format!("{:?}", d.outcome))
-            })
-            .collect();
-        format!(
-            "{k} consecutive changes crashed or were refused: {}",
-            reasons.join("; ")
-        )
-    })
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use crate::orchestrator::budget::Stop;
+use crate::executor::budget::Stop;
 
 pub struct Slots {
     free: Mutex<usize>,

@@ -1,6 +1,6 @@
 //! Slurm's job states, and what each one means for a training run.
 
-use crate::orchestrator::process::Exit;
+use crate::executor::process::Exit;
 
 /// States in which a job is still Slurm's business: queued, starting, running or finishing.
 const ACTIVE: [&str; 13] = [
