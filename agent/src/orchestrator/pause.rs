@@ -22,10 +22,10 @@ use rand::Rng;
 use serde::{Deserialize, Deserializer};
 use serde_json::Map;
 
-use crate::executor::budget::Stop;
 use super::history::SessionHistory;
 use super::proposals::ProviderFailure;
 use super::record::Recorder;
+use crate::executor::budget::Stop;
 
 /// The `[loop]` table of agentloop.toml.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
