@@ -102,15 +102,22 @@ fn script(rng: &mut Rng, len: usize) -> Vec<CannedReply> {
             _ => (rng.below(4), rng.below(5)),
         };
         match segment {
-            // The first outage ends each kind of wait once (the client retries once).
-            0 if n == 1 => out.extend([
-                CannedReply::error(500, "internal error"),
-                CannedReply::error(503, "overloaded"),
-                CannedReply::error(429, "rate limited").with_header("retry-after", "1"),
-                CannedReply::error(429, "rate limited").with_header("retry-after", "1"),
-                CannedReply::error(500, "internal error"),
-                CannedReply::error(500, "internal error"),
-            ]),
+            // The first outage ends each kind of wait at least once (the client retries once;
+            // a kill may cost a reply that was in flight, so each kind comes more than twice).
+            0 if n == 1 => {
+                out.extend([
+                    CannedReply::error(503, "overloaded"),
+                    CannedReply::error(503, "overloaded"),
+                ]);
+                for _ in 0..4 {
+                    out.push(
+                        CannedReply::error(429, "rate limited").with_header("retry-after", "1"),
+                    );
+                }
+                for _ in 0..4 {
+                    out.push(CannedReply::error(500, "internal error"));
+                }
+            }
             0 => {
                 for _ in 0..2 + rng.below(4) {
                     out.push(match rng.below(3) {
@@ -122,9 +129,13 @@ fn script(rng: &mut Rng, len: usize) -> Vec<CannedReply> {
                     });
                 }
             }
-            // Twice in a row: the client's own retry fails too, so the loop waits.
-            1 => out.extend([CannedReply::hang(), CannedReply::hang()]),
-            2 => out.extend([garbage(kind), garbage(kind)]),
+            // Three in a row: the client's own retry fails too, so the loop waits.
+            1 => out.extend([
+                CannedReply::hang(),
+                CannedReply::hang(),
+                CannedReply::hang(),
+            ]),
+            2 => out.extend([garbage(kind), garbage(kind), garbage(kind)]),
             _ => {}
         }
     }
