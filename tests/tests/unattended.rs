@@ -190,6 +190,16 @@ fn timeline(events: &[Event]) -> String {
 
 #[test]
 fn soak_outages_garbage_and_kills_while_waiting_leave_one_consistent_session() {
+    soak(1);
+}
+
+/// The same night with two changes in flight: the breaker's pause waits for both to finish.
+#[test]
+fn soak_with_two_workers() {
+    soak(2);
+}
+
+fn soak(workers: usize) {
     let began = Instant::now();
     let mut rng = Rng(0x5eed_2026_1129);
     let repo = TargetRepo::toy(&ToyOptions {
@@ -198,7 +208,8 @@ fn soak_outages_garbage_and_kills_while_waiting_leave_one_consistent_session() {
     })
     .unwrap();
     let server = ScriptedServer::start(script(&mut rng, 400)).unwrap();
-    let args = start_args(&server);
+    let mut args = start_args(&server);
+    args.extend(["--workers".to_string(), workers.to_string()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
 
     let mut kills = 0;
@@ -331,7 +342,7 @@ fn soak_outages_garbage_and_kills_while_waiting_leave_one_consistent_session() {
         .any(|r| r.body.contains("Why the loop paused"));
     assert!(told, "no prompt after the pause said what kept failing");
     eprintln!(
-        "soak: {} waits, {} breaker pauses, {kills} kills (in waits {waits_at_kill:?}), {} requests, {:.0}s",
+        "soak ({workers} worker(s)): {} waits, {} breaker pauses, {kills} kills (in waits {waits_at_kill:?}), {} requests, {:.0}s",
         waits.len(),
         trips.len(),
         server.requests().len(),
