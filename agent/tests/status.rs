@@ -226,3 +226,83 @@ fn a_resumed_session_catches_up_then_continues() {
     }
     assert_eq!(progress.status().unwrap().counts.proposed, 6);
 }
+
+/// `ledger list` (the derived `changes` table), `status`/`report` (the summary) and the loop
+/// (the ledger's fold) name every change's end alike, a superseded one included: accepted on a
+/// trunk that moved, re-tested as another change, its own decision void.
+#[test]
+fn views_report_and_loop_agree_on_every_change_superseded_included() {
+    use agentloop_ledger::payload::{DecisionOutcome, Discard, Propose};
+    use agentloop_ledger::state::SessionState;
+    use agentloop_ledger::ChangeStatus;
+
+    let (_dir, ledger) = finished_session();
+    let w = Writer {
+        ledger: &ledger,
+        session: SESSION.into(),
+    };
+    // Accepted, but another change merged first: superseded by a re-test, which is in flight.
+    let (old, retest) = ("c7a0007", "c8b0008");
+    w.propose(old, "tie the embeddings", 1);
+    w.policy(old, true);
+    w.build(old, true, 1);
+    w.pairs(old, 1.49, 1.48);
+    w.decide(
+        old,
+        DecisionOutcome::Accepted,
+        1.49,
+        1.48,
+        Some((0.005, 0.015)),
+        Some(0.002),
+    );
+    w.put(
+        Some(old),
+        &Discard {
+            kept_ref: None,
+            superseded_by: Some(retest.into()),
+            extra: Default::default(),
+        },
+    );
+    let first = ledger.events_for_change(old).unwrap()[0]
+        .payload_as::<Propose>()
+        .unwrap();
+    w.put(
+        Some(retest),
+        &Propose {
+            retest_of: Some(old.into()),
+            ..first
+        },
+    );
+
+    let summary = SessionSummary::load(&ledger, None).unwrap();
+    let fold = SessionState::load(&ledger, SESSION).unwrap();
+    let rows = ledger.changes(None).unwrap();
+    assert_eq!(rows.len(), fold.changes.len());
+    assert_eq!(rows.len(), summary.changes.len());
+    for row in &rows {
+        let from_fold = fold.change(&row.change_id).unwrap().status();
+        let reported = summary.change(&row.change_id).unwrap().state;
+        let reported = match reported {
+            ChangeState::InFlight => ChangeStatus::Proposed,
+            other => other.as_str().parse().unwrap(),
+        };
+        assert_eq!(row.status, from_fold, "views vs fold on {}", row.change_id);
+        assert_eq!(reported, from_fold, "report vs fold on {}", row.change_id);
+    }
+    assert_eq!(
+        ledger.change(old).unwrap().unwrap().status,
+        ChangeStatus::Superseded
+    );
+    assert_eq!(summary.change(old).unwrap().state, ChangeState::Superseded);
+    assert_eq!(
+        fold.change(retest).unwrap().retest_of(),
+        Some(old),
+        "the re-test names what it re-tests, typed"
+    );
+    assert_eq!(summary.change(retest).unwrap().state, ChangeState::InFlight);
+    // The superseded decision does not count; the loop sees the re-test in flight.
+    assert_eq!(fold.in_flight().map(|c| c.id.as_str()), Some(retest));
+    // Rebuilding the derived tables from the events gives the same statuses.
+    ledger.rebuild_views().unwrap();
+    assert_eq!(ledger.changes(None).unwrap(), rows);
+}

@@ -18,6 +18,7 @@ pub mod payload;
 pub mod redact;
 pub mod review;
 mod schema;
+pub mod state;
 pub mod trailer;
 mod verify;
 mod views;

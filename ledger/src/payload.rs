@@ -129,6 +129,9 @@ pub struct Propose {
     pub parent_commit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
+    /// The change this one re-tests on a newer trunk (the same patch), if it is a re-test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retest_of: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -332,6 +335,9 @@ pub struct Discard {
     /// Where the rejected branch was kept, e.g. `refs/agentloop/rejected/<session>/<change>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kept_ref: Option<String>,
+    /// The change that re-tests this one on a newer trunk: this one's decision no longer counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -375,6 +381,9 @@ pub struct Budget {
     pub remaining_s: f64,
     #[serde(default)]
     pub in_flight: u32,
+    /// A resume: the session's budget clock restarts here.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resumed: bool,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use crate::{LedgerError, Result};
 
 /// Migrations in order; `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -120,6 +120,35 @@ CREATE TABLE rollbacks (
 ) STRICT;
 "#;
 
+/// `changes.status` may be `superseded`. The derived tables are emptied (children first, for the
+/// foreign keys) and `migrate` rebuilds them from the events.
+const V2: &str = r#"
+DELETE FROM rollbacks; DELETE FROM merges; DELETE FROM decisions; DELETE FROM runs;
+DELETE FROM changes;
+DROP TABLE changes;
+CREATE TABLE changes (
+    change_id      TEXT    PRIMARY KEY,
+    session        TEXT    NOT NULL,
+    status         TEXT    NOT NULL CHECK (status IN ('proposed','accepted','rejected','crashed',
+                       'policy_rejected','build_failed','superseded','rolled_back')),
+    description    TEXT,
+    model          TEXT,
+    parent_commit  TEXT,
+    commit_sha     TEXT,
+    first_seq      INTEGER NOT NULL REFERENCES events(seq),
+    last_seq       INTEGER NOT NULL REFERENCES events(seq),
+    decided_seq    INTEGER REFERENCES events(seq),
+    n              INTEGER,
+    mean_baseline  REAL,
+    mean_candidate REAL,
+    mean_diff      REAL,
+    p_value        REAL,
+    peak_mem_bytes INTEGER,
+    kept_ref       TEXT
+) STRICT;
+CREATE INDEX changes_by_status ON changes(status);
+"#;
+
 /// Brings the schema to [`LATEST_VERSION`]; call inside a write transaction.
 pub fn migrate(conn: &Connection) -> Result<()> {
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -132,6 +161,10 @@ pub fn migrate(conn: &Connection) -> Result<()> {
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         conn.execute_batch(sql)?;
         conn.pragma_update(None, "user_version", index as i64 + 1)?;
+    }
+    if found > 0 && found < LATEST_VERSION {
+        // A migration may change how events project: the derived tables follow the events.
+        crate::views::rebuild(conn)?;
     }
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! Derived tables (`changes`, `runs`, `decisions`, `merges`, `rollbacks`): a projection of the
 //! events, updated in the append transaction and rebuildable from the events alone.
 //!
-//! A change's status: proposed -> accepted / rejected / crashed / policy_rejected /
-//! build_failed (from its decision or policy event), and accepted -> rolled_back.
+//! A change's status is `state::ChangeRecord::status` computed in SQL, one event at a time:
+//! proposed -> accepted / rejected / crashed / policy_rejected / build_failed (from its decision
+//! or policy event), superseded (its discard names the re-test), accepted -> rolled_back.
 
 use std::fmt;
 use std::str::FromStr;
@@ -18,26 +19,30 @@ use crate::payload::{
 };
 use crate::{EventKind, Ledger, LedgerError, Result};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeStatus {
+    #[default]
     Proposed,
     Accepted,
     Rejected,
     Crashed,
     PolicyRejected,
     BuildFailed,
+    /// Its trunk moved before it could merge: re-tested as another change, its decision void.
+    Superseded,
     RolledBack,
 }
 
 impl ChangeStatus {
-    pub const ALL: [ChangeStatus; 7] = [
+    pub const ALL: [ChangeStatus; 8] = [
         ChangeStatus::Proposed,
         ChangeStatus::Accepted,
         ChangeStatus::Rejected,
         ChangeStatus::Crashed,
         ChangeStatus::PolicyRejected,
         ChangeStatus::BuildFailed,
+        ChangeStatus::Superseded,
         ChangeStatus::RolledBack,
     ];
 
@@ -50,6 +55,7 @@ impl ChangeStatus {
             ChangeStatus::Crashed => "crashed",
             ChangeStatus::PolicyRejected => "policy_rejected",
             ChangeStatus::BuildFailed => "build_failed",
+            ChangeStatus::Superseded => "superseded",
             ChangeStatus::RolledBack => "rolled_back",
         }
     }
@@ -247,6 +253,9 @@ pub(crate) fn apply(
             let p: Discard = typed(kind, payload)?;
             conn.prepare_cached("UPDATE changes SET kept_ref = ?2 WHERE change_id = ?1")?
                 .execute(params![change_id, p.kept_ref])?;
+            if p.superseded_by.is_some() {
+                set_status(conn, change_id, ChangeStatus::Superseded)?;
+            }
         }
         EventKind::Rollback => {
             let p: Rollback = typed(kind, payload)?;

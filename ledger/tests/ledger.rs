@@ -80,6 +80,7 @@ fn typed_payloads_round_trip_through_the_ledger() {
         cost_usd: None,
         parent_commit: None,
         attempt: Some(1),
+        retest_of: None,
         extra: Default::default(),
     };
     ledger
@@ -188,7 +189,7 @@ fn uses_wal_strict_tables_and_schema_versioning() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2, "v2: a change may be superseded");
     // STRICT: a wrongly typed value is refused rather than silently stored.
     conn.execute_batch("DROP TRIGGER events_refuse_update")
         .unwrap();
@@ -212,7 +213,7 @@ fn uses_wal_strict_tables_and_schema_versioning() {
             err,
             LedgerError::SchemaTooNew {
                 found: 99,
-                supported: 1
+                supported: 2
             }
         ),
         "{err}"
@@ -411,4 +412,39 @@ fn tiny_and_awkward_floats_survive_the_derived_table_check() {
     let before = ledger.views_snapshot().unwrap();
     ledger.rebuild_views().unwrap();
     assert_eq!(ledger.views_snapshot().unwrap(), before);
+}
+
+/// A ledger written before `superseded` existed (schema 1 showed such a change as accepted) is
+/// migrated on open, and its derived tables rebuilt from the events.
+#[test]
+fn a_superseded_change_shows_as_superseded_after_the_v2_migration() {
+    let (dir, ledger) = temp_ledger();
+    common::propose(&ledger, "c0000aa", "tie the embeddings");
+    ledger
+        .append(ev(
+            EventKind::Decision,
+            Some("c0000aa"),
+            json!({"outcome": "accepted", "rule_version": "v"}),
+        ))
+        .unwrap();
+    ledger
+        .append(ev(
+            EventKind::Discard,
+            Some("c0000aa"),
+            json!({"superseded_by": "c0000bb", "reason": "the trunk moved"}),
+        ))
+        .unwrap();
+    let status = |l: &Ledger| l.change("c0000aa").unwrap().unwrap().status;
+    assert_eq!(status(&ledger), ChangeStatus::Superseded);
+    drop(ledger);
+    let path = dir.path().join(".agentloop/ledger.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "UPDATE changes SET status = 'accepted' WHERE change_id = 'c0000aa';
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(conn);
+    let ledger = Ledger::open(&path).unwrap();
+    assert_eq!(status(&ledger), ChangeStatus::Superseded);
 }

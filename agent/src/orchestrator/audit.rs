@@ -17,12 +17,12 @@ use git2::Oid;
 use serde_json::{json, Map, Value};
 
 use super::build::{ensure_built, BuildState};
-use super::history::{self, SessionHistory};
 use super::rollback::{revert_recorded, RollbackError};
 use super::runs::{self, value_of, RunSpec};
 use super::seeds::seed_for;
 use super::trunk::Trunk;
 use super::workspace::Workspace;
+use agentloop_ledger::state::SessionState;
 
 pub const SPLIT: &str = "holdout";
 /// Worktrees (and their branches `agentloop/changes/_<name>`) the audit runs in.
@@ -69,7 +69,7 @@ pub enum Pending {
 
 /// Runs the audit that is due, or finishes a flagged one; called at the top of each
 /// iteration of the session loop, before the trunk is made ready for the next change.
-pub fn run_if_due(trunk: &Trunk, history: &SessionHistory) -> Result<AuditStep> {
+pub fn run_if_due(trunk: &Trunk, history: &SessionState) -> Result<AuditStep> {
     if history.in_flight().is_some() {
         // A change proposed against the current trunk finishes first.
         return Ok(AuditStep::NotDue);
@@ -96,7 +96,7 @@ pub fn run_if_due(trunk: &Trunk, history: &SessionHistory) -> Result<AuditStep> 
 }
 
 /// Reads the session's audits from its history (pure: no git, no runs).
-pub fn pending(history: &SessionHistory, rule: &AuditRule) -> Pending {
+pub fn pending(history: &SessionState, rule: &AuditRule) -> Pending {
     let last = history
         .audits
         .iter()
@@ -140,7 +140,7 @@ pub fn pending(history: &SessionHistory, rule: &AuditRule) -> Pending {
 }
 
 fn due(
-    history: &SessionHistory,
+    history: &SessionState,
     rule: &AuditRule,
     number: u64,
     since_seq: i64,
@@ -160,7 +160,7 @@ fn due(
 }
 
 /// Held, flagged with `flag_only`, or flagged and then rolled back or refused a rollback.
-fn is_resolved(history: &SessionHistory, audit: &Audit, number: u64) -> bool {
+fn is_resolved(history: &SessionState, audit: &Audit, number: u64) -> bool {
     audit.outcome != "flagged"
         || audit.extra.get("action").and_then(Value::as_str) != Some("bisect_rollback")
         || history
@@ -172,7 +172,7 @@ fn is_resolved(history: &SessionHistory, audit: &Audit, number: u64) -> bool {
 }
 
 /// The bisection probes and the resolution recorded for audit `number`.
-fn steps_of(history: &SessionHistory, number: u64) -> impl Iterator<Item = &(i64, Audit)> {
+fn steps_of(history: &SessionState, number: u64) -> impl Iterator<Item = &(i64, Audit)> {
     history
         .audits
         .iter()
@@ -180,7 +180,7 @@ fn steps_of(history: &SessionHistory, number: u64) -> impl Iterator<Item = &(i64
 }
 
 /// The last event that belongs to audit `number` (the audit, its steps, its rollback).
-fn end_of_audit(history: &SessionHistory, number: u64, audit_seq: i64) -> i64 {
+fn end_of_audit(history: &SessionState, number: u64, audit_seq: i64) -> i64 {
     let steps = steps_of(history, number).map(|(s, _)| *s);
     let rollbacks = history
         .changes
@@ -192,7 +192,7 @@ fn end_of_audit(history: &SessionHistory, number: u64, audit_seq: i64) -> i64 {
 }
 
 /// The trunk commit as of `seq`: the last merge or rollback at or before it, else the base.
-fn trunk_at(history: &SessionHistory, seq: i64) -> String {
+fn trunk_at(history: &SessionState, seq: i64) -> String {
     let mut moves: Vec<(i64, &str)> = Vec::new();
     for c in &history.changes {
         if let Some((s, m)) = &c.merge {
@@ -210,7 +210,7 @@ fn trunk_at(history: &SessionHistory, seq: i64) -> String {
 }
 
 /// Changes merged after `seq` and not rolled back, in merge order.
-fn merged(history: &SessionHistory, seq: i64) -> Vec<Merged> {
+fn merged(history: &SessionState, seq: i64) -> Vec<Merged> {
     let mut out: Vec<(i64, Merged)> = history
         .changes
         .iter()
@@ -248,7 +248,7 @@ fn seeds(trunk: &Trunk, rule: &AuditRule, number: u64) -> Vec<u64> {
 /// The audit proper: paired holdout runs of the reference and the trunk, then the event.
 fn audit(
     trunk: &Trunk,
-    history: &SessionHistory,
+    history: &SessionState,
     rule: &AuditRule,
     number: u64,
     reference: &str,
@@ -334,7 +334,7 @@ fn event(
 /// first bad one. A refused rollback (conflict) is recorded as the audit's resolution.
 fn resolve(
     trunk: &Trunk,
-    history: &SessionHistory,
+    history: &SessionState,
     rule: &AuditRule,
     number: u64,
     audit_seq: i64,
@@ -440,7 +440,7 @@ fn resolve(
     extra.insert("audit_seq".into(), json!(audit_seq));
     extra.insert("bisect".into(), json!(bisection.probes));
     // The revert is recorded against the trunk the ledger holds now.
-    let now = history::load(&trunk.rec.ledger, &trunk.session)?;
+    let now = trunk.rec.state()?;
     match revert_recorded(trunk.ws, trunk.rec, &now, &culprit, &reason, extra) {
         Ok(revert) => {
             tracing::warn!("{reason}: rolled back (revert commit {revert})");
@@ -477,7 +477,7 @@ struct Holdout<'a> {
 impl Holdout<'_> {
     /// The metric value; `None` when the loop was stopped. A run that fails is retried on the
     /// same seed (each attempt recorded), as calibration does.
-    fn value(&self, trunk: &Trunk, history: &SessionHistory, number: u64) -> Result<Option<f64>> {
+    fn value(&self, trunk: &Trunk, history: &SessionState, number: u64) -> Result<Option<f64>> {
         if let Some(v) = recorded_value(history, self.commit, self.seed) {
             return Ok(Some(v));
         }
@@ -522,7 +522,7 @@ impl Holdout<'_> {
     }
 }
 
-fn recorded_value(history: &SessionHistory, commit: &str, seed: u64) -> Option<f64> {
+fn recorded_value(history: &SessionState, commit: &str, seed: u64) -> Option<f64> {
     let is_it = |r: &&RunResult| {
         r.stage == Stage::Audit && r.commit == commit && r.seed == seed && r.split == SPLIT
     };
@@ -642,7 +642,7 @@ mod tests {
             self.push(EventKind::Audit, None, payload)
         }
 
-        fn history(&self) -> SessionHistory {
+        fn history(&self) -> SessionState {
             let dir = tempfile::tempdir().unwrap();
             let ledger = Ledger::open(dir.path().join("ledger.db")).unwrap();
             for (kind, change, payload) in &self.0 {
@@ -655,7 +655,7 @@ mod tests {
                     })
                     .unwrap();
             }
-            super::super::history::load(&ledger, "s1").unwrap()
+            SessionState::load(&ledger, "s1").unwrap()
         }
     }
 

@@ -12,13 +12,13 @@ use git2::Oid;
 use serde_json::{json, Map, Value};
 
 use super::build::hold;
-use super::history::SessionHistory;
 use super::record::Recorder;
 use super::runs::{self, value_of, RunSpec};
 use super::seeds::seed_for;
 use super::workspace::Workspace;
 use crate::executor::budget::Stop;
 use crate::executor::Executor;
+use agentloop_ledger::state::SessionState;
 
 /// Workers that find the trunk uncalibrated calibrate it once, not once each.
 static CALIBRATION_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -31,7 +31,7 @@ pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 /// The last calibration still valid for `commit`: same trunk, or fewer merges since it
 /// than the rule's recalibration interval and no rollback in between.
 pub fn current(
-    history: &SessionHistory,
+    history: &SessionState,
     commit: Oid,
     rule: &DecisionRule,
 ) -> Result<Option<NoiseCalibration>> {
@@ -72,7 +72,7 @@ pub fn measure(
     env: &[(String, String)],
     exec: &dyn Executor,
     stop: &Stop,
-    history: &SessionHistory,
+    history: &SessionState,
     commit: Oid,
     worktree: &Path,
     stage: Stage,

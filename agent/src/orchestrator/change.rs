@@ -19,8 +19,6 @@ use serde_json::{json, Map, Value};
 
 use super::artifacts::BuildCache;
 use super::build::{ensure_built, BuildState};
-use super::history;
-use super::history::ChangeRecord;
 use super::pause::{self, LoopConfig};
 use super::proposals::{Ask, Context, Edit, HistoryItem, ProposalSource, ProviderFailure, Reply};
 use super::record::Recorder;
@@ -31,6 +29,7 @@ use super::workspace::Workspace;
 use crate::executor::budget::Stop;
 use crate::executor::Executor;
 use crate::git::{change_branch, kept_ref, trunk_branch, FileWrite};
+use agentloop_ledger::state::{ChangeRecord, SessionState};
 
 /// Merges are decided one at a time: "is the trunk still the one this change was tested on?"
 /// and moving the trunk must not interleave with another worker's merge.
@@ -129,7 +128,7 @@ impl<'a> ChangeRunner<'a> {
                 };
                 self.stage = "decision";
                 // Checked right before deciding, so a decision is never made twice.
-                let again = history::load(&self.rec.ledger, self.session)?;
+                let again = self.rec.state()?;
                 if again.change(id).and_then(|c| c.decision.as_ref()).is_none() {
                     self.rec.append(Some(id), &decision)?;
                 }
@@ -389,7 +388,7 @@ impl<'a> ChangeRunner<'a> {
                 Some(f) if f.transient => f.clone(),
                 _ => return Err(err.context("asking for a proposal")),
             };
-            let history = history::load(&self.rec.ledger, self.session)?;
+            let history = self.rec.state()?;
             let streak = history.provider_streak.as_ref();
             if !pause::wait_for_provider(self.rec, self.stop, &cfg, id, streak, &failure)? {
                 return Ok(Asked::Stopped);
@@ -488,7 +487,7 @@ impl<'a> ChangeRunner<'a> {
         let mut decision = decision_payload(&done)?;
         if done.verdict == Verdict::Crash {
             // Say how the candidate failed (diverged, timed out, crashed), not only that it did.
-            let latest = history::load(&self.rec.ledger, self.session)?;
+            let latest = self.rec.state()?;
             let failed = latest.change(id).and_then(|c| {
                 c.runs
                     .iter()
@@ -672,7 +671,7 @@ impl<'a> ChangeRunner<'a> {
         let branch = change_branch(self.session, id);
         self.stage = "settle";
         let _one_merge_at_a_time = MERGE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let latest = history::load(&self.rec.ledger, self.session)?;
+        let latest = self.rec.state()?;
         let now = latest.change(id).cloned().unwrap_or_default();
         if now.superseded_by().is_some() {
             git.reject_branch(&branch)?;
@@ -742,6 +741,7 @@ impl<'a> ChangeRunner<'a> {
                     Some(id),
                     &Discard {
                         kept_ref: exists.then(|| kept_ref(self.session, id)),
+                        superseded_by: None,
                         extra: Map::new(),
                     },
                 )?;
@@ -755,7 +755,7 @@ impl<'a> ChangeRunner<'a> {
     /// Discards the change in favour of a re-test on the trunk `ready` holds.
     fn supersede(&mut self, change: &ChangeRecord, why: &str) -> Result<()> {
         let _one_merge_at_a_time = MERGE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let latest = history::load(&self.rec.ledger, self.session)?;
+        let latest = self.rec.state()?;
         let now = latest.change(&change.id).cloned().unwrap_or_default();
         if now.superseded_by().is_none() {
             let trunk = Oid::from_str(&latest.trunk_commit)?;
@@ -784,17 +784,17 @@ impl<'a> ChangeRunner<'a> {
         retest.completion_tokens = None;
         retest.cost_usd = None;
         retest.extra.insert("request".into(), json!("retest"));
-        retest.extra.insert("retest_of".into(), json!(id));
+        retest.retest_of = Some(id.to_string());
         let exists = self
             .ws
             .git
             .branch_tip(&change_branch(self.session, id))?
             .is_some();
         let mut extra = Map::new();
-        extra.insert("superseded_by".into(), json!(successor));
         extra.insert("reason".into(), json!(why));
         let discard = Discard {
             kept_ref: exists.then(|| kept_ref(self.session, id)),
+            superseded_by: Some(successor.clone()),
             extra,
         };
         self.rec.append_batch(vec![
@@ -868,7 +868,7 @@ impl<'a> ChangeRunner<'a> {
             }
         }
         // Read now: other workers may have decided or proposed changes since this one began.
-        let history = history::load(&self.rec.ledger, self.session)?;
+        let history = self.rec.state()?;
         let history_items = history
             .changes
             .iter()
@@ -908,7 +908,7 @@ impl<'a> ChangeRunner<'a> {
 }
 
 /// After a circuit-breaker pause, until the next decision: what kept failing, for the agent.
-fn breaker_notice(history: &super::history::SessionHistory) -> Option<String> {
+fn breaker_notice(history: &SessionState) -> Option<String> {
     let (seq, pause) = history.breaker_pauses.last()?;
     let decided_since = history
         .changes
@@ -964,6 +964,7 @@ fn propose_payload(reply: &Reply, parent: Oid, attempt: u32, ask: &Ask) -> Propo
         cost_usd: reply.cost_usd,
         parent_commit: Some(parent.to_string()),
         attempt: Some(attempt),
+        retest_of: None,
         extra,
     }
 }

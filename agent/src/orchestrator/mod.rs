@@ -8,7 +8,6 @@ pub mod build;
 pub mod calibrate;
 pub mod change;
 pub mod decision_check;
-pub mod history;
 pub mod parallel;
 pub mod pause;
 pub mod proposals;

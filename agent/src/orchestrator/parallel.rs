@@ -19,8 +19,6 @@ use agentloop_ledger::Ledger;
 use anyhow::{Context as _, Result};
 
 use super::change::{ChangeEnd, ChangeRunner};
-use super::history::load;
-use super::history::ChangeRecord;
 use super::pause;
 use super::proposals::ProposalSource;
 use super::record::{Recorder, SharedProgress};
@@ -29,6 +27,7 @@ use super::trunk::Trunk;
 use super::workspace::Workspace;
 use crate::executor::budget::Stop;
 use crate::executor::Executor;
+use agentloop_ledger::state::ChangeRecord;
 
 /// A waiting worker looks at the stop signal this often (a stop does not notify).
 const WAIT_POLL: Duration = Duration::from_millis(100);
@@ -148,12 +147,12 @@ fn worker(shared: &Shared<'_>, coord: &Coordinator, i: usize) -> Result<()> {
     };
     while let Some(change) = next_change(shared, coord, &rec)? {
         runner.stage = "trunk";
-        let history = load(&rec.ledger, shared.session)?;
+        let history = rec.state()?;
         let end = match trunk.ready(&history)? {
             None => ChangeEnd::Stopped,
             Some(ready) => {
                 // Read again: the trunk may have been calibrated meanwhile.
-                let history = load(&rec.ledger, shared.session)?;
+                let history = rec.state()?;
                 let record = history
                     .change(&change.id)
                     .cloned()
@@ -190,7 +189,7 @@ fn next_change(
         if pool.failure.is_some() || shared.stop.is_stopped() {
             return Ok(None);
         }
-        let history = load(&rec.ledger, shared.session)?;
+        let history = rec.state()?;
         // Tripped: no new change starts; once none is in flight, one worker pauses (the
         // others wait for it), then the count starts again.
         let mut tripped = pool.pausing;

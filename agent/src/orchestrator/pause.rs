@@ -22,10 +22,10 @@ use rand::Rng;
 use serde::{Deserialize, Deserializer};
 use serde_json::Map;
 
-use super::history::SessionHistory;
 use super::proposals::ProviderFailure;
 use super::record::Recorder;
 use crate::executor::budget::Stop;
+use agentloop_ledger::state::SessionState;
 
 /// The `[loop]` table of agentloop.toml.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -188,7 +188,7 @@ pub enum Trip {
     End(String),
 }
 
-pub fn on_trip(history: &SessionHistory, cfg: &LoopConfig, why: String) -> Trip {
+pub fn on_trip(history: &SessionState, cfg: &LoopConfig, why: String) -> Trip {
     let trip = history.breaker_pauses.len() as u32 + 1;
     if trip < cfg.breaker_trips {
         return Trip::Pause { trip, why };
@@ -205,7 +205,7 @@ pub fn on_trip(history: &SessionHistory, cfg: &LoopConfig, why: String) -> Trip 
 
 /// A breaker pause a killed loop did not finish: waits out the rest of it. `false` when
 /// stopped.
-pub fn finish_breaker_pause(history: &SessionHistory, stop: &Stop) -> bool {
+pub fn finish_breaker_pause(history: &SessionState, stop: &Stop) -> bool {
     let Some((seq, pause)) = history.breaker_pauses.last() else {
         return true;
     };

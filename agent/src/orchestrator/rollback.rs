@@ -13,11 +13,11 @@ use serde_json::{Map, Value};
 use super::artifacts::BuildCache;
 use super::build::{ensure_built, BuildState, BUILD_BRANCH, BUILD_WORKTREE};
 use super::calibrate::measure;
-use super::history::{load, SessionHistory};
 use super::record::Recorder;
 use super::workspace::Workspace;
 use crate::executor::budget::Stop;
 use crate::git::{trunk_branch, GitError};
+use agentloop_ledger::state::SessionState;
 
 #[derive(Debug)]
 pub struct RolledBack {
@@ -61,14 +61,14 @@ pub fn rollback(
         .first()
         .map(|e| e.session.clone())
         .with_context(|| format!("change {change} has no events"))?;
-    let history = load(&ledger, &session)?;
+    let history = SessionState::load(&ledger, &session)?;
     let rec = Recorder::new(ledger, &session);
     let revert = revert_recorded(ws, &rec, &history, &change, "requested by user", Map::new())?;
     let git = &ws.git;
     let trunk = trunk_branch(&session);
 
     // Changes interact: measure the trunk as it now is before anything builds on it.
-    let history = load(&rec.ledger, &session)?;
+    let history = SessionState::load(&rec.ledger, &session)?;
     let name = format!("remeasure-{change}");
     let worktree = git.add_worktree(&name, &trunk)?;
     let env = vec![(
@@ -123,7 +123,7 @@ pub fn rollback(
 pub fn revert_recorded(
     ws: &Workspace,
     rec: &Recorder,
-    history: &SessionHistory,
+    history: &SessionState,
     change: &str,
     reason: &str,
     mut extra: Map<String, Value>,

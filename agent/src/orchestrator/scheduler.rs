@@ -7,8 +7,8 @@ use std::time::Duration;
 use agentloop_ledger::payload::DecisionOutcome;
 use serde_json::Value;
 
-use super::history::SessionHistory;
 use crate::executor::ExecutorConfig;
+use agentloop_ledger::state::SessionState;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -32,7 +32,7 @@ pub struct Options {
 /// `--workers`, else what the session started with, else one per two `[executor] slots`.
 pub(crate) fn workers_for(
     opts: &Options,
-    history: &SessionHistory,
+    history: &SessionState,
     config: &ExecutorConfig,
 ) -> usize {
     let recorded = history
@@ -49,7 +49,7 @@ pub(crate) fn workers_for(
 
 /// K consecutive crashed, policy-rejected or unbuildable changes pause the loop; the count
 /// starts again after each pause (`pause.rs`).
-pub(crate) fn breaker_tripped(history: &SessionHistory, k: u32) -> Option<String> {
+pub(crate) fn breaker_tripped(history: &SessionState, k: u32) -> Option<String> {
     if k == 0 {
         return None;
     }

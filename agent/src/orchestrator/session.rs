@@ -14,7 +14,6 @@ use serde_json::{json, Map, Value};
 
 use super::audit::AuditStep;
 use super::change::{ChangeEnd, ChangeRunner};
-use super::history::{load, sessions, SessionHistory};
 use super::pause;
 use super::proposals::{Proposals, SharedProposals};
 use super::record::Recorder;
@@ -26,6 +25,7 @@ use crate::executor::budget::{Stop, StopReason};
 use crate::executor::ExecutorConfig;
 use crate::git::trunk_branch;
 use crate::orchestrator::parallel;
+use agentloop_ledger::state::{sessions, ChangeRecord, SessionState};
 
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -100,7 +100,7 @@ pub fn run(
             // changes in flight finish, the audit runs here, and the workers go on.
             let mut ended: Option<String> = None;
             Ok(loop {
-                let history = load(&rec.ledger, &session)?;
+                let history = rec.state()?;
                 if let Some(r) = stop.reason() {
                     break r.as_str().to_string();
                 }
@@ -139,7 +139,7 @@ pub fn run(
     } else {
         (|| -> Result<String> {
             Ok(loop {
-                let history = load(&rec.ledger, &session)?;
+                let history = rec.state()?;
                 if let Some(r) = stop.reason() {
                     break r.as_str().to_string();
                 }
@@ -172,12 +172,13 @@ pub fn run(
                 match trunk.ready(&history)? {
                     None => continue, // stopped mid-way; the top of the loop records why
                     Some(ready) => {
-                        let change = history.in_flight().cloned().unwrap_or_else(|| {
-                            super::history::ChangeRecord {
+                        let change = history
+                            .in_flight()
+                            .cloned()
+                            .unwrap_or_else(|| ChangeRecord {
                                 id: agentloop_ledger::new_change_id(),
                                 ..Default::default()
-                            }
-                        });
+                            });
                         match runner.process(&ready, &change)? {
                             ChangeEnd::Settled => {}
                             ChangeEnd::Stopped => continue,
@@ -204,7 +205,7 @@ pub fn run(
             return Err(e);
         }
     };
-    let history = load(&rec.ledger, &session)?;
+    let history = rec.state()?;
     if stop.is_stopped() {
         let in_flight: Vec<&str> = history.in_flight_all().map(|c| c.id.as_str()).collect();
         let mut extra = Map::new();
@@ -224,6 +225,7 @@ pub fn run(
                 spent_s: history.spent_s,
                 remaining_s: (history.start.budget_s - history.spent_s).max(0.0),
                 in_flight: in_flight.len() as u32,
+                resumed: false,
                 extra,
             },
         )?;
@@ -265,10 +267,10 @@ fn begin(
     ledger: Ledger,
     opts: &Options,
     config: &ExecutorConfig,
-) -> Result<(SessionHistory, bool)> {
+) -> Result<(SessionState, bool)> {
     let all = ledger.events()?;
     if let Some(last) = sessions(&all).last() {
-        let h = load(&ledger, last)?;
+        let h = SessionState::load(&ledger, last)?;
         if h.resumable() {
             let rec = Recorder::new(ledger, last);
             rec.append(
@@ -277,7 +279,8 @@ fn begin(
                     spent_s: h.spent_s,
                     remaining_s: (h.start.budget_s - h.spent_s).max(0.0),
                     in_flight: h.in_flight_all().count() as u32,
-                    extra: json!({"resumed": true, "workers": opts.workers})
+                    resumed: true,
+                    extra: json!({"workers": opts.workers})
                         .as_object()
                         .cloned()
                         .unwrap_or_default(),
@@ -287,7 +290,7 @@ fn begin(
                 "resuming session {last} ({:.0}s of budget spent)",
                 h.spent_s
             );
-            return Ok((load(&rec.ledger, last)?, true));
+            return Ok((SessionState::load(&rec.ledger, last)?, true));
         }
     }
     let suffix = &agentloop_ledger::new_change_id()[1..5];
@@ -330,7 +333,7 @@ fn begin(
     ws.git
         .set_branch(&trunk, base, "agentloop: session start")?;
     tracing::info!("session {session} started on {trunk} at {base}");
-    Ok((load(&rec.ledger, &session)?, false))
+    Ok((rec.state()?, false))
 }
 
 #[cfg(test)]
@@ -388,7 +391,7 @@ mod tests {
     fn killed_or_interrupted_sessions_resume_and_finished_ones_do_not() {
         let (_d, l) = ledger_with(&[start()]);
         assert!(
-            load(&l, "s1").unwrap().resumable(),
+            SessionState::load(&l, "s1").unwrap().resumable(),
             "killed: no session_end"
         );
         let end = |reason: &str| {
@@ -399,9 +402,9 @@ mod tests {
             )
         };
         let (_d, l) = ledger_with(&[start(), end("interrupted")]);
-        assert!(load(&l, "s1").unwrap().resumable());
+        assert!(SessionState::load(&l, "s1").unwrap().resumable());
         let (_d, l) = ledger_with(&[start(), end("budget_spent")]);
-        assert!(!load(&l, "s1").unwrap().resumable());
+        assert!(!SessionState::load(&l, "s1").unwrap().resumable());
         // Interrupted, resumed, then killed: still resumable.
         let resumed = (
             EventKind::Budget,
@@ -409,7 +412,7 @@ mod tests {
             json!({"spent_s": 1.0, "remaining_s": 599.0, "resumed": true}),
         );
         let (_d, l) = ledger_with(&[start(), end("interrupted"), resumed]);
-        assert!(load(&l, "s1").unwrap().resumable());
+        assert!(SessionState::load(&l, "s1").unwrap().resumable());
     }
 
     #[test]
@@ -421,7 +424,7 @@ mod tests {
         events.extend(decided("c000004", "build_failed"));
         events.extend(decided("c000005", "crashed"));
         let (_d, l) = ledger_with(&events);
-        let h = load(&l, "s1").unwrap();
+        let h = SessionState::load(&l, "s1").unwrap();
         assert_eq!(
             breaker_tripped(&h, 3),
             None,
@@ -453,7 +456,7 @@ mod tests {
         events.push(pause(1));
         events.extend(decided("c000003", "build_failed"));
         let (_d, l) = ledger_with(&events);
-        let h = load(&l, "s1").unwrap();
+        let h = SessionState::load(&l, "s1").unwrap();
         assert_eq!(h.breaker_pauses.len(), 1);
         assert_eq!(
             breaker_tripped(&h, 2),
@@ -462,7 +465,7 @@ mod tests {
         );
         events.extend(decided("c000004", "crashed"));
         let (_d, l) = ledger_with(&events);
-        let h = load(&l, "s1").unwrap();
+        let h = SessionState::load(&l, "s1").unwrap();
         let why = breaker_tripped(&h, 2).expect("two bad decisions since the pause");
         let cfg = pause::LoopConfig {
             breaker_trips: 3,

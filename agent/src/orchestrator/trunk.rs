@@ -12,13 +12,13 @@ use git2::Oid;
 use super::artifacts::BuildCache;
 use super::build::{ensure_built, BuildState, BUILD_WORKTREE};
 use super::calibrate;
-use super::history::{self, SessionHistory};
 use super::record::Recorder;
 use super::runs;
 use super::workspace::Workspace;
 use crate::executor::budget::Stop;
 use crate::executor::Executor;
 use crate::git::{change_branch, trunk_branch};
+use agentloop_ledger::state::SessionState;
 
 /// A trunk ready for a change: built, and calibrated.
 pub struct Ready {
@@ -89,7 +89,7 @@ impl<'a> Trunk<'a> {
     /// Makes git agree with the ledger after a kill: the trunk ref where the last merge or
     /// rollback put it, discarded branches under `refs/agentloop/rejected/`, and no worktree
     /// left but the trunk's and the in-flight change's.
-    pub fn reconcile(&self, history: &SessionHistory) -> Result<()> {
+    pub fn reconcile(&self, history: &SessionState) -> Result<()> {
         let git = &self.ws.git;
         let stale = git.clear_stale_locks()?;
         if stale > 0 {
@@ -147,7 +147,7 @@ impl<'a> Trunk<'a> {
     }
 
     /// The trunk checked out, built and calibrated; `None` when the loop was stopped meanwhile.
-    pub fn ready(&mut self, history: &SessionHistory) -> Result<Option<Ready>> {
+    pub fn ready(&mut self, history: &SessionState) -> Result<Option<Ready>> {
         let commit = Oid::from_str(&history.trunk_commit)?;
         let worktree = self.checkout(commit)?;
         let tree = self.ws.git.tree_of(commit)?.to_string();
@@ -173,7 +173,7 @@ impl<'a> Trunk<'a> {
             None => {
                 let _calibrating = calibrate::one_at_a_time();
                 // Another worker may have calibrated this trunk while this one waited.
-                let latest = history::load(&self.rec.ledger, &self.session)?;
+                let latest = self.rec.state()?;
                 match calibrate::current(&latest, commit, &self.target.decision)? {
                     Some(n) => n,
                     None => match self.calibrate(&latest, commit, &worktree)? {
@@ -210,7 +210,7 @@ impl<'a> Trunk<'a> {
 
     fn calibrate(
         &self,
-        history: &SessionHistory,
+        history: &SessionState,
         commit: Oid,
         worktree: &Path,
     ) -> Result<Option<NoiseCalibration>> {

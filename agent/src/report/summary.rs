@@ -10,7 +10,8 @@ use agentloop_ledger::payload::{
     Audit, Build, Calibration, Decision, DecisionOutcome, ExitStatus, Pause, Policy, PolicyOutcome,
     Propose, Rollback, RunResult, SessionEnd, SessionStart, Stage,
 };
-use agentloop_ledger::{Event, EventKind, Ledger, LedgerError};
+use agentloop_ledger::state::SessionState;
+use agentloop_ledger::{ChangeStatus, Event, EventKind, Ledger, LedgerError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -256,8 +257,8 @@ struct ChangeLog {
     decision: Option<Decision>,
     merged: bool,
     discarded: bool,
-    /// The change that re-tests this one on a newer trunk.
-    superseded_by: Option<String>,
+    /// Where it ended up, as the ledger's one fold of the events says.
+    status: ChangeStatus,
     rollback: Option<Rollback>,
     trunk_before: Option<f64>,
 }
@@ -285,6 +286,8 @@ pub struct Replay {
     segment: Option<(f64, f64)>,
     last_ts: String,
     last_seq: i64,
+    /// The ledger's fold of the same events: each change's status comes from it.
+    fold: Option<SessionState>,
 }
 
 fn parse<T: DeserializeOwned>(e: &Event) -> Result<T, SummaryError> {
@@ -319,8 +322,22 @@ impl Replay {
         if self.start.is_none() && e.kind != EventKind::SessionStart {
             return Ok(());
         }
+        let folded = match &mut self.fold {
+            None => SessionState::begin(e).map(|f| self.fold = Some(f)),
+            Some(fold) => fold.apply(e),
+        };
+        folded.map_err(|err| SummaryError::BadPayload {
+            seq: e.seq,
+            kind: e.kind,
+            message: err.to_string(),
+        })?;
         self.track_time(e);
         let change = e.change.as_deref().map(|id| self.change_slot(id, e.seq));
+        if let (Some(i), Some(fold)) = (change, &self.fold) {
+            if let Some(c) = fold.change(&self.changes[i].id) {
+                self.changes[i].status = c.status();
+            }
+        }
         match (e.kind, change) {
             (EventKind::SessionStart, _) => {
                 let start: SessionStart = parse(e)?;
@@ -376,11 +393,6 @@ impl Replay {
             }
             (EventKind::Discard, Some(i)) => {
                 self.changes[i].discarded = true;
-                self.changes[i].superseded_by = e
-                    .payload
-                    .get("superseded_by")
-                    .and_then(serde_json::Value::as_str)
-                    .map(str::to_string);
             }
             (EventKind::Rollback, Some(i)) => {
                 let r: Rollback = parse(e)?;
@@ -646,23 +658,15 @@ fn workers_in(payload: &serde_json::Value) -> usize {
 }
 
 fn state_of(c: &ChangeLog) -> ChangeState {
-    if c.rollback.is_some() {
-        return ChangeState::RolledBack;
-    }
-    if c.superseded_by.is_some() {
-        return ChangeState::Superseded;
-    }
-    match c.decision.as_ref().map(|d| d.outcome) {
-        Some(DecisionOutcome::Accepted) => ChangeState::Accepted,
-        Some(DecisionOutcome::Rejected) => ChangeState::Rejected,
-        Some(DecisionOutcome::Crashed) => ChangeState::Crashed,
-        Some(DecisionOutcome::PolicyRejected) => ChangeState::PolicyRejected,
-        Some(DecisionOutcome::BuildFailed) => ChangeState::BuildFailed,
-        // A policy rejection is final even when no decision event follows it.
-        None if matches!(&c.policy, Some(p) if p.outcome == PolicyOutcome::Rejected) => {
-            ChangeState::PolicyRejected
-        }
-        None => ChangeState::InFlight,
+    match c.status {
+        ChangeStatus::Proposed => ChangeState::InFlight,
+        ChangeStatus::Accepted => ChangeState::Accepted,
+        ChangeStatus::Rejected => ChangeState::Rejected,
+        ChangeStatus::Crashed => ChangeState::Crashed,
+        ChangeStatus::PolicyRejected => ChangeState::PolicyRejected,
+        ChangeStatus::BuildFailed => ChangeState::BuildFailed,
+        ChangeStatus::Superseded => ChangeState::Superseded,
+        ChangeStatus::RolledBack => ChangeState::RolledBack,
     }
 }
 

@@ -147,6 +147,7 @@ impl Writer<'_> {
                 prompt_tokens: Some(1200),
                 completion_tokens: Some(300),
                 cost_usd: Some(0.012),
+                retest_of: None,
                 parent_commit: Some("b0b0b0b".into()),
                 attempt: Some(attempt),
                 extra: Map::new(),
@@ -237,6 +238,7 @@ impl Writer<'_> {
             Some(change),
             &Discard {
                 kept_ref: Some(format!("refs/agentloop/rejected/{}/{change}", self.session)),
+                superseded_by: None,
                 extra: Map::new(),
             },
         );
@@ -381,6 +383,7 @@ pub fn populate(ledger: &Ledger) -> String {
             spent_s: 1800.0,
             remaining_s: 27000.0,
             in_flight: 0,
+            resumed: false,
             extra: Map::new(),
         },
     );
