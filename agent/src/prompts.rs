@@ -128,6 +128,11 @@ impl Templates {
                 ("patch_format", patch_format),
             ]),
         )?;
+        // Appended, not a template value: the user's own templates keep working unchanged.
+        let program = match &ctx.notice {
+            Some(notice) => format!("{program}\n\n## Why the loop paused\n\n{notice}\n"),
+            None => program,
+        };
         let mut messages = vec![
             ChatMessage::new(
                 Role::System,
@@ -310,6 +315,7 @@ mod tests {
             budget_left: Duration::from_secs(3 * 3600 + 61),
             metric: "val_bpb".into(),
             request,
+            notice: None,
         }
     }
 

@@ -3,7 +3,8 @@
 use std::time::{Duration, Instant};
 
 use agentloop::llm::{
-    Api, ApiKey, ChatMessage, ClientSettings, LlmClient, LlmError, Pricing, RetryPolicy, Role,
+    Api, ApiKey, ChatMessage, ClientSettings, ErrorClass, LlmClient, LlmError, Pricing,
+    RetryPolicy, Role,
 };
 use agentloop::patch::{self, PatchFormat};
 use agentloop::prompts::template_sha256;
@@ -67,6 +68,7 @@ fn context() -> ProposalContext {
         budget_left: Duration::from_secs(3600),
         metric: "val_bpb".into(),
         request: Request::New,
+        notice: None,
     }
 }
 
@@ -442,4 +444,84 @@ fn agent_table_parses_with_durations_and_rejects_unknown_fields() {
         ProviderKind::Anthropic
     );
     assert!("gemini".parse::<ProviderKind>().is_err());
+}
+
+fn raw_200(body: &str) -> CannedReply {
+    CannedReply {
+        status: 200,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: body.into(),
+        delay: Duration::ZERO,
+        echo_request_headers: false,
+    }
+}
+
+/// What a caller (the loop) must do with each failure: wait on a provider in trouble, stop
+/// and name the setting when asking again cannot help.
+#[tokio::test]
+async fn failures_are_classified_transient_or_fatal_with_the_setting_to_fix() {
+    let transient = [
+        (CannedReply::error(503, "overloaded"), "HTTP 503"),
+        (
+            CannedReply::error(429, "slow down").with_header("retry-after", "2"),
+            "HTTP 429",
+        ),
+        (raw_200(""), "body is not JSON"),
+        (raw_200(r#"{"choices":[{"mess"#), "body is not JSON"),
+        (
+            raw_200(r#"{"choices":[{"message":{"content":"\ud800"}}]}"#),
+            "hex escape",
+        ),
+        (raw_200(r#"{"id":"x","model":"m"}"#), "no `choices[0]`"),
+        (
+            raw_200(r#"{"choices":[{"message":{"content":null},"finish_reason":"length"}]}"#),
+            "[agent] max_tokens",
+        ),
+    ];
+    for (reply, says) in transient {
+        // Every attempt gets the same answer.
+        let server = ScriptedServer::start(vec![reply; 2]).unwrap();
+        let mut s = settings(Api::OpenAi, &server);
+        s.retry.max_retries = 1;
+        let err = LlmClient::new(s)
+            .unwrap()
+            .complete(&conversation())
+            .await
+            .unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Transient, "{err}");
+        assert!(err.to_string().contains(says), "{err}");
+        assert_eq!(err.setting_to_fix(), None);
+    }
+    let server = ScriptedServer::start(vec![
+        CannedReply::error(429, "slow down")
+            .with_header("retry-after", "2");
+        2
+    ])
+    .unwrap();
+    let mut s = settings(Api::OpenAi, &server);
+    s.retry.max_retries = 0;
+    let err = LlmClient::new(s)
+        .unwrap()
+        .complete(&conversation())
+        .await
+        .unwrap_err();
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(2)));
+
+    let fatal = [
+        (401, "`[agent] api_key_env`"),
+        (403, "`[agent] api_key_env`"),
+        (404, "`[agent] model`"),
+        (400, "`[agent] model`"),
+    ];
+    for (status, setting) in fatal {
+        let server = ScriptedServer::start([CannedReply::error(status, "no")]).unwrap();
+        let err = LlmClient::new(settings(Api::OpenAi, &server))
+            .unwrap()
+            .complete(&conversation())
+            .await
+            .unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Fatal, "{err}");
+        assert!(err.setting_to_fix().unwrap().contains(setting), "{status}");
+        assert_eq!(server.requests().len(), 1, "HTTP {status} is not retried");
+    }
 }

@@ -60,6 +60,7 @@ fn ctx(root: &Path, history: Vec<HistoryItem>) -> ProposalContext {
         budget_left: Duration::from_secs(600),
         metric: "val_bpb".into(),
         request: Request::New,
+        notice: None,
     }
 }
 

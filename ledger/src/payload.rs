@@ -412,6 +412,52 @@ pub struct SessionEnd {
 }
 payload_kind!(SessionEnd, EventKind::SessionEnd);
 
+/// The loop waiting instead of ending, as a session-level `error` event (a typed payload of
+/// an existing kind, so older readers and ledgers accept it). [`Pause::PROVIDER_WAIT`]: the
+/// provider failed transiently (5xx, 429, a timeout, an unreadable answer) and is asked again
+/// at `until`. [`Pause::BREAKER_PAUSE`]: the circuit breaker tripped; proposals resume at
+/// `until`, with the same calibration. Recorded before the wait starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pause {
+    /// [`Pause::PROVIDER_WAIT`] or [`Pause::BREAKER_PAUSE`].
+    pub stage: String,
+    /// Why, in words (the provider's error, scrubbed of keys; or what kept failing).
+    pub message: String,
+    /// RFC 3339: when this streak of provider failures (or this trip) began.
+    pub since: String,
+    pub wait_s: f64,
+    /// RFC 3339: when the loop tries again.
+    pub until: String,
+    /// Failures in a row so far (provider), or the trip number (breaker).
+    pub count: u32,
+    /// The HTTP status of the provider's last answer, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// The change that was asking (kept out of the event's `change` column so the change's
+    /// own error cursor is not disturbed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_change: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+payload_kind!(Pause, EventKind::Error);
+
+impl Pause {
+    pub const PROVIDER_WAIT: &'static str = "provider_wait";
+    pub const BREAKER_PAUSE: &'static str = "breaker_pause";
+
+    /// The pause an `error` event's payload records, if it is one.
+    pub fn of(kind: EventKind, payload: &Value) -> Option<Pause> {
+        let stage = payload.get("stage")?.as_str()?;
+        if kind != EventKind::Error
+            || (stage != Self::PROVIDER_WAIT && stage != Self::BREAKER_PAUSE)
+        {
+            return None;
+        }
+        Pause::deserialize(payload).ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::payload::{
     Audit, Budget, Build, Calibration, Decision, DecisionOutcome, Discard, ErrorEvent, Merge,
-    Policy, PolicyOutcome, Propose, Rollback, RunResult, SessionEnd, SessionStart, Stage,
+    Pause, Policy, PolicyOutcome, Propose, Rollback, RunResult, SessionEnd, SessionStart, Stage,
 };
 use crate::views::ChangeStatus;
 use crate::{Event, EventKind, Ledger, LedgerError, Result};
@@ -173,6 +173,11 @@ pub struct SessionState {
     /// Holdout audit events (audits and their bisection steps), in order.
     pub audits: Vec<(i64, Audit)>,
     pub ends: Vec<SessionEnd>,
+    /// The last wait for the provider since the last proposal was recorded: the streak of
+    /// provider failures a resumed session continues.
+    pub provider_streak: Option<Pause>,
+    /// Circuit-breaker pauses in order: trips so far, and where the breaker's count restarts.
+    pub breaker_pauses: Vec<(i64, Pause)>,
     /// Whether the last event of the session is a `session_end`.
     pub ended: bool,
     /// Seconds of budget spent, summed over the session's segments (start or resume to last event).
@@ -208,6 +213,8 @@ impl SessionState {
             session_runs: Vec::new(),
             audits: Vec::new(),
             ends: Vec::new(),
+            provider_streak: None,
+            breaker_pauses: Vec::new(),
             ended: false,
             spent_s: 0.0,
             spent_before_s: 0.0,
@@ -264,6 +271,11 @@ impl SessionState {
                 EventKind::Calibration => self.calibrations.push((e.seq, parse(e)?)),
                 EventKind::Audit => self.audits.push((e.seq, parse(e)?)),
                 EventKind::SessionEnd => self.ends.push(parse(e)?),
+                EventKind::Error => match Pause::of(e.kind, &e.payload) {
+                    Some(p) if p.stage == Pause::PROVIDER_WAIT => self.provider_streak = Some(p),
+                    Some(p) => self.breaker_pauses.push((e.seq, p)),
+                    None => {}
+                },
                 _ => {}
             }
             return Ok(());
@@ -280,6 +292,10 @@ impl SessionState {
                 self.changes.len() - 1
             }
         };
+        if e.kind == EventKind::Propose {
+            // The provider answered: a streak of failures is over.
+            self.provider_streak = None;
+        }
         let c = &mut self.changes[i];
         c.last_seq = e.seq;
         let step = match e.kind {

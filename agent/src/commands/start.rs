@@ -12,9 +12,8 @@ use crate::orchestrator::proposals::Proposals;
 use crate::orchestrator::session::{self, Options};
 use crate::orchestrator::workspace::Workspace;
 
-/// Fix attempts after a failed build, and the circuit breaker's K (see DESIGN.md).
+/// Fix attempts after a failed build (see DESIGN.md).
 const FIX_ATTEMPTS: u32 = 2;
-const BREAKER_K: u32 = 5;
 
 pub fn run(repo: Option<&Path>, args: &StartArgs) -> Result<i32> {
     let ws = Workspace::open(repo)?;
@@ -29,7 +28,8 @@ pub fn run(repo: Option<&Path>, args: &StartArgs) -> Result<i32> {
         model: args.model.clone(),
         target_dir,
         fix_attempts: FIX_ATTEMPTS,
-        breaker_k: BREAKER_K,
+        // `[loop] breaker_after`; the pause and the trips that end the session are read there too.
+        breaker_k: crate::orchestrator::pause::LoopConfig::from_target(&target)?.breaker_after,
         progress: crate::progress::Mode::detect(),
         workers: args.workers.map(usize::from),
     };

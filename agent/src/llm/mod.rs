@@ -12,7 +12,7 @@ mod openai;
 mod redact;
 mod transport;
 
-pub use error::LlmError;
+pub use error::{ErrorClass, LlmError};
 pub use transport::RetryPolicy;
 
 use std::time::Duration;

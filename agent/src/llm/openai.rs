@@ -47,7 +47,12 @@ pub(super) fn parse_response(v: &Value) -> Result<ParsedResponse, String> {
                 .get("finish_reason")
                 .and_then(Value::as_str)
                 .unwrap_or("unknown");
-            format!("`choices[0].message.content` is empty (finish_reason: {reason})")
+            let hint = if reason == "length" {
+                "; the reply ran out of tokens: raise `[agent] max_tokens` if this persists"
+            } else {
+                ""
+            };
+            format!("`choices[0].message.content` is empty (finish_reason: {reason}){hint}")
         })?;
     let tokens = |name: &str| {
         v.pointer(&format!("/usage/{name}"))

@@ -1,8 +1,10 @@
 //! One JSON POST with timeouts and retries.
 //!
-//! Retried: 429 (after `Retry-After` when given), 408, 5xx (incl. Anthropic's 529), timeouts
-//! and connection failures, with exponential backoff and jitter. Not retried: other 4xx,
-//! whose message is returned at once.
+//! Retried: 429 (after `Retry-After` when given), 408, 5xx (incl. Anthropic's 529), timeouts,
+//! connection failures and a 200 whose body is not JSON (empty, truncated, a lone surrogate
+//! escape), with exponential backoff and jitter. Not retried: other 4xx, whose message is
+//! returned at once. When the retries run out the caller decides (`LlmError::class`): the
+//! loop waits longer and asks again, recording each wait.
 
 use std::time::Duration;
 
@@ -113,14 +115,16 @@ impl Call<'_> {
             Err(e) => return Err(self.transport_failure(e, attempts)),
         };
         if status.is_success() {
-            return serde_json::from_str(&body).map_err(|e| {
-                Failure::Fatal(LlmError::BadResponse {
+            // An empty or cut-off body is a provider in trouble: retried like a 5xx.
+            return serde_json::from_str(&body).map_err(|e| Failure::Retryable {
+                error: LlmError::BadResponse {
                     provider: self.provider,
                     message: scrub(
                         &format!("body is not JSON ({e}): {}", snippet(&body)),
                         self.secret,
                     ),
-                })
+                },
+                wait: self.retry.backoff(attempts - 1),
             });
         }
         let message = scrub(&error_message(&body), self.secret);
@@ -136,6 +140,7 @@ impl Call<'_> {
                     status: code,
                     message,
                     attempts,
+                    retry_after,
                 },
                 wait,
             });

@@ -3,9 +3,10 @@
 use agentloop_guardrails::target::TargetSpec;
 use anyhow::{Context as _, Result};
 
-use super::proposals::{Context, Edit, Proposals, Reply};
+use super::proposals::{Context, Edit, Proposals, ProviderFailure, Reply};
 use super::workspace::Workspace;
 use crate::cli::StartArgs;
+use crate::llm::{ErrorClass, LlmError};
 use crate::patch;
 use crate::proposer::{
     from_config, AgentConfig, AnyProposer, OfflineSpace, ProposalContext, ProposeError, Proposer,
@@ -66,6 +67,25 @@ impl AgentProposals {
     }
 }
 
+/// The loop's view of an LLM error: wait on a transient one; name the setting on a fatal one.
+fn provider_failure(e: &LlmError) -> ProviderFailure {
+    let transient = e.class() == ErrorClass::Transient;
+    let message = match e.setting_to_fix() {
+        Some(setting) if !transient => {
+            format!(
+                "{e}; fix {setting} in agentloop.toml, then `agentloop start` resumes the session"
+            )
+        }
+        _ => e.to_string(),
+    };
+    ProviderFailure {
+        transient,
+        status: e.status(),
+        retry_after: e.retry_after(),
+        message,
+    }
+}
+
 impl Proposals for AgentProposals {
     fn propose(&mut self, ctx: &Context) -> Result<Option<Reply>> {
         let pctx = ProposalContext {
@@ -75,6 +95,7 @@ impl Proposals for AgentProposals {
             budget_left: ctx.budget_left,
             metric: self.metric.clone(),
             request: ctx.ask.clone(),
+            notice: ctx.notice.clone(),
         };
         match self.runtime.block_on(self.inner.propose(&pctx)) {
             Ok(p) => Ok(Some(Reply {
@@ -108,6 +129,7 @@ impl Proposals for AgentProposals {
                 tracing::info!("the offline search space is exhausted ({tried} settings tried)");
                 Ok(None)
             }
+            Err(ProposeError::Llm(e)) => Err(provider_failure(&e).into()),
             Err(e) => Err(e.into()),
         }
     }

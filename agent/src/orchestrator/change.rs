@@ -19,7 +19,8 @@ use serde_json::{json, Map, Value};
 
 use super::artifacts::BuildCache;
 use super::build::{ensure_built, BuildState};
-use super::proposals::{Ask, Context, Edit, HistoryItem, ProposalSource, Reply};
+use super::pause::{self, LoopConfig};
+use super::proposals::{Ask, Context, Edit, HistoryItem, ProposalSource, ProviderFailure, Reply};
 use super::record::Recorder;
 use super::runs::{self, recorded, value_of, RunSpec};
 use super::seeds::seed_for;
@@ -28,7 +29,7 @@ use super::workspace::Workspace;
 use crate::executor::budget::Stop;
 use crate::executor::Executor;
 use crate::git::{change_branch, kept_ref, trunk_branch, FileWrite};
-use agentloop_ledger::state::ChangeRecord;
+use agentloop_ledger::state::{ChangeRecord, SessionState};
 
 /// Merges are decided one at a time: "is the trunk still the one this change was tested on?"
 /// and moving the trunk must not interleave with another worker's merge.
@@ -64,6 +65,14 @@ enum Prepared {
     Decided(Box<Decision>),
     Stopped,
     Exhausted,
+}
+
+/// What asking the proposer came to.
+enum Asked {
+    /// A reply, or `None` when the proposer has nothing left.
+    Answer(Option<Box<Reply>>),
+    /// The loop was stopped while waiting for the provider.
+    Stopped,
 }
 
 /// How launching both runs of a pair at once went.
@@ -152,11 +161,10 @@ impl<'a> ChangeRunner<'a> {
                         return Ok(Prepared::Stopped);
                     }
                     let ctx = self.context(id, ready, base, ask.clone())?;
-                    let Some(reply) = self
-                        .proposals
-                        .propose(&ctx)
-                        .context("asking for a proposal")?
-                    else {
+                    let Some(reply) = (match self.ask_until_answered(id, &ctx)? {
+                        Asked::Answer(reply) => reply,
+                        Asked::Stopped => return Ok(Prepared::Stopped),
+                    }) else {
                         return Ok(Prepared::Exhausted);
                     };
                     let p = propose_payload(&reply, base, attempt, &ask);
@@ -362,6 +370,29 @@ impl<'a> ChangeRunner<'a> {
                 ))));
             }
             return Ok(Prepared::Candidate { commit, worktree });
+        }
+    }
+
+    /// Asks the proposer; while the provider fails transiently (down, rate-limiting, hanging,
+    /// answering garbage), records a wait and asks again after it, for as long as the budget
+    /// lasts. A fatal failure (auth, unknown model, an invalid request) is returned: its
+    /// message names the setting to fix.
+    fn ask_until_answered(&self, id: &str, ctx: &Context) -> Result<Asked> {
+        let cfg = LoopConfig::from_target(self.target)?;
+        loop {
+            let err = match self.proposals.propose(ctx) {
+                Ok(reply) => return Ok(Asked::Answer(reply.map(Box::new))),
+                Err(e) => e,
+            };
+            let failure = match err.downcast_ref::<ProviderFailure>() {
+                Some(f) if f.transient => f.clone(),
+                _ => return Err(err.context("asking for a proposal")),
+            };
+            let history = self.rec.state()?;
+            let streak = history.provider_streak.as_ref();
+            if !pause::wait_for_provider(self.rec, self.stop, &cfg, id, streak, &failure)? {
+                return Ok(Asked::Stopped);
+            }
         }
     }
 
@@ -871,8 +902,26 @@ impl<'a> ChangeRunner<'a> {
             noise_floor: Some(ready.noise.run_sd),
             budget_left: self.stop.time_left().unwrap_or_default(),
             ask,
+            notice: breaker_notice(&history),
         })
     }
+}
+
+/// After a circuit-breaker pause, until the next decision: what kept failing, for the agent.
+fn breaker_notice(history: &SessionState) -> Option<String> {
+    let (seq, pause) = history.breaker_pauses.last()?;
+    let decided_since = history
+        .changes
+        .iter()
+        .any(|c| matches!(&c.decision, Some((s, _)) if s > seq));
+    (!decided_since).then(|| {
+        format!(
+            "The loop paused because the last changes all failed the same way: {}. \
+             Propose something different: a smaller change, one that compiles and trains \
+             stably, within the editable files and the rules above.",
+            pause.message
+        )
+    })
 }
 
 fn run_value(r: &RunResult) -> RunValue {

@@ -8,6 +8,7 @@ pub mod build;
 pub mod calibrate;
 pub mod change;
 pub mod decision_check;
+pub mod pause;
 pub mod proposals;
 pub mod record;
 pub mod rollback;

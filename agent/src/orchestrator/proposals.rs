@@ -14,6 +14,24 @@ pub struct Context {
     pub noise_floor: Option<f64>,
     pub budget_left: Duration,
     pub ask: Ask,
+    /// What kept failing before the circuit breaker paused the loop, told to the agent once
+    /// the loop resumes (`None` otherwise).
+    pub notice: Option<String>,
+}
+
+/// The provider itself failed (no reply to record). `transient`: it is down, slow,
+/// rate-limiting or answered garbage, so the loop waits and asks again; otherwise asking
+/// again cannot help and `message` names the setting to fix.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ProviderFailure {
+    pub transient: bool,
+    /// The HTTP status of the last answer, if there was one.
+    pub status: Option<u16>,
+    /// How long the provider asked us to wait (`Retry-After`), if it said.
+    pub retry_after: Option<Duration>,
+    /// Scrubbed of the API key.
+    pub message: String,
 }
 
 /// A reply, whether or not its patch turns out to apply.
@@ -44,7 +62,8 @@ pub struct Edit {
 
 pub trait Proposals {
     /// One reply; `None` when there is nothing left to propose (the offline search space is
-    /// exhausted). `Err` only for failures of the provider itself (network, auth, quota).
+    /// exhausted). `Err` only for failures of the provider itself (network, auth, quota),
+    /// as a [`ProviderFailure`] when the proposer can tell whether waiting would help.
     fn propose(&mut self, ctx: &Context) -> anyhow::Result<Option<Reply>>;
 
     /// `offline`, `openai`, `anthropic`: recorded in the session_start event.

@@ -82,6 +82,10 @@ pub fn run(
             "log_tail".into(),
             Value::String(tail_lines(&finished.tail, 20)),
         );
+        // A full disk takes the run's own log with it: say so, or the crash has no reason.
+        if let Some(why) = disk_full(&spec.out) {
+            extra.insert("disk_full".into(), Value::String(why));
+        }
     }
     Ok(Some(RunResult {
         arm: spec.arm,
@@ -99,6 +103,20 @@ pub fn run(
         worker: Some(finished.worker.clone()),
         extra,
     }))
+}
+
+/// Whether the run directory's filesystem has no room left (a 64 KiB probe write fails
+/// with ENOSPC or EDQUOT); the message names the directory.
+fn disk_full(dir: &Path) -> Option<String> {
+    let probe = dir.join(".agentloop-space-probe");
+    let written = std::fs::write(&probe, vec![0u8; 64 * 1024]);
+    let _ = std::fs::remove_file(&probe);
+    match written {
+        Err(e) if matches!(e.raw_os_error(), Some(28) | Some(122)) => {
+            Some(format!("no space left in {}: {e}", dir.display()))
+        }
+        _ => None,
+    }
 }
 
 /// `<parent>-<run>` from `.agentloop/runs/<parent>/<run>/`: readable in `squeue` and logs.

@@ -26,6 +26,7 @@ use serde_json::{Map, Value};
 
 use super::audit::{self, AuditStep};
 use super::change::{ChangeEnd, ChangeRunner};
+use super::pause;
 use super::proposals::ProposalSource;
 use super::record::{Recorder, SharedProgress};
 use super::trunk::Trunk;
@@ -70,14 +71,17 @@ pub(crate) fn workers_for(
         .max(1)
 }
 
-/// K consecutive crashed, policy-rejected or unbuildable changes pause the loop.
+/// K consecutive crashed, policy-rejected or unbuildable changes pause the loop; the count
+/// starts again after each pause (`pause.rs`).
 pub(crate) fn breaker_tripped(history: &SessionState, k: u32) -> Option<String> {
     if k == 0 {
         return None;
     }
+    let after = history.breaker_pauses.last().map_or(0, |(seq, _)| *seq);
     let bad: Vec<_> = history
         .changes
         .iter()
+        .filter(|c| matches!(&c.decision, Some((seq, _)) if *seq > after))
         .filter_map(|c| c.counted_decision())
         .rev()
         .take(k as usize)
@@ -166,6 +170,10 @@ fn rounds(
         if let Some(reason) = ended.take() {
             return Ok(reason);
         }
+        // A breaker pause a kill interrupted is waited out before any change starts.
+        if !pause::finish_breaker_pause(&history, shared.stop) {
+            continue; // stopped; the top of the loop says why
+        }
         let done = round(shared, workers).map_err(|(e, at)| {
             *stage = at;
             e
@@ -211,8 +219,10 @@ struct Pool {
     audit_due: bool,
     /// Why the session ends (breaker, max changes, proposer exhausted), once known.
     end: Option<String>,
-    /// The circuit breaker tripped: not even a change in flight is taken up again.
+    /// The circuit breaker ended the session: not even a change in flight is taken up again.
     breaker: bool,
+    /// A worker is waiting out a circuit-breaker pause: no change starts meanwhile.
+    pausing: bool,
     /// The first worker's failure, and the stage its change was in.
     failure: Option<(anyhow::Error, &'static str)>,
     /// The stage each change stopped in, for the budget event.
@@ -354,17 +364,37 @@ fn next_change(
     coord: &Coordinator,
     rec: &Recorder,
 ) -> Result<Option<ChangeRecord>> {
+    let loop_cfg = pause::LoopConfig::from_target(shared.target)?;
     let mut pool = coord.lock();
     loop {
         if pool.failure.is_some() || shared.stop.is_stopped() {
             return Ok(None);
         }
         let history = rec.state()?;
-        if pool.end.is_none() {
+        // Tripped: no new change starts; once none is in flight, one worker pauses (the
+        // others wait for it), then the count starts again. The last trip ends the session.
+        let mut tripped = pool.pausing;
+        if pool.end.is_none() && !pool.pausing {
             if let Some(why) = breaker_tripped(&history, shared.opts.breaker_k) {
-                tracing::warn!("circuit breaker: {why}");
-                pool.end = Some(format!("circuit_breaker: {why}"));
-                pool.breaker = true;
+                tripped = true;
+                match pause::on_trip(&history, &loop_cfg, why) {
+                    pause::Trip::End(reason) => {
+                        tracing::warn!("{reason}");
+                        pool.end = Some(reason);
+                        pool.breaker = true;
+                    }
+                    pause::Trip::Pause { trip, why } if pool.held.is_empty() => {
+                        pool.pausing = true;
+                        drop(pool);
+                        let paused = pause::breaker_pause(rec, shared.stop, &loop_cfg, trip, &why);
+                        pool = coord.lock();
+                        pool.pausing = false;
+                        coord.changed.notify_all();
+                        paused?;
+                        continue;
+                    }
+                    pause::Trip::Pause { .. } => {}
+                }
             }
         }
         if !pool.breaker {
@@ -383,7 +413,7 @@ fn next_change(
             audit::pending(&history, &shared.target.decision.audit),
             audit::Pending::NotDue { .. }
         );
-        if pool.end.is_none() && !pool.exhausted && room && !pool.audit_due {
+        if pool.end.is_none() && !pool.exhausted && room && !pool.audit_due && !tripped {
             let id = agentloop_ledger::new_change_id();
             pool.held.insert(id.clone());
             return Ok(Some(ChangeRecord {
@@ -391,7 +421,7 @@ fn next_change(
                 ..Default::default()
             }));
         }
-        if pool.held.is_empty() {
+        if pool.held.is_empty() && !tripped {
             if pool.audit_due && pool.end.is_none() {
                 coord.changed.notify_all();
                 return Ok(None);

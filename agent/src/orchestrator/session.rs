@@ -324,4 +324,55 @@ mod tests {
         assert_eq!(h.decided(), 5);
         assert!(h.in_flight().is_none());
     }
+
+    #[test]
+    fn breaker_counts_again_from_zero_after_a_pause_and_ends_at_the_last_trip() {
+        let pause = |count: u32| {
+            (
+                EventKind::Error,
+                None,
+                json!({"stage": "breaker_pause", "message": "2 consecutive changes crashed",
+                       "since": "2026-01-01T00:00:00Z", "wait_s": 1.0,
+                       "until": "2026-01-01T00:00:01Z", "count": count}),
+            )
+        };
+        let mut events = vec![start()];
+        events.extend(decided("c000001", "crashed"));
+        events.extend(decided("c000002", "crashed"));
+        events.push(pause(1));
+        events.extend(decided("c000003", "build_failed"));
+        let (_d, l) = ledger_with(&events);
+        let h = SessionState::load(&l, "s1").unwrap();
+        assert_eq!(h.breaker_pauses.len(), 1);
+        assert_eq!(
+            breaker_tripped(&h, 2),
+            None,
+            "decisions before the pause no longer count"
+        );
+        events.extend(decided("c000004", "crashed"));
+        let (_d, l) = ledger_with(&events);
+        let h = SessionState::load(&l, "s1").unwrap();
+        let why = breaker_tripped(&h, 2).expect("two bad decisions since the pause");
+        let cfg = pause::LoopConfig {
+            breaker_trips: 3,
+            ..Default::default()
+        };
+        assert!(matches!(
+            pause::on_trip(&h, &cfg, why.clone()),
+            pause::Trip::Pause { trip: 2, .. }
+        ));
+        let cfg = pause::LoopConfig {
+            breaker_trips: 2,
+            ..Default::default()
+        };
+        match pause::on_trip(&h, &cfg, why) {
+            pause::Trip::End(reason) => assert!(
+                reason.starts_with("circuit_breaker: 2 consecutive")
+                    && reason.contains("trip 2 of 2")
+                    && reason.contains("agentloop ledger list --status crashed"),
+                "{reason}"
+            ),
+            pause::Trip::Pause { .. } => panic!("the last trip ends the session"),
+        }
+    }
 }

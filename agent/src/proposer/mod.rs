@@ -40,6 +40,9 @@ pub struct ProposalContext {
     /// The metric being minimized (the target's `metric`, e.g. `val_bpb`).
     pub metric: String,
     pub request: Request,
+    /// What kept failing before the circuit breaker paused the loop (said once after a pause).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
 }
 
 /// One earlier change and what became of it.

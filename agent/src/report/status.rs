@@ -1,6 +1,7 @@
 //! `agentloop status` and the progress display's words: a compact view of a [`SessionSummary`],
 //! as text for people and as JSON for scripts.
 
+use agentloop_ledger::payload::Pause;
 use serde::Serialize;
 
 use super::summary::{Costs, Counts, Current, SessionSummary};
@@ -30,6 +31,8 @@ pub struct Status {
     pub current: Option<Current>,
     #[serde(flatten)]
     pub costs: Costs,
+    /// The wait the loop is in (for the provider, or a circuit-breaker pause), if any.
+    pub waiting: Option<Pause>,
     /// Share of the slot time (wall time x slots) not spent training (building, proposing,
     /// deciding, or a slot left idle).
     pub overhead_share: Option<f64>,
@@ -64,6 +67,7 @@ impl Status {
             baseline_metric: s.baseline_metric,
             current: s.current.clone(),
             costs: s.costs.clone(),
+            waiting: s.waiting.clone(),
             overhead_share: None,
             decisions_per_hour: None,
             overhead_s_per_decision: None,
@@ -191,6 +195,101 @@ pub fn text(s: &Status) -> String {
             o * 100.0
         ));
     }
+    if let (Some(w), None) = (&s.waiting, &s.end_reason) {
+        out.push(format!("waiting   {}", waiting_line(w, chrono::Utc::now())));
+    }
     out.push(format!("current   {}", current_line(s)));
     out.join("\n") + "\n"
+}
+
+/// "for the provider since 03:12 (HTTP 503), next try in 4m" (local time of day).
+pub fn waiting_line(w: &Pause, now: chrono::DateTime<chrono::Utc>) -> String {
+    let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+    let since = at(&w.since).map_or_else(
+        || w.since.clone(),
+        |t| t.with_timezone(&chrono::Local).format("%H:%M").to_string(),
+    );
+    let next = match at(&w.until).map(|t| (t.with_timezone(&chrono::Utc) - now).num_seconds()) {
+        Some(s) if s > 0 => format!("next try in {}", short_duration(s as u64)),
+        _ => "trying again now".to_string(),
+    };
+    if w.stage == Pause::BREAKER_PAUSE {
+        format!(
+            "paused by the circuit breaker since {since} (trip {}: {}), {next}",
+            w.count, w.message
+        )
+    } else {
+        let why = match w.status {
+            Some(code) => format!("HTTP {code}"),
+            None => w.message.chars().take(80).collect(),
+        };
+        format!(
+            "for the provider since {since} ({why}), {next} ({} failure{} in a row)",
+            w.count,
+            if w.count == 1 { "" } else { "s" }
+        )
+    }
+}
+
+/// 45s, 4m, 2h05m: minutes rounded up, as a person reads a countdown.
+fn short_duration(s: u64) -> String {
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s.div_ceil(60)),
+        _ => {
+            let m = s.div_ceil(60);
+            format!("{}h{:02}m", m / 60, m % 60)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pause(stage: &str, status: Option<u16>) -> Pause {
+        Pause {
+            stage: stage.into(),
+            message: "openai failed with HTTP 503 on all 5 attempts: overloaded".into(),
+            since: "2026-01-01T03:12:00Z".into(),
+            wait_s: 240.0,
+            until: "2026-01-01T03:20:00Z".into(),
+            count: 3,
+            status,
+            for_change: None,
+            extra: Default::default(),
+        }
+    }
+
+    #[test]
+    fn waiting_line_says_since_when_why_and_when_next() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T03:16:10Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let since = chrono::DateTime::parse_from_rfc3339("2026-01-01T03:12:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Local)
+            .format("%H:%M")
+            .to_string();
+        assert_eq!(
+            waiting_line(&pause(Pause::PROVIDER_WAIT, Some(503)), now),
+            format!(
+                "for the provider since {since} (HTTP 503), next try in 4m (3 failures in a row)"
+            )
+        );
+        let line = waiting_line(&pause(Pause::PROVIDER_WAIT, None), now);
+        assert!(line.contains("(openai failed with HTTP 503"), "{line}");
+        let later = now + chrono::Duration::minutes(10);
+        assert!(waiting_line(&pause(Pause::PROVIDER_WAIT, Some(503)), later)
+            .contains("trying again now"));
+        let line = waiting_line(&pause(Pause::BREAKER_PAUSE, None), now);
+        assert!(
+            line.starts_with(&format!(
+                "paused by the circuit breaker since {since} (trip 3"
+            )),
+            "{line}"
+        );
+        assert_eq!(short_duration(7199), "2h00m");
+        assert_eq!(short_duration(61), "2m");
+    }
 }

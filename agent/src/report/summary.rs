@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use agentloop_ledger::payload::{
-    Audit, Build, Calibration, Decision, DecisionOutcome, ExitStatus, Policy, PolicyOutcome,
+    Audit, Build, Calibration, Decision, DecisionOutcome, ExitStatus, Pause, Policy, PolicyOutcome,
     Propose, Rollback, RunResult, SessionEnd, SessionStart, Stage,
 };
 use agentloop_ledger::state::SessionState;
@@ -187,6 +187,8 @@ pub struct SessionSummary {
     pub trunk: Vec<TrunkLevel>,
     pub audits: Vec<AuditMark>,
     pub costs: Costs,
+    /// The wait (for the provider, or a circuit-breaker pause) the loop is in, if any.
+    pub waiting: Option<Pause>,
     pub last_seq: i64,
 }
 
@@ -278,6 +280,8 @@ pub struct Replay {
     trunk_commit: String,
     audits: Vec<AuditMark>,
     end: Option<SessionEnd>,
+    /// The last recorded wait, until the loop goes on (a proposal) or ends.
+    waiting: Option<Pause>,
     spent_closed_s: f64,
     segment: Option<(f64, f64)>,
     last_ts: String,
@@ -357,7 +361,15 @@ impl Replay {
                 }
                 self.calibrations.push(c);
             }
-            (EventKind::Propose, Some(i)) => self.changes[i].proposals.push(parse(e)?),
+            (EventKind::Propose, Some(i)) => {
+                self.waiting = None;
+                self.changes[i].proposals.push(parse(e)?)
+            }
+            (EventKind::Error, None) => {
+                if let Some(p) = Pause::of(e.kind, &e.payload) {
+                    self.waiting = Some(p);
+                }
+            }
             (EventKind::Policy, Some(i)) => self.changes[i].policy = Some(parse(e)?),
             (EventKind::Build, Some(i)) => self.changes[i].builds.push(parse(e)?),
             (EventKind::RunResult, Some(i)) => self.changes[i].runs.push(parse(e)?),
@@ -399,7 +411,10 @@ impl Replay {
                     p_value: a.p_value,
                 });
             }
-            (EventKind::SessionEnd, _) => self.end = Some(parse(e)?),
+            (EventKind::SessionEnd, _) => {
+                self.waiting = None;
+                self.end = Some(parse(e)?)
+            }
             _ => {}
         }
         Ok(())
@@ -505,6 +520,7 @@ impl Replay {
             min_effect: last_calibration.map(|c| c.min_effect),
             current: self.current(&states),
             costs: self.costs(&states),
+            waiting: self.waiting.clone(),
             changes,
             trunk: self.trunk.clone(),
             audits: self.audits.clone(),
@@ -540,6 +556,7 @@ impl Replay {
                 baseline_metric: self.baseline_metric(),
                 current: self.current(&states),
                 costs: self.costs(&states),
+                waiting: self.waiting.clone(),
                 overhead_share: None,
                 decisions_per_hour: None,
                 overhead_s_per_decision: None,
