@@ -42,6 +42,9 @@ pub struct Options {
     /// `--workers N`: changes in flight at once (default: `[executor] slots`, or on a resume
     /// the number the session started with).
     pub workers: Option<usize>,
+    /// The OS sandbox of builds and runs (`crate::sandbox::describe`): recorded in
+    /// `session_start` and on every resume.
+    pub sandbox: Value,
 }
 
 #[derive(Debug, Clone)]
@@ -304,7 +307,7 @@ fn begin(
                     spent_s: h.spent_s,
                     remaining_s: (h.start.budget_s - h.spent_s).max(0.0),
                     in_flight: h.in_flight_all().count() as u32,
-                    extra: json!({"resumed": true, "workers": opts.workers})
+                    extra: json!({"resumed": true, "workers": opts.workers, "sandbox": opts.sandbox})
                         .as_object()
                         .cloned()
                         .unwrap_or_default(),
@@ -347,6 +350,7 @@ fn begin(
                 "workers": workers,
                 "executor": executor,
                 "slots": run_config.slots,
+                "sandbox": opts.sandbox,
             })
             .as_object()
             .cloned()
