@@ -176,7 +176,10 @@ pub fn write_policy(dir: &Path, policy: &Policy) -> Result<PathBuf> {
     let path = dir.join(name);
     if !path.exists() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let tmp = dir.join(format!(".tmp-{}", std::process::id()));
+        // Several workers may write policies at once: each its own temporary file.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".tmp-{}-{n}", std::process::id()));
         std::fs::write(&tmp, &text)?;
         std::fs::rename(&tmp, &path)?;
     }
