@@ -1,7 +1,7 @@
 //! The trust boundary, attacked through the real loop (issue 18): every training run of a toy
 //! target tries to read the validation and holdout files, other runs' results, the ledger, the
 //! user's checkout and git objects, to write its own worktree, to reach a TCP port on
-//! 127.0.0.1, and to find the provider's API key in its environment or in any process's
+//! 127.0.0.1, to leave a process behind that overwrites the eval step's metrics.json, and to find the provider's API key in its environment or in any process's
 //! `/proc/PID/environ` (printing whatever it finds plain, hex, base64 and reversed). A proposed
 //! change makes the run fail when it cannot steal the validation file. The provider key's
 //! variable is named so that the allow-list's `RAYON_*` prefix would let it through.
@@ -62,6 +62,9 @@ cat "$out/leak.txt"
 if [ -n "$RAYON_PROVIDER_AUTH" ]; then echo "KEY IN ENV $RAYON_PROVIDER_AUTH"; fi
 # A training step may write a metrics.json of its own: it must never count.
 echo '{"val_bpb": 0.0001, "status": "ok"}' > "$out/metrics.json"
+# Nor may a process it leaves behind overwrite the eval step's metrics.json once it appears.
+( while ! grep -q val_chars "$out/metrics.json" 2>/dev/null; do sleep 0.002; done
+  echo '{"val_bpb": 0.0001, "status": "ok", "val_chars": 56}' > "$out/metrics.json" ) &
 echo "$lr" > "$out/checkpoint"
 if [ "$lr" = "0.03" ]; then
   cat data/val/doc.txt > "$out/stolen.txt" || { echo "attack: could not read data/val/doc.txt; env: $(tr '\n' ' ' < "$out/values.txt")" >&2; exit 1; }
@@ -76,7 +79,7 @@ split=$1; out=$2; seed=$3
 a="$out/eval_attack.txt"
 probe() { if sh -c "$2" >/dev/null 2>&1; then echo "$1 REACHED" >> "$a"; else echo "$1 denied" >> "$a"; fi; }
 probe write_worktree 'echo x >> config.toml'
-probe shared_memory 'echo x > /dev/shm/agentloop-eval-leak'
+probe shared_memory "echo x > /dev/shm/agentloop-eval-leak-$(cat net_port)"
 probe tcp "bash -c 'echo x > /dev/tcp/127.0.0.1/$(cat net_port)'"
 lr=$(cat "$out/checkpoint") || exit 1
 chars=$(wc -c < "data/$split/doc.txt") || exit 1
@@ -305,7 +308,7 @@ fn runs_cannot_reach_eval_data_records_secrets_or_the_network_and_the_eval_step_
         assert!(!text.contains("REACHED"), "{}: {text}", f.display());
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 0, "a run reached 127.0.0.1");
-    assert!(!Path::new("/dev/shm/agentloop-eval-leak").exists());
+    assert!(!Path::new(&format!("/dev/shm/agentloop-eval-leak-{port}")).exists());
 
     // The runs saw values (PATH...) but never the key nor an unlisted variable.
     let leak = std::fs::read_to_string(run_dirs[0].with_file_name("leak.txt")).unwrap();

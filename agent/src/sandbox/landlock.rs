@@ -32,6 +32,11 @@ pub fn current_abi() -> i64 {
 fn rights(access: Access, is_dir: bool) -> BitFlags<AccessFs> {
     let all = match access {
         Access::ListOnly => return AccessFs::ReadDir.into(),
+        // No Refer either: a hidden file cannot be renamed to where it could be read.
+        Access::WriteOnly => {
+            AccessFs::from_all(ABI_WANTED)
+                & !(AccessFs::ReadFile | AccessFs::Execute | AccessFs::Refer)
+        }
         Access::Read => AccessFs::from_read(ABI_WANTED),
         Access::Write => AccessFs::from_all(ABI_WANTED),
     };
@@ -110,6 +115,14 @@ mod tests {
             &[(root.clone(), Access::Read), (out.clone(), Access::Write)],
             &hidden,
         );
+        // A writable tree holding a hidden file (a build's worktree).
+        let wt = root.join("wt");
+        std::fs::create_dir_all(wt.join("val")).unwrap();
+        std::fs::write(wt.join("val/v.txt"), "x").unwrap();
+        std::fs::write(wt.join("Cargo.lock"), "x").unwrap();
+        let wt_hidden = vec![wt.join("val/v.txt")];
+        let mut granted = granted;
+        granted.extend(rules(&[(wt.clone(), Access::Write)], &wt_hidden));
         let r = root.clone();
         let results: Vec<(String, bool)> = in_sandbox(granted, move || {
             let read = |p: &str| std::fs::read(r.join(p)).is_ok();
@@ -122,6 +135,11 @@ mod tests {
                 ("write out".into(), std::fs::write(r.join("out/m.json"), "{}").is_ok()),
                 ("write root".into(), std::fs::write(r.join("new.txt"), "x").is_ok()),
                 ("read /etc/hostname".into(), std::fs::read(PathBuf::from("/etc/hostname")).is_ok()),
+                ("wt: mkdir".into(), std::fs::create_dir(r.join("wt/.agentloop-bin")).is_ok()),
+                ("wt: new file".into(), std::fs::write(r.join("wt/new"), "x").is_ok()),
+                ("wt: rewrite Cargo.lock".into(), std::fs::write(r.join("wt/Cargo.lock"), "y").is_ok()),
+                ("wt: read hidden".into(), std::fs::read(r.join("wt/val/v.txt")).is_ok()),
+                ("wt: move hidden out".into(), std::fs::rename(r.join("wt/val/v.txt"), r.join("wt/.agentloop-bin/v")).is_ok()),
             ]
         });
         let want = [
@@ -133,7 +151,13 @@ mod tests {
             ("write out", true),
             ("write root", false),
             ("read /etc/hostname", false),
+            ("wt: mkdir", true),
+            ("wt: new file", true),
+            ("wt: rewrite Cargo.lock", true),
+            ("wt: read hidden", false),
+            ("wt: move hidden out", false),
         ];
+        assert_eq!(results.len(), want.len());
         for ((name, got), (wname, want)) in results.iter().zip(want) {
             assert_eq!((name.as_str(), *got), (wname, want));
         }

@@ -5,8 +5,8 @@
 //! inside Slurm jobs. A policy (`policy`) says what the process may read and write; `env` what
 //! of the environment it keeps; `netns` cuts the network; `landlock` enforces the files.
 //!
-//! - build: reads the system, the toolchain homes and the worktree minus `eval_data`; writes
-//!   the shared target dir, the worktree's `.agentloop-bin/` and the cargo home.
+//! - build: reads the system and the toolchain homes; reads and writes the build worktree
+//!   minus `eval_data`, the shared target dir and the cargo home.
 //! - train: reads the system, the toolchain homes, the worktree minus `eval_data` (all of it
 //!   when the target has no `[eval]`: the weaker boundary is recorded) and its run dir; writes
 //!   its run dir only.
@@ -140,7 +140,9 @@ pub fn policy_for(
         write.push(PathBuf::from("/dev/shm"));
     }
     if step == Step::Build {
-        write.push(worktree.join(crate::orchestrator::artifacts::BUILD_OUTPUT_DIR));
+        // The build worktree is the loop's own scratch checkout (cargo rewrites Cargo.lock,
+        // other tools build in-tree); runs only ever see its `.agentloop-bin/`, via the cache.
+        write.push(worktree.to_path_buf());
         // cargo locks its package cache and records downloads there.
         write.extend(cargo_home);
     }
@@ -202,8 +204,6 @@ fn wrapped(s: &Settings, policy_file: &Path, timeout: Option<Duration>, command:
 /// The build command, sandboxed.
 pub fn build_command(target: &TargetSpec, worktree: &Path, target_dir: &Path) -> Result<String> {
     let s = settings()?;
-    let out = worktree.join(crate::orchestrator::artifacts::BUILD_OUTPUT_DIR);
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let policy = policy_for(target, Step::Build, worktree, target_dir, s.enforce, &s.never_env);
     let file = write_policy(&s.policy_dir, &policy)?;
     Ok(format!("exec {}", wrapped(&s, &file, None, &target.build.command)))

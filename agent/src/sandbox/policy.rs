@@ -36,8 +36,11 @@ pub struct Hide {
 /// How much of a path's subtree a rule grants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Access {
-    /// List this directory only (a directory on the way to a hidden file).
+    /// List this directory only (a directory on the way to a hidden file in a read root).
     ListOnly,
+    /// List, create and remove entries, write files, but read and execute nothing (a directory
+    /// on the way to a hidden file in a write root: `mkdir .agentloop-bin` still works).
+    WriteOnly,
     Read,
     Write,
 }
@@ -134,7 +137,11 @@ fn grant(path: &Path, access: Access, hidden: &[PathBuf], out: &mut BTreeSet<Rul
     }
     out.insert(Rule {
         path: path.to_path_buf(),
-        access: Access::ListOnly,
+        access: if access == Access::Write {
+            Access::WriteOnly
+        } else {
+            Access::ListOnly
+        },
     });
     let Ok(entries) = std::fs::read_dir(path) else {
         return;
@@ -226,7 +233,8 @@ mod tests {
         // No rule reaches a hidden file, through a symlink or otherwise.
         for r in &rules {
             assert!(
-                r.access == Access::ListOnly || !hidden.iter().any(|h| h.starts_with(&r.path)),
+                matches!(r.access, Access::ListOnly | Access::WriteOnly)
+                    || !hidden.iter().any(|h| h.starts_with(&r.path)),
                 "{r:?} grants a hidden file"
             );
         }
