@@ -163,7 +163,8 @@ fn eval_step_eval_data_env_and_sandbox_paths_parse() {
     assert!(!t.is_eval_data("trainer/data/shakespeare/train/hamlet.txt"));
     assert_eq!(t.env, ["HF_HOME"]);
     assert_eq!(
-        t.render_eval_command(3, "holdout", Path::new("runs/a b")).unwrap(),
+        t.render_eval_command(3, "holdout", Path::new("runs/a b"))
+            .unwrap(),
         "bin/eval --split holdout --out 'runs/a b'"
     );
     assert_eq!(t.sandbox.read[0], Path::new("/opt/venv"));
@@ -177,15 +178,25 @@ fn trust_boundary_keys_give_errors_naming_the_key() {
     let no_split = common::TARGET_TOML.replace(" --split {split}", "");
     let e = common::load_err(&no_split);
     assert!(e.contains("train.command") && e.contains("{split}"), "{e}");
-    let e = common::load_err(&format!("{no_split}\n[eval]\ncommand = \"e --out {{out}}\"\ntimeout = \"1m\"\n"));
+    let e = common::load_err(&format!(
+        "{no_split}\n[eval]\ncommand = \"e --out {{out}}\"\ntimeout = \"1m\"\n"
+    ));
     assert!(e.contains("eval.command") && e.contains("{split}"), "{e}");
-    let e = common::load_err(&format!("{no_split}\n[eval]\ncommand = \"e {{split}} {{out}}\"\n"));
+    let e = common::load_err(&format!(
+        "{no_split}\n[eval]\ncommand = \"e {{split}} {{out}}\"\n"
+    ));
     assert!(e.contains("eval.timeout"), "{e}");
     let bad_env = common::TARGET_TOML.replace("metric   =", "env = [\"A=B\"]\nmetric =");
     let e = common::load_err(&bad_env);
     assert!(e.contains("target.env") && e.contains("A=B"), "{e}");
     let bad_glob = common::TARGET_TOML.replace("metric   =", "eval_data = [\"a/[\"]\nmetric =");
     assert!(common::load_err(&bad_glob).contains("target.eval_data"));
-    let e = common::load_err(&format!("{}\n[sandbox]\nread = [\"relative/dir\"]\n", common::TARGET_TOML));
-    assert!(e.contains("sandbox.read") && e.contains("relative/dir"), "{e}");
+    let e = common::load_err(&format!(
+        "{}\n[sandbox]\nread = [\"relative/dir\"]\n",
+        common::TARGET_TOML
+    ));
+    assert!(
+        e.contains("sandbox.read") && e.contains("relative/dir"),
+        "{e}"
+    );
 }

@@ -166,7 +166,9 @@ fn base64(bytes: &[u8]) -> String {
     const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::new();
     for c in bytes.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
         for i in 0..4 {
             if i <= c.len() {
                 s.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -242,7 +244,8 @@ fn runs_cannot_reach_eval_data_records_secrets_or_the_network_and_the_eval_step_
             &server.openai_base_url(),
         ],
     );
-    cmd.env(KEY_ENV, KEY).env("UNLISTED_VARIABLE", "not-for-runs-1234");
+    cmd.env(KEY_ENV, KEY)
+        .env("UNLISTED_VARIABLE", "not-for-runs-1234");
     let out = output(cmd).unwrap();
     stop.store(true, Ordering::SeqCst);
     watcher.join().unwrap();
@@ -259,7 +262,11 @@ fn runs_cannot_reach_eval_data_records_secrets_or_the_network_and_the_eval_step_
     let summary = check::consistent(&repo, "main").unwrap();
     let decisions: Vec<_> = summary.decisions.values().collect();
     assert_eq!(decisions.len(), 1, "{decisions:?}");
-    assert_eq!(decisions[0].outcome, DecisionOutcome::Crashed, "{decisions:?}");
+    assert_eq!(
+        decisions[0].outcome,
+        DecisionOutcome::Crashed,
+        "{decisions:?}"
+    );
     let events = repo.events().unwrap();
     let runs = kinds(&events, EventKind::RunResult);
     let crashed: Vec<_> = runs
@@ -307,7 +314,11 @@ fn runs_cannot_reach_eval_data_records_secrets_or_the_network_and_the_eval_step_
         assert_eq!(text.lines().count(), 3, "{text}");
         assert!(!text.contains("REACHED"), "{}: {text}", f.display());
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), 0, "a run reached 127.0.0.1");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        0,
+        "a run reached 127.0.0.1"
+    );
     assert!(!Path::new(&format!("/dev/shm/agentloop-eval-leak-{port}")).exists());
 
     // The runs saw values (PATH...) but never the key nor an unlisted variable.
@@ -358,7 +369,15 @@ fn a_missing_eval_step_and_no_sandbox_are_recorded_and_shown() {
     })
     .unwrap();
     let session = |extra: &[&str]| {
-        let mut args = vec!["start", "--budget", "2m", "--max-changes", "1", "--agent", "offline"];
+        let mut args = vec![
+            "start",
+            "--budget",
+            "2m",
+            "--max-changes",
+            "1",
+            "--agent",
+            "offline",
+        ];
         args.extend_from_slice(extra);
         let (code, _, err) = repo
             .run_agentloop(BIN.as_ref(), &target_dir(), &args)

@@ -307,10 +307,11 @@ fn begin(
                     spent_s: h.spent_s,
                     remaining_s: (h.start.budget_s - h.spent_s).max(0.0),
                     in_flight: h.in_flight_all().count() as u32,
-                    extra: json!({"resumed": true, "workers": opts.workers, "sandbox": opts.sandbox})
-                        .as_object()
-                        .cloned()
-                        .unwrap_or_default(),
+                    extra:
+                        json!({"resumed": true, "workers": opts.workers, "sandbox": opts.sandbox})
+                            .as_object()
+                            .cloned()
+                            .unwrap_or_default(),
                 },
             )?;
             tracing::info!(

@@ -10,11 +10,25 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-const EXACT: &[&str] = &["PATH", "HOME", "RUSTFLAGS", "LANG", "LANGUAGE", "TZ", "TERM"];
+const EXACT: &[&str] = &[
+    "PATH",
+    "HOME",
+    "RUSTFLAGS",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TERM",
+];
 const PREFIXES: &[&str] = &["CARGO_", "RUSTUP_", "RAYON_", "OMP_", "CUDA_", "LC_"];
 /// Name parts of credentials: refused unless the target lists the exact name.
 const SECRET_PARTS: &[&str] = &[
-    "KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH",
+    "KEY",
+    "TOKEN",
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "CREDENTIAL",
+    "AUTH",
 ];
 
 /// What `sandbox-exec` keeps of the environment it was started with.
@@ -101,7 +115,14 @@ mod tests {
         let names: Vec<&str> = env.keys().map(String::as_str).collect();
         assert_eq!(
             names,
-            ["CARGO_TARGET_DIR", "HF_HOME", "HOME", "LC_ALL", "PATH", "TMPDIR"]
+            [
+                "CARGO_TARGET_DIR",
+                "HF_HOME",
+                "HOME",
+                "LC_ALL",
+                "PATH",
+                "TMPDIR"
+            ]
         );
         assert_eq!(env["TMPDIR"], "/run/tmp");
     }

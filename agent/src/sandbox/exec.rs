@@ -62,7 +62,11 @@ fn run(policy_file: &Path, timeout: Option<Duration>, argv: &[String]) -> Result
     for p in &policy.read {
         if p == Path::new("/proc") && net == NetMode::LandlockTcpOnly {
             // The host's /proc: machine facts only, no other process's environ or cmdline.
-            roots.extend(netns::shared_proc_paths().into_iter().map(|p| (p, Access::Read)));
+            roots.extend(
+                netns::shared_proc_paths()
+                    .into_iter()
+                    .map(|p| (p, Access::Read)),
+            );
         } else {
             roots.push((p.clone(), Access::Read));
         }
@@ -74,7 +78,9 @@ fn run(policy_file: &Path, timeout: Option<Duration>, argv: &[String]) -> Result
         if own_proc {
             netns::mount_own_proc()?;
         }
-        landlock::restrict(&rules).map(|_| ()).map_err(std::io::Error::other)
+        landlock::restrict(&rules)
+            .map(|_| ())
+            .map_err(std::io::Error::other)
     })
 }
 

@@ -65,7 +65,10 @@ pub fn restrict(rules: &[Rule]) -> anyhow::Result<RulesetStatus> {
     }
     let status = created.restrict_self()?;
     if status.ruleset == RulesetStatus::NotEnforced {
-        anyhow::bail!("the kernel does not enforce Landlock (ABI {})", current_abi());
+        anyhow::bail!(
+            "the kernel does not enforce Landlock (ABI {})",
+            current_abi()
+        );
     }
     Ok(status.ruleset)
 }
@@ -131,15 +134,42 @@ mod tests {
                 ("notes.txt".into(), read("notes.txt")),
                 ("data/val/b.txt".into(), read("data/val/b.txt")),
                 ("link".into(), read("link")),
-                ("list data/val".into(), std::fs::read_dir(r.join("data/val")).is_ok()),
-                ("write out".into(), std::fs::write(r.join("out/m.json"), "{}").is_ok()),
-                ("write root".into(), std::fs::write(r.join("new.txt"), "x").is_ok()),
-                ("read /etc/hostname".into(), std::fs::read(PathBuf::from("/etc/hostname")).is_ok()),
-                ("wt: mkdir".into(), std::fs::create_dir(r.join("wt/.agentloop-bin")).is_ok()),
-                ("wt: new file".into(), std::fs::write(r.join("wt/new"), "x").is_ok()),
-                ("wt: rewrite Cargo.lock".into(), std::fs::write(r.join("wt/Cargo.lock"), "y").is_ok()),
-                ("wt: read hidden".into(), std::fs::read(r.join("wt/val/v.txt")).is_ok()),
-                ("wt: move hidden out".into(), std::fs::rename(r.join("wt/val/v.txt"), r.join("wt/.agentloop-bin/v")).is_ok()),
+                (
+                    "list data/val".into(),
+                    std::fs::read_dir(r.join("data/val")).is_ok(),
+                ),
+                (
+                    "write out".into(),
+                    std::fs::write(r.join("out/m.json"), "{}").is_ok(),
+                ),
+                (
+                    "write root".into(),
+                    std::fs::write(r.join("new.txt"), "x").is_ok(),
+                ),
+                (
+                    "read /etc/hostname".into(),
+                    std::fs::read(PathBuf::from("/etc/hostname")).is_ok(),
+                ),
+                (
+                    "wt: mkdir".into(),
+                    std::fs::create_dir(r.join("wt/.agentloop-bin")).is_ok(),
+                ),
+                (
+                    "wt: new file".into(),
+                    std::fs::write(r.join("wt/new"), "x").is_ok(),
+                ),
+                (
+                    "wt: rewrite Cargo.lock".into(),
+                    std::fs::write(r.join("wt/Cargo.lock"), "y").is_ok(),
+                ),
+                (
+                    "wt: read hidden".into(),
+                    std::fs::read(r.join("wt/val/v.txt")).is_ok(),
+                ),
+                (
+                    "wt: move hidden out".into(),
+                    std::fs::rename(r.join("wt/val/v.txt"), r.join("wt/.agentloop-bin/v")).is_ok(),
+                ),
             ]
         });
         let want = [

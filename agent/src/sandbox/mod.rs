@@ -78,10 +78,16 @@ pub fn system_read_paths() -> Vec<PathBuf> {
 
 /// Device files a command may write (and GPUs).
 fn device_write_paths() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = ["/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/dri"]
-        .iter()
-        .map(PathBuf::from)
-        .collect();
+    let mut v: Vec<PathBuf> = [
+        "/dev/null",
+        "/dev/zero",
+        "/dev/full",
+        "/dev/tty",
+        "/dev/dri",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect();
     if let Ok(entries) = std::fs::read_dir("/dev") {
         v.extend(
             entries
@@ -101,7 +107,10 @@ fn home_dir(var: &str, default_under_home: &str) -> Option<PathBuf> {
 
 /// The rustup and cargo homes (toolchains and crate sources).
 fn toolchain_homes() -> (Option<PathBuf>, Option<PathBuf>) {
-    (home_dir("CARGO_HOME", ".cargo"), home_dir("RUSTUP_HOME", ".rustup"))
+    (
+        home_dir("CARGO_HOME", ".cargo"),
+        home_dir("RUSTUP_HOME", ".rustup"),
+    )
 }
 
 /// Which step a policy is for.
@@ -147,10 +156,12 @@ pub fn policy_for(
         write.extend(cargo_home);
     }
     // The eval step reads everything; the others too when no separate eval step exists.
-    let hide = (step != Step::Eval && target.eval.is_some() && !target.eval_data.is_empty())
-        .then(|| Hide {
-            root: worktree.to_path_buf(),
-            globs: target.eval_data.clone(),
+    let hide =
+        (step != Step::Eval && target.eval.is_some() && !target.eval_data.is_empty()).then(|| {
+            Hide {
+                root: worktree.to_path_buf(),
+                globs: target.eval_data.clone(),
+            }
         });
     let mut set = std::collections::BTreeMap::new();
     set.insert("TMPDIR".to_string(), tmp.to_string_lossy().into_owned());
@@ -204,9 +215,19 @@ fn wrapped(s: &Settings, policy_file: &Path, timeout: Option<Duration>, command:
 /// The build command, sandboxed.
 pub fn build_command(target: &TargetSpec, worktree: &Path, target_dir: &Path) -> Result<String> {
     let s = settings()?;
-    let policy = policy_for(target, Step::Build, worktree, target_dir, s.enforce, &s.never_env);
+    let policy = policy_for(
+        target,
+        Step::Build,
+        worktree,
+        target_dir,
+        s.enforce,
+        &s.never_env,
+    );
     let file = write_policy(&s.policy_dir, &policy)?;
-    Ok(format!("exec {}", wrapped(&s, &file, None, &target.build.command)))
+    Ok(format!(
+        "exec {}",
+        wrapped(&s, &file, None, &target.build.command)
+    ))
 }
 
 /// A training run's command (train, then eval when the target has one) and its time limit.
@@ -282,7 +303,8 @@ pub fn describe(target: &TargetSpec, enforce: bool, probed: Option<(i64, &str)>)
         v["network"] = json!(net);
     }
     if !enforce {
-        v["weaker"] = json!("--no-sandbox: builds and runs may read and write anything the user can");
+        v["weaker"] =
+            json!("--no-sandbox: builds and runs may read and write anything the user can");
     } else if !separated {
         v["weaker"] = json!("no [eval] step: the training run may read eval_data");
     }
@@ -304,7 +326,10 @@ pub fn check_available(exe: &Path, dir: &Path) -> Result<(i64, netns::NetMode)> 
 /// The provider key's variable names (never passed to a command): `[agent] api_key_env` or
 /// the provider's default, and the well-known ones.
 pub fn provider_key_names(target: &TargetSpec, agent_flag: Option<&str>) -> Vec<String> {
-    let mut names = vec!["OPENAI_API_KEY".to_string(), "ANTHROPIC_API_KEY".to_string()];
+    let mut names = vec![
+        "OPENAI_API_KEY".to_string(),
+        "ANTHROPIC_API_KEY".to_string(),
+    ];
     let mut doc = toml::Table::new();
     if let Some(agent) = target.extra.get("agent") {
         doc.insert("agent".into(), agent.clone());
@@ -375,7 +400,9 @@ pub fn set_up(
     let exe = std::env::current_exe().context("finding the agentloop binary")?;
     let policy_dir = ws.state.join("sandbox");
     let probed = if no_sandbox {
-        tracing::warn!("--no-sandbox: builds and runs are not isolated (only the environment is scrubbed)");
+        tracing::warn!(
+            "--no-sandbox: builds and runs are not isolated (only the environment is scrubbed)"
+        );
         None
     } else {
         Some(check_available(&exe, &policy_dir)?)
@@ -386,7 +413,11 @@ pub fn set_up(
         policy_dir,
         never_env: provider_key_names(target, agent_flag),
     });
-    let description = describe(target, !no_sandbox, probed.map(|(abi, net)| (abi, net.as_str())));
+    let description = describe(
+        target,
+        !no_sandbox,
+        probed.map(|(abi, net)| (abi, net.as_str())),
+    );
     if let Some(weaker) = description.get("weaker").and_then(Value::as_str) {
         tracing::warn!("sandbox: {weaker}");
     }

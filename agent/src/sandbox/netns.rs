@@ -94,7 +94,14 @@ pub fn mount_own_proc() -> io::Result<()> {
 /// about the machine, never another process's files.
 pub fn shared_proc_paths() -> Vec<std::path::PathBuf> {
     [
-        "cpuinfo", "meminfo", "stat", "loadavg", "uptime", "version", "filesystems", "sys",
+        "cpuinfo",
+        "meminfo",
+        "stat",
+        "loadavg",
+        "uptime",
+        "version",
+        "filesystems",
+        "sys",
         "driver",
     ]
     .iter()
