@@ -82,6 +82,7 @@ probe write_worktree 'echo x >> config.toml'
 probe shared_memory "echo x > /dev/shm/agentloop-eval-leak-$(cat net_port)"
 probe tcp "bash -c 'echo x > /dev/tcp/127.0.0.1/$(cat net_port)'"
 lr=$(cat "$out/checkpoint") || exit 1
+if [ "$lr" = "0.003" ]; then echo "eval: this checkpoint does not load" >&2; exit 1; fi
 chars=$(wc -c < "data/$split/doc.txt") || exit 1
 awk -v seed="$seed" -v lr="$lr" -v n="$chars" -v out="$out" -v sp="$split" 'BEGIN {
   srand(seed); noise = (rand() - 0.5) * 0.004
@@ -221,12 +222,15 @@ fn runs_cannot_reach_eval_data_records_secrets_or_the_network_and_the_eval_step_
         })
     };
     let repo = sandbox_target(port);
-    let server = ScriptedServer::start([CannedReply::openai_chat(
-        "DESCRIPTION: learning rate 0.03\nRATIONALE: Faster.\n\nconfig.toml\n<<<<<<< SEARCH\nlr = 0.1\n=======\nlr = 0.03\n>>>>>>> REPLACE\n",
-        500,
-        60,
-    )])
-    .unwrap();
+    let lr_reply = |lr: &str| {
+        CannedReply::openai_chat(
+            &format!("DESCRIPTION: learning rate {lr}\nRATIONALE: Faster.\n\nconfig.toml\n<<<<<<< SEARCH\nlr = 0.1\n=======\nlr = {lr}\n>>>>>>> REPLACE\n"),
+            500,
+            60,
+        )
+    };
+    // The first change steals val in training; the second one's eval step fails.
+    let server = ScriptedServer::start([lr_reply("0.03"), lr_reply("0.003")]).unwrap();
     let mut cmd = repo.agentloop(
         BIN.as_ref(),
         &target_dir(),
@@ -235,7 +239,7 @@ fn runs_cannot_reach_eval_data_records_secrets_or_the_network_and_the_eval_step_
             "--budget",
             "5m",
             "--max-changes",
-            "1",
+            "2",
             "--agent",
             "openai",
             "--model",
@@ -261,10 +265,9 @@ fn runs_cannot_reach_eval_data_records_secrets_or_the_network_and_the_eval_step_
     // The stealing change crashed, with the reason recorded.
     let summary = check::consistent(&repo, "main").unwrap();
     let decisions: Vec<_> = summary.decisions.values().collect();
-    assert_eq!(decisions.len(), 1, "{decisions:?}");
-    assert_eq!(
-        decisions[0].outcome,
-        DecisionOutcome::Crashed,
+    assert_eq!(decisions.len(), 2, "{decisions:?}");
+    assert!(
+        decisions.iter().all(|d| d.outcome == DecisionOutcome::Crashed),
         "{decisions:?}"
     );
     let events = repo.events().unwrap();
@@ -273,11 +276,23 @@ fn runs_cannot_reach_eval_data_records_secrets_or_the_network_and_the_eval_step_
         .iter()
         .filter(|e| e.payload["exit_status"] == "crashed")
         .collect();
-    assert_eq!(crashed.len(), 1, "only the stealing run crashed");
+    assert_eq!(crashed.len(), 2, "the stealing run and the failed eval");
     let tail = crashed[0].payload["log_tail"].as_str().unwrap_or_default();
     assert!(
         tail.contains("could not read data/val/doc.txt") && tail.contains("Permission denied"),
         "{tail}"
+    );
+    assert!(crashed[0].payload.get("failed_step").is_none());
+    // A failing eval step is a crashed run, with the step and the reason in the ledger.
+    let failed = &crashed[1].payload;
+    assert_eq!(failed["failed_step"], "eval", "{failed}");
+    assert_eq!(failed["reason"], "the eval step failed (exit 1)", "{failed}");
+    assert!(
+        failed["log_tail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("this checkpoint does not load"),
+        "{failed}"
     );
 
     // Every other run was evaluated by the eval step, which did read val; the training step's
@@ -308,7 +323,7 @@ fn runs_cannot_reach_eval_data_records_secrets_or_the_network_and_the_eval_step_
         .into_iter()
         .filter(|p| p.ends_with("eval_attack.txt"))
         .collect();
-    assert_eq!(evals.len(), ok.len());
+    assert_eq!(evals.len(), ok.len() + 1);
     for f in &evals {
         let text = std::fs::read_to_string(f).unwrap();
         assert_eq!(text.lines().count(), 3, "{text}");

@@ -307,6 +307,8 @@ pub fn describe(target: &TargetSpec, enforce: bool, probed: Option<(i64, &str)>)
             json!("--no-sandbox: builds and runs may read and write anything the user can");
     } else if !separated {
         v["weaker"] = json!("no [eval] step: the training run may read eval_data");
+    } else if target.eval_data.is_empty() {
+        v["weaker"] = json!("[eval] without [target] eval_data: nothing is hidden from training");
     }
     v
 }
