@@ -425,3 +425,20 @@ pub fn set_up(
     }
     Ok(description)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unusable_sandbox_refuses_with_a_message_naming_no_sandbox() {
+        let dir = tempfile::tempdir().unwrap();
+        // A binary that cannot apply the sandbox stands for a kernel that refuses it.
+        let err = check_available(Path::new("/bin/false"), dir.path()).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("not available") && text.contains("--no-sandbox"),
+            "{text}"
+        );
+    }
+}
