@@ -355,13 +355,20 @@ pub fn provider_key_names(target: &TargetSpec, agent_flag: Option<&str>) -> Vec<
 /// Scrubs secrets (the provider key and its encoded forms, credential-shaped strings) from the
 /// files a run or build left, before anyone reads them.
 pub fn redact_files(paths: &[&Path]) {
+    let keys: Vec<String> = settings()
+        .map(|s| s.never_env)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .collect();
+    redact_files_with(paths, &keys);
+}
+
+/// [`redact_files`] with the provider key values given.
+fn redact_files_with(paths: &[&Path], keys: &[String]) {
     let mut redactor = agentloop_ledger::redact::Redactor::from_env();
-    if let Ok(s) = settings() {
-        for name in &s.never_env {
-            if let Ok(v) = std::env::var(name) {
-                redactor.add_literal(&v);
-            }
-        }
+    for key in keys {
+        redactor.add_literal(key);
     }
     for path in paths {
         let Ok(bytes) = std::fs::read(path) else {
@@ -429,6 +436,26 @@ pub fn set_up(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_outputs_are_scrubbed_of_the_provider_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("run.log");
+        let key = "zq7-provider-key-0123456789";
+        std::fs::write(&log, format!("step 1\nerror: key {key} rejected\n")).unwrap();
+        let untouched = dir.path().join("metrics.json");
+        std::fs::write(&untouched, "{\"val_bpb\": 1.5}").unwrap();
+        redact_files_with(
+            &[&log, &untouched, &dir.path().join("absent")],
+            &[key.to_string()],
+        );
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(!text.contains(key) && text.contains("rejected"), "{text}");
+        assert_eq!(
+            std::fs::read_to_string(&untouched).unwrap(),
+            "{\"val_bpb\": 1.5}"
+        );
+    }
 
     #[test]
     fn an_unusable_sandbox_refuses_with_a_message_naming_no_sandbox() {
