@@ -267,7 +267,9 @@ fn runs_cannot_reach_eval_data_records_secrets_or_the_network_and_the_eval_step_
     let decisions: Vec<_> = summary.decisions.values().collect();
     assert_eq!(decisions.len(), 2, "{decisions:?}");
     assert!(
-        decisions.iter().all(|d| d.outcome == DecisionOutcome::Crashed),
+        decisions
+            .iter()
+            .all(|d| d.outcome == DecisionOutcome::Crashed),
         "{decisions:?}"
     );
     let events = repo.events().unwrap();
@@ -286,7 +288,10 @@ fn runs_cannot_reach_eval_data_records_secrets_or_the_network_and_the_eval_step_
     // A failing eval step is a crashed run, with the step and the reason in the ledger.
     let failed = &crashed[1].payload;
     assert_eq!(failed["failed_step"], "eval", "{failed}");
-    assert_eq!(failed["reason"], "the eval step failed (exit 1)", "{failed}");
+    assert_eq!(
+        failed["reason"], "the eval step failed (exit 1)",
+        "{failed}"
+    );
     assert!(
         failed["log_tail"]
             .as_str()
