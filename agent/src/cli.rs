@@ -35,6 +35,22 @@ pub enum Command {
     Report(crate::report::command::ReportArgs),
     /// Replay the decision rule on synthetic noise: false accepts, power, runs per decision.
     Simulate(SimulateArgs),
+    /// Internal: run a command under a sandbox policy (how the loop starts every build and run).
+    #[command(hide = true)]
+    SandboxExec(SandboxExecArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxExecArgs {
+    /// The policy file (JSON) written by the loop.
+    #[arg(long, value_name = "FILE")]
+    pub policy: PathBuf,
+    /// Kill the command after this many seconds (exit 124).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +89,10 @@ pub struct StartArgs {
     /// Shared cargo target directory for every build (default: `<repo>/target`).
     #[arg(long, value_name = "DIR")]
     pub target_dir: Option<PathBuf>,
+    /// Run builds and training without the OS sandbox (no Landlock, network allowed). Only the
+    /// environment is still scrubbed. Recorded in the ledger and shown by `status`.
+    #[arg(long)]
+    pub no_sandbox: bool,
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +112,9 @@ pub struct RollbackArgs {
     pub repo: Option<PathBuf>,
     /// The change id (or a unique prefix) of an accepted change.
     pub change: String,
+    /// Rebuild and re-measure without the OS sandbox (see `start --no-sandbox`).
+    #[arg(long)]
+    pub no_sandbox: bool,
 }
 
 impl Cli {
@@ -102,7 +125,7 @@ impl Cli {
             Command::Status(a) => a.repo.as_deref(),
             Command::Rollback(a) => a.repo.as_deref(),
             Command::Report(a) => a.repo.as_deref(),
-            Command::Ledger(_) | Command::Simulate(_) => None,
+            Command::Ledger(_) | Command::Simulate(_) | Command::SandboxExec(_) => None,
         };
         own.or(self.repo.as_deref())
     }

@@ -12,6 +12,7 @@ pub mod progress;
 pub mod prompts;
 pub mod proposer;
 pub mod report;
+pub mod sandbox;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -34,6 +35,14 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
             };
         }
     };
+    if let cli::Command::SandboxExec(a) = &cli.command {
+        // Before anything else: this process becomes the sandboxed command.
+        return sandbox::exec::main(
+            &a.policy,
+            a.timeout.map(std::time::Duration::from_secs),
+            &a.command,
+        );
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("AGENTLOOP_LOG")
@@ -50,6 +59,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         cli::Command::Report(a) => commands::report::run(repo, a),
         cli::Command::Rollback(a) => commands::rollback::run(repo, a),
         cli::Command::Simulate(a) => commands::simulate::run(repo, a),
+        cli::Command::SandboxExec(_) => unreachable!("handled above"),
         cli::Command::Ledger(a) => orchestrator::workspace::Workspace::open(repo)
             .and_then(|ws| commands::ledger::run(a, &ws.ledger_path())),
     };

@@ -52,6 +52,21 @@ pub struct TrainSpec {
     pub divergence: DivergenceRule,
 }
 
+/// `[eval]`: evaluates a finished training run's `{out}` on `{split}` and writes
+/// `{out}/metrics.json`. Only this step may read `[target] eval_data`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalSpec {
+    pub command: String,
+    pub timeout: Duration,
+}
+
+/// `[sandbox]`: extra absolute paths (`~/` = `$HOME`) builds and runs may read or write.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SandboxSpec {
+    pub read: Vec<PathBuf>,
+    pub write: Vec<PathBuf>,
+}
+
 /// A parsed `agentloop.toml`.
 #[derive(Debug, Clone)]
 pub struct TargetSpec {
@@ -61,6 +76,15 @@ pub struct TargetSpec {
     pub metric: String,
     pub build: BuildSpec,
     pub train: TrainSpec,
+    /// `[target] eval_data`: globs of files only the eval step may read.
+    pub eval_data: Vec<String>,
+    /// `[target] env`: environment variables passed through to builds and runs (besides the
+    /// sandbox's own allow-list).
+    pub env: Vec<String>,
+    /// `[eval]`: the separate evaluation step (`None`: the train command evaluates itself and
+    /// its sandbox must then be allowed to read `eval_data`).
+    pub eval: Option<EvalSpec>,
+    pub sandbox: SandboxSpec,
     /// The decision rule with any `[decision]` overrides applied.
     pub decision: DecisionRule,
     /// Patch policy limits with any `[policy]` overrides applied.
@@ -69,9 +93,12 @@ pub struct TargetSpec {
     pub extra: toml::Table,
     editable_set: GlobSet,
     frozen_set: GlobSet,
+    eval_data_set: GlobSet,
 }
 
-const KNOWN_TABLES: [&str; 5] = ["target", "build", "train", "decision", "policy"];
+const KNOWN_TABLES: [&str; 7] = [
+    "target", "build", "train", "eval", "sandbox", "decision", "policy",
+];
 
 impl TargetSpec {
     /// Reads and parses `<repo_root>/agentloop.toml`.
@@ -116,7 +143,28 @@ impl TargetSpec {
                 )?,
             },
         };
-        for placeholder in ["{seed}", "{split}", "{budget}", "{out}"] {
+        let eval_data = keys.string_list_or("target", "eval_data", Vec::new())?;
+        let eval_data_set = keys.globs("target.eval_data", &eval_data)?;
+        let env = keys.string_list_or("target", "env", Vec::new())?;
+        if let Some(bad) = env.iter().find(|n| !is_env_name(n)) {
+            return Err(keys.invalid(
+                "target.env",
+                format!("{bad:?} is not an environment variable name"),
+            ));
+        }
+        let eval = match doc.get("eval") {
+            None => None,
+            Some(_) => Some(EvalSpec {
+                command: keys.string("eval", "command")?,
+                timeout: keys.duration("eval", "timeout")?,
+            }),
+        };
+        // With a separate eval step the train command never needs to know the split.
+        let train_placeholders: &[&str] = match eval {
+            Some(_) => &["{seed}", "{budget}", "{out}"],
+            None => &["{seed}", "{split}", "{budget}", "{out}"],
+        };
+        for placeholder in train_placeholders {
             if !train.command.contains(placeholder) {
                 return Err(keys.invalid(
                     "train.command",
@@ -124,6 +172,20 @@ impl TargetSpec {
                 ));
             }
         }
+        if let Some(eval) = &eval {
+            for placeholder in ["{split}", "{out}"] {
+                if !eval.command.contains(placeholder) {
+                    return Err(keys.invalid(
+                        "eval.command",
+                        format!("must contain the placeholder {placeholder}"),
+                    ));
+                }
+            }
+        }
+        let sandbox = SandboxSpec {
+            read: keys.abs_paths("sandbox", "read")?,
+            write: keys.abs_paths("sandbox", "write")?,
+        };
         let decision = keys.overridden("decision", DecisionRule::default())?;
         decision
             .validate()
@@ -141,11 +203,16 @@ impl TargetSpec {
             metric,
             build,
             train,
+            eval_data,
+            env,
+            eval,
+            sandbox,
             decision,
             policy,
             extra,
             editable_set,
             frozen_set,
+            eval_data_set,
         })
     }
 
@@ -159,9 +226,20 @@ impl TargetSpec {
         self.frozen_set.is_match(path)
     }
 
+    /// True when `path` (relative to the root, `/`-separated) matches an `eval_data` glob.
+    pub fn is_eval_data(&self, path: &str) -> bool {
+        self.eval_data_set.is_match(path)
+    }
+
     /// The train command for one run, placeholders substituted and shell-quoted.
     pub fn render_train_command(&self, seed: u64, split: &str, budget: &str, out: &Path) -> String {
         render(&self.train.command, seed, split, budget, out)
+    }
+
+    /// The eval command for one run (`None` without `[eval]`).
+    pub fn render_eval_command(&self, seed: u64, split: &str, out: &Path) -> Option<String> {
+        let eval = self.eval.as_ref()?;
+        Some(render(&eval.command, seed, split, "", out))
     }
 
     /// The smoke-run command: the train command with the smoke budget.
@@ -200,6 +278,12 @@ fn render(template: &str, seed: u64, split: &str, budget: &str, out: &Path) -> S
         rest = &rest[c.len_utf8()..];
     }
     rendered
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Quotes a value for `sh -c` unless it is made only of characters the shell leaves alone.
@@ -290,6 +374,24 @@ impl Keys<'_> {
             None => Ok(default),
             Some(_) => self.string_list(table, key),
         }
+    }
+
+    /// An optional list of absolute paths (`~/...` is under `$HOME`).
+    fn abs_paths(&self, table: &str, key: &str) -> Result<Vec<PathBuf>, TargetError> {
+        let name = format!("{table}.{key}");
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        self.string_list_or(table, key, Vec::new())?
+            .into_iter()
+            .map(|p| match (p.strip_prefix("~/"), &home) {
+                (Some(rest), Some(home)) => Ok(home.join(rest)),
+                (Some(_), None) => Err(self.invalid(&name, format!("{p:?}: HOME is not set"))),
+                (None, _) if Path::new(&p).is_absolute() => Ok(PathBuf::from(p)),
+                (None, _) => Err(self.invalid(
+                    &name,
+                    format!("{p:?} is not an absolute path (or one starting with ~/)"),
+                )),
+            })
+            .collect()
     }
 
     fn globs(&self, key: &str, patterns: &[String]) -> Result<GlobSet, TargetError> {

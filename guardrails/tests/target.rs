@@ -140,3 +140,63 @@ fn errors_name_the_file_and_the_key() {
         .to_string();
     assert!(e.contains("agentloop.toml"), "{e}");
 }
+
+/// The trust-boundary keys: a separate eval step, the files only it may read, the variables
+/// passed through, and extra sandbox paths.
+#[test]
+fn eval_step_eval_data_env_and_sandbox_paths_parse() {
+    let (_dir, t) = common::target();
+    assert!(t.eval.is_none() && t.eval_data.is_empty() && t.env.is_empty());
+    assert!(!t.is_eval_data("trainer/data/val/a.txt"));
+    let text = common::TARGET_TOML
+        .replace(
+            "metric   = \"val_bpb\"",
+            "metric = \"val_bpb\"\neval_data = [\"trainer/data/**/val/**\"]\nenv = [\"HF_HOME\"]",
+        )
+        .replace(" --split {split}", "")
+        + "\n[eval]\ncommand = \"bin/eval --split {split} --out {out}\"\ntimeout = \"5m\"\n\
+           [sandbox]\nread = [\"/opt/venv\", \"~/data\"]\nwrite = [\"/scratch\"]\n";
+    let (_dir, t) = common::target_from(&text);
+    let eval = t.eval.as_ref().unwrap();
+    assert_eq!(eval.timeout, Duration::from_secs(300));
+    assert!(t.is_eval_data("trainer/data/shakespeare/val/hamlet.txt"));
+    assert!(!t.is_eval_data("trainer/data/shakespeare/train/hamlet.txt"));
+    assert_eq!(t.env, ["HF_HOME"]);
+    assert_eq!(
+        t.render_eval_command(3, "holdout", Path::new("runs/a b"))
+            .unwrap(),
+        "bin/eval --split holdout --out 'runs/a b'"
+    );
+    assert_eq!(t.sandbox.read[0], Path::new("/opt/venv"));
+    assert!(t.sandbox.read[1].is_absolute() && t.sandbox.read[1].ends_with("data"));
+    assert_eq!(t.sandbox.write, [Path::new("/scratch")]);
+    assert!(!t.extra.contains_key("eval") && !t.extra.contains_key("sandbox"));
+}
+
+#[test]
+fn trust_boundary_keys_give_errors_naming_the_key() {
+    let no_split = common::TARGET_TOML.replace(" --split {split}", "");
+    let e = common::load_err(&no_split);
+    assert!(e.contains("train.command") && e.contains("{split}"), "{e}");
+    let e = common::load_err(&format!(
+        "{no_split}\n[eval]\ncommand = \"e --out {{out}}\"\ntimeout = \"1m\"\n"
+    ));
+    assert!(e.contains("eval.command") && e.contains("{split}"), "{e}");
+    let e = common::load_err(&format!(
+        "{no_split}\n[eval]\ncommand = \"e {{split}} {{out}}\"\n"
+    ));
+    assert!(e.contains("eval.timeout"), "{e}");
+    let bad_env = common::TARGET_TOML.replace("metric   =", "env = [\"A=B\"]\nmetric =");
+    let e = common::load_err(&bad_env);
+    assert!(e.contains("target.env") && e.contains("A=B"), "{e}");
+    let bad_glob = common::TARGET_TOML.replace("metric   =", "eval_data = [\"a/[\"]\nmetric =");
+    assert!(common::load_err(&bad_glob).contains("target.eval_data"));
+    let e = common::load_err(&format!(
+        "{}\n[sandbox]\nread = [\"relative/dir\"]\n",
+        common::TARGET_TOML
+    ));
+    assert!(
+        e.contains("sandbox.read") && e.contains("relative/dir"),
+        "{e}"
+    );
+}

@@ -13,6 +13,7 @@ pub fn run(repo: Option<&Path>, args: &RollbackArgs) -> Result<i32> {
     let ws = Workspace::open(repo)?;
     let _lock = ws.lock()?;
     let target = TargetSpec::load(&ws.root).context("reading the target description")?;
+    crate::sandbox::set_up(&ws, &target, args.no_sandbox, None)?;
     let target_dir = super::start::shared_target_dir(&ws.root, None);
     let done = rollback(&ws, &target, &args.change, &target_dir)?;
     println!(

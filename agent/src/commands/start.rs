@@ -19,6 +19,7 @@ pub fn run(repo: Option<&Path>, args: &StartArgs) -> Result<i32> {
     let ws = Workspace::open(repo)?;
     let _lock = ws.lock()?;
     let target = TargetSpec::load(&ws.root).context("reading the target description")?;
+    let sandbox = crate::sandbox::set_up(&ws, &target, args.no_sandbox, args.agent.as_deref())?;
     let target_dir = shared_target_dir(&ws.root, args.target_dir.as_deref());
     let mut proposals = agent_adapter::from_args(&ws, &target, args)?;
     let opts = Options {
@@ -32,6 +33,7 @@ pub fn run(repo: Option<&Path>, args: &StartArgs) -> Result<i32> {
         breaker_k: crate::orchestrator::pause::LoopConfig::from_target(&target)?.breaker_after,
         progress: crate::progress::Mode::detect(),
         workers: args.workers.map(usize::from),
+        sandbox,
     };
     let outcome = session::run(&ws, &target, proposals.as_mut(), &opts, true)?;
     println!(

@@ -85,8 +85,14 @@ pub fn build(
     worktree: &Path,
     tree: &str,
 ) -> Result<Finished> {
+    let target_dir = env
+        .iter()
+        .find(|(k, _)| k == "CARGO_TARGET_DIR")
+        .map(|(_, v)| PathBuf::from(v))
+        .context("internal: builds need CARGO_TARGET_DIR")?;
+    let command = crate::sandbox::build_command(target, worktree, &target_dir)?;
     let job = Job {
-        command: &target.build.command,
+        command: &command,
         cwd: worktree,
         env: env.to_vec(),
         timeout: target.build.timeout,
@@ -94,5 +100,7 @@ pub fn build(
         divergence: None,
         log: ws.state.join("logs").join(format!("build-{tree}.log")),
     };
-    process::run(&job, stop).context("starting the build command")
+    let finished = process::run(&job, stop).context("starting the build command")?;
+    crate::sandbox::redact_files(&[&finished.log]);
+    Ok(finished)
 }

@@ -36,18 +36,28 @@ pub fn run(
     exec: &dyn Executor,
     stop: &Stop,
 ) -> Result<Option<RunResult>> {
-    let command = target.render_train_command(spec.seed, spec.split, spec.budget, &spec.out);
+    let train = target.render_train_command(spec.seed, spec.split, spec.budget, &spec.out);
+    // Train (then eval, when the target has an [eval] step), each in its own OS sandbox.
+    let sandboxed = crate::sandbox::run_command(
+        target,
+        spec.worktree,
+        &spec.out,
+        &train,
+        spec.seed,
+        spec.split,
+    )?;
     let job = RunJob {
-        command,
+        command: sandboxed.command,
         cwd: spec.worktree.to_path_buf(),
         env: env.to_vec(),
-        timeout: target.train.timeout,
+        timeout: sandboxed.timeout,
         memory_limit: Some(target.train.memory_limit).filter(|&m| m > 0),
         out: spec.out.clone(),
         name: run_name(&spec.out),
         divergence: Some(target.train.divergence),
     };
     let finished = exec.run(&job, stop)?;
+    crate::sandbox::redact_files(&[&finished.log, &spec.out.join("metrics.json")]);
     let (exit_status, exit_code) = match finished.exit {
         Exit::Stopped => return Ok(None),
         Exit::TimedOut => (ExitStatus::TimedOut, None),
@@ -76,6 +86,10 @@ pub fn run(
     if let Exit::Diverged(why) = &finished.exit {
         // Killed by the loop's watch: the target may never have exited 3 by itself.
         extra.insert("killed_because".into(), Value::String(why.clone()));
+    }
+    if let Some(why) = crate::sandbox::eval_failure(&finished.exit, &finished.tail) {
+        extra.insert("failed_step".into(), Value::String("eval".into()));
+        extra.insert("reason".into(), Value::String(why));
     }
     if exit_status != ExitStatus::Ok {
         extra.insert(

@@ -51,6 +51,9 @@ pub struct Options {
     /// `--workers N`: changes in flight at once (default: `[executor] slots`, or on a resume
     /// the number the session started with).
     pub workers: Option<usize>,
+    /// The OS sandbox of builds and runs (`crate::sandbox::describe`): recorded in
+    /// `session_start` and on every resume.
+    pub sandbox: Value,
 }
 
 /// `--workers`, else what the session started with, else one per two `[executor] slots`.

@@ -165,7 +165,7 @@ fn begin(
                     remaining_s: (h.start.budget_s - h.spent_s).max(0.0),
                     in_flight: h.in_flight_all().count() as u32,
                     resumed: true,
-                    extra: json!({"workers": opts.workers})
+                    extra: json!({"workers": opts.workers, "sandbox": opts.sandbox})
                         .as_object()
                         .cloned()
                         .unwrap_or_default(),
@@ -208,6 +208,7 @@ fn begin(
                 "workers": workers,
                 "executor": executor,
                 "slots": run_config.slots,
+                "sandbox": opts.sandbox,
             })
             .as_object()
             .cloned()
@@ -224,6 +225,7 @@ fn begin(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::orchestrator::pause;
     use crate::orchestrator::scheduler::breaker_tripped;
     use agentloop_ledger::{EventKind, NewEvent};
     use serde_json::json;

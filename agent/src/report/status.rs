@@ -23,6 +23,8 @@ pub struct Status {
     pub workers: usize,
     /// Training runs at once: the wall time times this is the slot time runs can fill.
     pub slots: usize,
+    /// The OS sandbox of builds and runs (`null` for sessions before it existed).
+    pub sandbox: Option<serde_json::Value>,
     #[serde(flatten)]
     pub counts: Counts,
     pub trunk_metric: Option<f64>,
@@ -61,6 +63,7 @@ impl Status {
             left_s: s.left_s,
             workers: s.workers,
             slots: s.slots,
+            sandbox: s.sandbox.clone(),
             counts: s.counts.clone(),
             trunk_metric: s.trunk_metric,
             best_trunk_metric: s.best_trunk_metric,
@@ -198,6 +201,9 @@ pub fn text(s: &Status) -> String {
     if let (Some(w), None) = (&s.waiting, &s.end_reason) {
         out.push(format!("waiting   {}", waiting_line(w, chrono::Utc::now())));
     }
+    if let Some(sandbox) = &s.sandbox {
+        out.push(format!("sandbox   {}", sandbox_line(sandbox)));
+    }
     out.push(format!("current   {}", current_line(s)));
     out.join("\n") + "\n"
 }
@@ -241,6 +247,27 @@ fn short_duration(s: u64) -> String {
             format!("{}h{:02}m", m / 60, m % 60)
         }
     }
+}
+
+/// "on (Landlock ABI 7, network netns), eval step separated", and what is weaker.
+pub fn sandbox_line(v: &serde_json::Value) -> String {
+    let enforced = v.get("enforced").and_then(serde_json::Value::as_bool) == Some(true);
+    let mut line = if enforced {
+        format!(
+            "on (Landlock ABI {}, network {})",
+            v.get("landlock_abi").map_or("?".into(), |a| a.to_string()),
+            v.get("network").and_then(|n| n.as_str()).unwrap_or("?")
+        )
+    } else {
+        "OFF (--no-sandbox)".to_string()
+    };
+    if v.get("eval_separated").and_then(serde_json::Value::as_bool) == Some(true) {
+        line.push_str(", eval step separated");
+    }
+    if let Some(w) = v.get("weaker").and_then(|w| w.as_str()) {
+        line.push_str(&format!("; WEAKER: {w}"));
+    }
+    line
 }
 
 #[cfg(test)]

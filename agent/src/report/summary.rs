@@ -174,6 +174,8 @@ pub struct SessionSummary {
     pub workers: usize,
     /// Training runs at once (`[executor] slots`).
     pub slots: usize,
+    /// The OS sandbox as the session last started or resumed (`crate::sandbox::describe`).
+    pub sandbox: Option<serde_json::Value>,
     pub counts: Counts,
     /// The trunk's metric now (last calibration, or the last accepted change's measurement).
     pub trunk_metric: Option<f64>,
@@ -271,6 +273,7 @@ pub struct Replay {
     workers: usize,
     /// Training runs at once (`[executor] slots`; 0 when the session did not record it).
     slots: usize,
+    sandbox: Option<serde_json::Value>,
     session: String,
     changes: Vec<ChangeLog>,
     index: BTreeMap<String, usize>,
@@ -347,6 +350,7 @@ impl Replay {
                     .get("slots")
                     .and_then(serde_json::Value::as_u64)
                     .unwrap_or(0) as usize;
+                self.sandbox = e.payload.get("sandbox").cloned();
                 self.session = e.session.clone();
                 self.trunk_commit = start.base_commit.clone();
                 self.start = Some((start, e.ts.clone()));
@@ -436,6 +440,11 @@ impl Replay {
         {
             self.workers = workers_in(&e.payload);
         }
+        if resumes {
+            if let Some(sandbox) = e.payload.get("sandbox").filter(|v| !v.is_null()) {
+                self.sandbox = Some(sandbox.clone());
+            }
+        }
         if e.kind == EventKind::SessionStart || resumes {
             if let Some((s, last)) = self.segment {
                 self.spent_closed_s += (last - s).max(0.0);
@@ -512,6 +521,7 @@ impl Replay {
             left_s: (start.budget_s - spent_s).max(0.0),
             workers: self.workers.max(1),
             slots: self.slots_or_workers(),
+            sandbox: self.sandbox.clone(),
             counts: count(&states),
             trunk_metric: self.trunk.last().map(|l| l.value),
             best_trunk_metric: self.best_trunk(),
@@ -550,6 +560,7 @@ impl Replay {
                 left_s: (start.budget_s - spent_s).max(0.0),
                 workers: self.workers.max(1),
                 slots: self.slots_or_workers(),
+                sandbox: self.sandbox.clone(),
                 counts: count(&states),
                 trunk_metric: self.trunk.last().map(|l| l.value),
                 best_trunk_metric: self.best_trunk(),
