@@ -14,9 +14,9 @@ fn main() {
     let trials = args
         .next()
         .map_or(20_000, |a| a.parse().expect("trials must be an integer"));
-    let rho = args
-        .next()
-        .map_or(0.996, |a| a.parse().expect("rho must be a number in [0, 1]"));
+    let rho = args.next().map_or(0.996, |a| {
+        a.parse().expect("rho must be a number in [0, 1]")
+    });
     let mut config = SimConfig::at_rho(trials, rho);
     let mut rule = DecisionRule::defaults_for(match args.next().as_deref() {
         None | Some("v3") => agentloop_guardrails::decision::RULE_VERSION,

@@ -500,11 +500,17 @@ impl DecisionRule {
             }
             previous = look.pairs;
             if !(look.alpha > 0.0 && look.alpha < 1.0) {
-                return bad(format!("confirm look {i} alpha {} is not in (0, 1)", look.alpha));
+                return bad(format!(
+                    "confirm look {i} alpha {} is not in (0, 1)",
+                    look.alpha
+                ));
             }
         }
         if confirm.alpha() >= 1.0 {
-            return bad(format!("the looks' alphas add up to {} >= 1", confirm.alpha()));
+            return bad(format!(
+                "the looks' alphas add up to {} >= 1",
+                confirm.alpha()
+            ));
         }
         if !confirm.futility_t.is_finite() {
             return bad("confirm futility_t must be finite".into());
@@ -1081,10 +1087,13 @@ pub fn confirm_look(
         .confirm
         .as_ref()
         .ok_or_else(|| DecisionError::InvalidRule("the rule has no confirm looks".into()))?;
-    let look = confirm.looks.get(look_index).ok_or(DecisionError::NoSuchStage {
-        index: look_index,
-        stages: confirm.looks.len(),
-    })?;
+    let look = confirm
+        .looks
+        .get(look_index)
+        .ok_or(DecisionError::NoSuchStage {
+            index: look_index,
+            stages: confirm.looks.len(),
+        })?;
     if pairs.len() != look.pairs {
         return Err(DecisionError::WrongPairCount {
             index: look_index,

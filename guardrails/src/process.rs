@@ -58,7 +58,10 @@ impl CommonControl {
 
     /// The trunk's cached value on `seed`.
     pub fn value(&self, seed: u64) -> Option<f64> {
-        self.cached.iter().find(|(s, _)| *s == seed).map(|(_, v)| *v)
+        self.cached
+            .iter()
+            .find(|(s, _)| *s == seed)
+            .map(|(_, v)| *v)
     }
 
     fn validate(&self) -> Result<(), ProcessError> {
@@ -530,7 +533,12 @@ impl DecisionProcess {
             (None, Some(RunValue::Ok(v))) => v,
             (None, Some(RunValue::Crashed)) => return Err(ProcessError::BaselineCrashed),
             (Some(_), Some(_)) => return Err(ProcessError::TrunkRun { seed, cached: true }),
-            (None, None) => return Err(ProcessError::TrunkRun { seed, cached: false }),
+            (None, None) => {
+                return Err(ProcessError::TrunkRun {
+                    seed,
+                    cached: false,
+                })
+            }
         };
         if !trunk_value.is_finite() {
             return Err(ProcessError::NonFiniteValue(trunk_value));
@@ -611,11 +619,9 @@ pub fn recompute(decision_json: &serde_json::Value) -> Result<(), String> {
     )
     .map_err(|e| format!("calibration does not recompute: {e}"))?;
     let process = match (&stored.common, stored.rule.is_v3()) {
-        (Some(common), true) => DecisionProcess::with_common_control(
-            stored.rule.clone(),
-            calibration,
-            common.clone(),
-        ),
+        (Some(common), true) => {
+            DecisionProcess::with_common_control(stored.rule.clone(), calibration, common.clone())
+        }
         (None, true) => return Err("a v3 decision without its common control".into()),
         (Some(_), false) => {
             return Err(format!(

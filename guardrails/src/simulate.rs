@@ -370,7 +370,10 @@ impl World<'_> {
         if decision.verdict == Verdict::Accept {
             trunk.level -= gain;
             trunk.merges_since_calibration += 1;
-            if self.rule.needs_recalibration(trunk.merges_since_calibration) {
+            if self
+                .rule
+                .needs_recalibration(trunk.merges_since_calibration)
+            {
                 self.calibrate(trunk, rng);
             } else if self.rule.is_v3() {
                 // The merged change's screening runs are the new trunk's cached runs.

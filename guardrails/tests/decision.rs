@@ -726,14 +726,22 @@ fn confirm_looks_are_cumulative_with_futility_and_the_minimum_effect() {
         .collect();
     let s = confirm_look(&r, 0.001, 1, &tiny).unwrap();
     assert_eq!(s.verdict, StageVerdict::Reject);
-    assert!(s.reason.contains("below the minimum effect"), "{}", s.reason);
+    assert!(
+        s.reason.contains("below the minimum effect"),
+        "{}",
+        s.reason
+    );
     // The last look rejects a significant gain below the minimum effect.
     let small: Vec<(f64, f64)> = (0..12)
         .map(|i| (1.5, 1.5 - 0.0005 - 0.0001 * (i % 3) as f64))
         .collect();
     let s = confirm_look(&r, 0.001, 2, &small).unwrap();
     assert_eq!(s.verdict, StageVerdict::Reject);
-    assert!(s.reason.contains("below the minimum effect"), "{}", s.reason);
+    assert!(
+        s.reason.contains("below the minimum effect"),
+        "{}",
+        s.reason
+    );
     assert!(matches!(
         confirm_look(&r, 0.001, 1, &big),
         Err(DecisionError::WrongPairCount { needed: 6, .. })
@@ -779,7 +787,7 @@ fn v3_process_screens_on_common_seeds_fills_missing_trunk_runs_and_recomputes() 
         .is_err());
     p.add_result(on(1, None, 1.492)).unwrap(); // gain 0.008 on 1.50
     p.add_result(on(2, None, 1.514)).unwrap(); // gain 0.006 on 1.52: z 1.212, log LR 1.47
-    // Seed 3 has no cached trunk run: the trunk's run is asked for with it.
+                                               // Seed 3 has no cached trunk run: the trunk's run is asked for with it.
     assert_eq!(
         p.next_request(),
         Request::NeedRuns {
@@ -826,7 +834,11 @@ fn v3_process_screens_on_common_seeds_fills_missing_trunk_runs_and_recomputes() 
     assert_eq!(d.verdict, Verdict::Accept, "{}", d.reason);
     assert_eq!(d.decided_at, DecidedAt::Stage(1));
     assert_eq!(d.stages[1].pairs.len(), 6, "looks are cumulative");
-    assert_eq!(d.runs, 3 + 1 + 2 * 6, "three screening runs, one trunk fill, six pairs");
+    assert_eq!(
+        d.runs,
+        3 + 1 + 2 * 6,
+        "three screening runs, one trunk fill, six pairs"
+    );
     assert_eq!(d.trunk_fills(), vec![(3, 1.48)]);
     assert_eq!(d.common_runs(), vec![(1, 1.492), (2, 1.514), (3, 1.47)]);
     assert_eq!(d.min_effect, Some(0.001));
@@ -872,7 +884,9 @@ fn v3_screening_crash_ends_the_decision_and_new_takes_the_calibration_seeds() {
     assert_eq!(d.runs, 1);
     recompute(&serde_json::to_value(d).unwrap()).unwrap();
     // A v2 rule takes no common control; bad controls are refused.
-    assert!(DecisionProcess::with_common_control(sequential_rule(), calibration(), common()).is_err());
+    assert!(
+        DecisionProcess::with_common_control(sequential_rule(), calibration(), common()).is_err()
+    );
     let dup = CommonControl {
         seeds: vec![1, 1],
         cached: vec![],

@@ -12,7 +12,10 @@ fn default_rule_keeps_alpha_and_finds_a_gain_of_0_002_bpb_on_the_default_targets
     let report = run(&config, &rule);
     let table = report.render_table();
     println!("{table}");
-    assert!(report.false_accept_ok(), "false accepts above alpha:\n{table}");
+    assert!(
+        report.false_accept_ok(),
+        "false accepts above alpha:\n{table}"
+    );
     assert!(
         report.power_failures().is_empty(),
         "power below 0.8:\n{table}"
@@ -22,13 +25,19 @@ fn default_rule_keeps_alpha_and_finds_a_gain_of_0_002_bpb_on_the_default_targets
         .iter()
         .filter(|r| (r.effect_metric - GAIN_OF_INTEREST).abs() < 1e-12)
         .count();
-    assert_eq!(interest, 4, "0.002 bpb is checked in every scenario:\n{table}");
+    assert_eq!(
+        interest, 4,
+        "0.002 bpb is checked in every scenario:\n{table}"
+    );
     for row in &report.rows {
         if row.effect_paired_sd == 0.0 {
             assert!(row.runs_per_decision <= 7.5, "null cost:\n{table}");
         }
         if row.effect_paired_sd < 0.0 {
-            assert!(row.runs_per_decision <= 2.5, "harmful-change cost:\n{table}");
+            assert!(
+                row.runs_per_decision <= 2.5,
+                "harmful-change cost:\n{table}"
+            );
         }
     }
 }

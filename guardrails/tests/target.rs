@@ -152,7 +152,10 @@ fn rule_v3_is_the_default_and_takes_a_minimum_effect_in_metric_units_or_percent(
         common::TARGET_TOML
     );
     let (_dir, t) = common::target_from(&text);
-    assert_eq!(t.decision.min_effect, Some(MinEffect::RelativePercent(0.05)));
+    assert_eq!(
+        t.decision.min_effect,
+        Some(MinEffect::RelativePercent(0.05))
+    );
     assert!((t.decision.false_accept_bound() - 0.025).abs() < 1e-12);
     // 0.05% of a trunk at 3.7 bpb.
     let c = agentloop_guardrails::decision::Calibration::from_runs(

@@ -615,17 +615,20 @@ impl<'a> ChangeRunner<'a> {
         let (trunk, candidate) = (ready.commit.to_string(), commit.to_string());
         let baseline_spec = RunSpec {
             arm: Arm::Baseline,
-            stage: stage,
+            stage,
             commit: &trunk,
             seed,
             split: "val",
             budget: &self.target.train.budget,
             worktree: &ready.worktree,
-            out: self.run_dir(&change.id, &format!("{}-baseline-{index}-{tries}", stage.as_str())),
+            out: self.run_dir(
+                &change.id,
+                &format!("{}-baseline-{index}-{tries}", stage.as_str()),
+            ),
         };
         let candidate_spec = RunSpec {
             arm: Arm::Candidate,
-            stage: stage,
+            stage,
             commit: &candidate,
             seed,
             split: "val",
@@ -685,22 +688,28 @@ impl<'a> ChangeRunner<'a> {
         if tries >= 3 {
             anyhow::bail!(
                 "the trunk's run on seed {seed} failed {tries} times; see {}",
-                self.run_dir(&change.id, &format!("{}-baseline-{index}-{tries}", stage.as_str()))
-                    .join("run.log")
-                    .display()
+                self.run_dir(
+                    &change.id,
+                    &format!("{}-baseline-{index}-{tries}", stage.as_str())
+                )
+                .join("run.log")
+                .display()
             );
         }
         loop {
             tries += 1;
             let spec = RunSpec {
                 arm: Arm::Baseline,
-                stage: stage,
+                stage,
                 commit: &ready.commit.to_string(),
                 seed,
                 split: "val",
                 budget: &self.target.train.budget,
                 worktree: &ready.worktree,
-                out: self.run_dir(&change.id, &format!("{}-baseline-{index}-{tries}", stage.as_str())),
+                out: self.run_dir(
+                    &change.id,
+                    &format!("{}-baseline-{index}-{tries}", stage.as_str()),
+                ),
             };
             let Some(r) = runs::run(self.target, &spec, self.env, self.exec, self.stop)? else {
                 return Ok(None);
@@ -1094,9 +1103,11 @@ pub(crate) fn decision_payload(d: &agentloop_guardrails::process::Decision) -> R
         mean_diff: last
             .map(|s| s.test.mean)
             .or(d.screen.as_ref().map(|s| s.gain)),
-        sd_diff: last
-            .map(|s| s.test.sd)
-            .or(d.screen.as_ref().and_then(|s| s.paired.as_ref()).map(|p| p.sd_used)),
+        sd_diff: last.map(|s| s.test.sd).or(d
+            .screen
+            .as_ref()
+            .and_then(|s| s.paired.as_ref())
+            .map(|p| p.sd_used)),
         ci_low: last.map(|s| s.test.ci_low),
         ci_high: last.map(|s| s.test.ci_high),
         p_value: last.map(|s| s.test.p),

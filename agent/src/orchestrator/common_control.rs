@@ -26,8 +26,7 @@ pub fn for_trunk(
     let seeds: Vec<u64> = noise.baseline.iter().map(|(s, _)| *s).collect();
     let mut cached: Vec<(u64, f64)> = Vec::new();
     let mut add = |seed: u64, value: f64| {
-        if seeds.contains(&seed) && !cached.iter().any(|(s, _)| *s == seed) && value.is_finite()
-        {
+        if seeds.contains(&seed) && !cached.iter().any(|(s, _)| *s == seed) && value.is_finite() {
             cached.push((seed, value));
         }
     };
@@ -60,9 +59,11 @@ pub fn for_trunk(
         .iter()
         .filter(|c| Some(c.id.as_str()) != exclude)
     {
-        for r in change.runs.iter().filter(|r| {
-            r.stage == Stage::Screen && r.arm == Arm::Baseline && r.commit == commit
-        }) {
+        for r in change
+            .runs
+            .iter()
+            .filter(|r| r.stage == Stage::Screen && r.arm == Arm::Baseline && r.commit == commit)
+        {
             if let Some(v) = value_of(r) {
                 add(r.seed, v);
             }
