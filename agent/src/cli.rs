@@ -60,6 +60,13 @@ pub struct SimulateArgs {
     pub trials: usize,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Seed correlation: the share of a run's variance that both arms of a pair share
+    /// (0.5, 0.9, 0.99; the default target measures 0.996).
+    #[arg(long, default_value_t = 0.996)]
+    pub rho: f64,
+    /// Keep the trunk fixed (no merges during the simulated session).
+    #[arg(long)]
+    pub fixed_trunk: bool,
 }
 
 #[derive(Debug, Args)]

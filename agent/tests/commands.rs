@@ -78,3 +78,21 @@ fn status_prints_text_or_json() {
         .starts_with("no session yet"));
     assert!(!missing.exists());
 }
+
+#[test]
+fn simulate_refuses_a_seed_correlation_outside_0_1_and_runs_at_a_valid_one() {
+    use agentloop::cli::SimulateArgs;
+    let dir = tempfile::tempdir().unwrap();
+    let args = |rho| SimulateArgs {
+        trials: 20,
+        seed: 1,
+        rho,
+        fixed_trunk: false,
+    };
+    let err = agentloop::commands::simulate::run(Some(dir.path()), &args(1.5)).unwrap_err();
+    assert!(err.to_string().contains("--rho 1.5"), "{err}");
+    assert_eq!(
+        agentloop::commands::simulate::run(Some(dir.path()), &args(0.9)).unwrap(),
+        0
+    );
+}

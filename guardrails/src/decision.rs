@@ -11,9 +11,12 @@ use crate::audit::AuditRule;
 use crate::stats::{mean_sd, one_sample_t, TTest};
 
 /// Version of the decision logic; bump whenever the same inputs could give a different outcome.
-/// v2 adds the sequential screen ([`ScreenRule::Sequential`]); v1 decisions (a single screening
-/// run) stay recomputable, so both are implemented.
-pub const RULE_VERSION: &str = "sequential-screen/v2";
+/// v3 (the default) screens on pairs against the trunk's cached runs ([`ScreenRule::Paired`])
+/// and confirms with a group-sequential paired test ([`ConfirmRule`]); v2 added the sequential
+/// screen ([`ScreenRule::Sequential`]); v1 decisions (a single screening run) stay
+/// recomputable, so all three are implemented.
+pub const RULE_VERSION: &str = "paired-sequential/v3";
+pub const RULE_VERSION_V2: &str = "sequential-screen/v2";
 pub const RULE_VERSION_V1: &str = "paired-two-stage/v1";
 
 /// How candidates are screened before the paired stages.
@@ -38,6 +41,152 @@ pub enum ScreenRule {
         /// At most this many screening runs; then pass when the evidence leans to H1.
         max_runs: usize,
     },
+    /// v3: Wald's SPRT on *paired* differences, one candidate run at a time on the trunk's
+    /// common seeds, each against the trunk's cached run on the same seed (one run, one pair).
+    /// H1 is a gain of `effect_sd` paired sd, where the paired sd is estimated from the
+    /// differences so far, floored by calibration's same-seed replays and the minimum effect:
+    /// so a null change is dropped after about two runs whatever the seed correlation. It only
+    /// filters: the confirmation's fresh pairs bound the false-accept rate.
+    Paired {
+        /// The gain H1 assumes, in (estimated) paired-difference sd.
+        effect_sd: f64,
+        /// Wald's type I error: chance a no-gain candidate passes (before truncation).
+        alpha: f64,
+        /// Wald's type II error: chance a candidate with the H1 gain is dropped.
+        beta: f64,
+        /// At most this many screening runs (and no more than the trunk has common seeds);
+        /// then pass when the evidence leans to H1.
+        max_runs: usize,
+    },
+}
+
+/// The smallest mean gain worth merging, in the metric's units: a number (`0.001`) or a
+/// share of the trunk's level (`"0.05%"`, resolved against the calibrated baseline mean).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MinEffect {
+    Absolute(f64),
+    /// Percent of the trunk's metric level.
+    RelativePercent(f64),
+}
+
+impl MinEffect {
+    /// The minimum effect in the metric's units for a trunk at `level`.
+    pub fn resolve(self, level: f64) -> f64 {
+        match self {
+            MinEffect::Absolute(v) => v,
+            MinEffect::RelativePercent(p) => p / 100.0 * level.abs(),
+        }
+    }
+
+    fn is_valid(self) -> bool {
+        let v = match self {
+            MinEffect::Absolute(v) | MinEffect::RelativePercent(v) => v,
+        };
+        v.is_finite() && v >= 0.0
+    }
+}
+
+impl std::fmt::Display for MinEffect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MinEffect::Absolute(v) => write!(f, "{v}"),
+            MinEffect::RelativePercent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl Serialize for MinEffect {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            MinEffect::Absolute(v) => s.serialize_f64(*v),
+            MinEffect::RelativePercent(_) => s.serialize_str(&self.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MinEffect {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum NumOrText {
+            Num(f64),
+            Text(String),
+        }
+        let bad = |t: &str| {
+            serde::de::Error::custom(format!(
+                "min_effect {t:?}: expected a number in the metric's units (0.001) or a percent of the trunk's level (\"0.05%\")"
+            ))
+        };
+        let effect = match NumOrText::deserialize(d)? {
+            NumOrText::Num(v) => MinEffect::Absolute(v),
+            NumOrText::Text(t) => {
+                let p = t
+                    .trim()
+                    .strip_suffix('%')
+                    .and_then(|p| p.trim().parse::<f64>().ok())
+                    .ok_or_else(|| bad(&t))?;
+                MinEffect::RelativePercent(p)
+            }
+        };
+        if !effect.is_valid() {
+            return Err(bad(&effect.to_string()));
+        }
+        Ok(effect)
+    }
+}
+
+/// One look of the group-sequential confirmation: after `pairs` fresh pairs in all
+/// (cumulative), accept when the one-sided paired t-test gives p < `alpha` and the mean gain is
+/// at least the minimum effect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Look {
+    pub pairs: usize,
+    pub alpha: f64,
+}
+
+/// v3's confirmation: fresh seeds, both arms, looks at growing numbers of pairs. The looks'
+/// alphas add up to the per-decision false-accept bound (a union bound, valid however the
+/// looks' tests depend on each other). Between looks the change is dropped for futility when
+/// its t statistic is at most `futility_t`, or when the 95% interval's upper end is below the
+/// minimum effect (the gain is surely too small to merge).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmRule {
+    pub looks: Vec<Look>,
+    pub futility_t: f64,
+}
+
+impl ConfirmRule {
+    /// The default looks, chosen with the simulation (guardrails/SIMULATION.md).
+    pub fn v3_default() -> ConfirmRule {
+        ConfirmRule {
+            looks: vec![
+                Look {
+                    pairs: 3,
+                    alpha: 0.002,
+                },
+                Look {
+                    pairs: 6,
+                    alpha: 0.005,
+                },
+                Look {
+                    pairs: 16,
+                    alpha: 0.018,
+                },
+            ],
+            futility_t: 0.0,
+        }
+    }
+
+    /// Sum of the looks' alphas: the per-decision false-accept bound.
+    pub fn alpha(&self) -> f64 {
+        self.looks.iter().map(|l| l.alpha).sum()
+    }
+
+    pub fn max_pairs(&self) -> usize {
+        self.looks.last().map_or(0, |l| l.pairs)
+    }
 }
 
 impl ScreenRule {
@@ -46,7 +195,17 @@ impl ScreenRule {
         ScreenRule::Single
     }
 
-    /// The default screen: H1 = 1.5 run sd, alpha 0.05, beta 0.1, at most 8 runs
+    /// v3's default paired screen (chosen with the simulation, guardrails/SIMULATION.md).
+    pub fn paired_default() -> ScreenRule {
+        ScreenRule::Paired {
+            effect_sd: 1.2,
+            alpha: 0.1,
+            beta: 0.05,
+            max_runs: 6,
+        }
+    }
+
+    /// v2's default screen: H1 = 1.5 run sd, alpha 0.05, beta 0.1, at most 8 runs
     /// (chosen with the simulation, guardrails/SIMULATION.md).
     pub fn sequential_default() -> ScreenRule {
         ScreenRule::Sequential {
@@ -119,18 +278,32 @@ pub struct DecisionRule {
     /// Which screen runs (when `screen_enabled`).
     #[serde(default = "ScreenRule::recorded_before_v2")]
     pub screen: ScreenRule,
-    /// Confirmation stages, in order; the last one decides accept / reject.
+    /// Confirmation stages, in order; the last one decides accept / reject (v1, v2).
     pub stages: Vec<StageRule>,
-    /// Minimum mean gain to accept, as a multiple of the calibrated run-to-run sd.
+    /// Minimum mean gain to accept, as a multiple of the calibrated run-to-run sd (v1, v2).
     pub min_effect_sd: f64,
+    /// v3's group-sequential confirmation (`[decision.confirm]`); absent for v1 and v2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm: Option<ConfirmRule>,
+    /// v3's minimum effect in the metric's units (`min_effect = 0.001` or `"0.05%"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_effect: Option<MinEffect>,
     /// Holdout audits of the trunk's cumulative gain (`[decision.audit]`).
     pub audit: AuditRule,
 }
 
 impl Default for DecisionRule {
     fn default() -> Self {
-        // Sizes chosen with the simulation harness (guardrails/SIMULATION.md): false accepts
-        // far below alpha, power >= 0.8 at 1.5 paired sd, and about 5 runs per null decision.
+        DecisionRule::v3_default()
+    }
+}
+
+impl DecisionRule {
+    /// The default rule, v3: a paired sequential screen against the trunk's cached runs, then
+    /// group-sequential confirmation on fresh pairs. Sizes chosen with the simulation
+    /// (guardrails/SIMULATION.md): false accepts far below alpha = 2.5%, power >= 0.8 at a gain
+    /// of 0.002 bpb with the default target's noise.
+    pub fn v3_default() -> DecisionRule {
         DecisionRule {
             rule_version: RULE_VERSION.to_string(),
             min_baseline_seeds: 10,
@@ -138,23 +311,77 @@ impl Default for DecisionRule {
             recalibrate_every_merges: 25,
             screen_enabled: true,
             screen_reject_below_sd: -0.5,
+            screen: ScreenRule::paired_default(),
+            stages: Vec::new(),
+            min_effect_sd: 0.0,
+            confirm: Some(ConfirmRule::v3_default()),
+            min_effect: Some(MinEffect::Absolute(0.001)),
+            audit: AuditRule::default(),
+        }
+    }
+
+    /// Rule v2 as it was the default: sequential screen against the calibrated mean, then 12
+    /// fresh pairs at p < 0.025 and a mean gain of at least one run sd.
+    pub fn v2_default() -> DecisionRule {
+        DecisionRule {
+            rule_version: RULE_VERSION_V2.to_string(),
             screen: ScreenRule::sequential_default(),
             stages: vec![StageRule {
                 pairs: 12,
                 p_threshold: 0.025,
             }],
             min_effect_sd: 1.0,
-            audit: AuditRule::default(),
+            confirm: None,
+            min_effect: None,
+            ..DecisionRule::v3_default()
         }
     }
-}
 
-impl DecisionRule {
+    /// The defaults a `[decision]` table starts from when it names `rule_version`.
+    pub fn defaults_for(rule_version: &str) -> DecisionRule {
+        match rule_version {
+            RULE_VERSION_V2 => DecisionRule::v2_default(),
+            RULE_VERSION_V1 => DecisionRule {
+                rule_version: RULE_VERSION_V1.to_string(),
+                screen: ScreenRule::Single,
+                stages: vec![
+                    StageRule {
+                        pairs: 4,
+                        p_threshold: 0.25,
+                    },
+                    StageRule {
+                        pairs: 8,
+                        p_threshold: 0.05,
+                    },
+                ],
+                ..DecisionRule::v2_default()
+            },
+            _ => DecisionRule::v3_default(),
+        }
+    }
+
+    /// True for rule v3 (paired screen on the trunk's cached runs, group-sequential confirm).
+    pub fn is_v3(&self) -> bool {
+        self.rule_version == RULE_VERSION
+    }
+
     /// Checks that the rule can be applied (stage sizes, thresholds in range).
     pub fn validate(&self) -> Result<(), DecisionError> {
         let bad = |m: String| Err(DecisionError::InvalidRule(m));
         match (self.rule_version.as_str(), &self.screen) {
-            (RULE_VERSION, _) | (RULE_VERSION_V1, ScreenRule::Single) => {}
+            (RULE_VERSION, ScreenRule::Paired { .. })
+            | (RULE_VERSION_V2, ScreenRule::Sequential { .. } | ScreenRule::Single)
+            | (RULE_VERSION_V1, ScreenRule::Single) => {}
+            (RULE_VERSION, _) => {
+                return bad(format!(
+                    "rule_version {RULE_VERSION:?} screens on pairs: screen = {{ kind = \"paired\", .. }}"
+                ))
+            }
+            (RULE_VERSION_V2, _) => {
+                return bad(format!(
+                    "rule_version {RULE_VERSION_V2:?} has the single or the sequential screen; the paired screen is {RULE_VERSION:?}'s"
+                ))
+            }
             (RULE_VERSION_V1, _) => {
                 return bad(format!(
                     "rule_version {RULE_VERSION_V1:?} has only the single-run screen; use {RULE_VERSION:?}"
@@ -162,9 +389,17 @@ impl DecisionRule {
             }
             (other, _) => {
                 return bad(format!(
-                    "rule_version {other:?} is not implemented (this build knows {RULE_VERSION:?} and {RULE_VERSION_V1:?})"
+                    "rule_version {other:?} is not implemented (this build knows {RULE_VERSION:?}, {RULE_VERSION_V2:?} and {RULE_VERSION_V1:?})"
                 ))
             }
+        }
+        if self.is_v3() {
+            self.validate_v3()?;
+        } else if self.confirm.is_some() || self.min_effect.is_some() {
+            return bad(format!(
+                "confirm and min_effect belong to {RULE_VERSION:?}; rule_version {:?} uses stages and min_effect_sd",
+                self.rule_version
+            ));
         }
         if let ScreenRule::Sequential {
             effect_sd,
@@ -185,7 +420,7 @@ impl DecisionRule {
                 return bad("screen max_runs must be >= 1".into());
             }
         }
-        if self.stages.is_empty() {
+        if self.stages.is_empty() && !self.is_v3() {
             return bad("at least one confirmation stage is needed".into());
         }
         for (i, s) in self.stages.iter().enumerate() {
@@ -218,8 +453,75 @@ impl DecisionRule {
     /// Upper bound on the probability that a null patch is accepted: stages use fresh seeds,
     /// so under the null their p-values are independent and the thresholds multiply.
     /// (Screening and the minimum effect only lower it further.)
+    /// v3: the sum of the confirmation looks' alphas (a union bound over the looks).
     pub fn false_accept_bound(&self) -> f64 {
-        self.stages.iter().map(|s| s.p_threshold).product()
+        match &self.confirm {
+            Some(c) if self.is_v3() => c.alpha(),
+            _ => self.stages.iter().map(|s| s.p_threshold).product(),
+        }
+    }
+
+    fn validate_v3(&self) -> Result<(), DecisionError> {
+        let bad = |m: String| Err(DecisionError::InvalidRule(m));
+        if let ScreenRule::Paired {
+            effect_sd,
+            alpha,
+            beta,
+            max_runs,
+        } = self.screen
+        {
+            if !(effect_sd.is_finite() && effect_sd > 0.0) {
+                return bad(format!("screen effect_sd {effect_sd} must be > 0"));
+            }
+            if !(alpha > 0.0 && beta > 0.0 && alpha + beta < 1.0) {
+                return bad(format!(
+                    "screen alpha {alpha} and beta {beta} must be > 0 with alpha + beta < 1"
+                ));
+            }
+            if max_runs == 0 {
+                return bad("screen max_runs must be >= 1".into());
+            }
+        }
+        let Some(confirm) = &self.confirm else {
+            return bad(format!(
+                "rule_version {RULE_VERSION:?} needs confirm = {{ looks = [..], futility_t = .. }}"
+            ));
+        };
+        if confirm.looks.is_empty() {
+            return bad("confirm needs at least one look".into());
+        }
+        let mut previous = 1;
+        for (i, look) in confirm.looks.iter().enumerate() {
+            if look.pairs <= previous {
+                return bad(format!(
+                    "confirm look {i} at {} pairs: looks need >= 2 pairs and must grow",
+                    look.pairs
+                ));
+            }
+            previous = look.pairs;
+            if !(look.alpha > 0.0 && look.alpha < 1.0) {
+                return bad(format!(
+                    "confirm look {i} alpha {} is not in (0, 1)",
+                    look.alpha
+                ));
+            }
+        }
+        if confirm.alpha() >= 1.0 {
+            return bad(format!(
+                "the looks' alphas add up to {} >= 1",
+                confirm.alpha()
+            ));
+        }
+        if !confirm.futility_t.is_finite() {
+            return bad("confirm futility_t must be finite".into());
+        }
+        match self.min_effect {
+            Some(m) if m.is_valid() => Ok(()),
+            Some(m) => bad(format!("min_effect {m} must be a finite number >= 0")),
+            None => bad(format!(
+                "rule_version {RULE_VERSION:?} needs min_effect (0.001 or \"0.05%\")"
+            )),
+        }
     }
 
     /// True when the baseline must be recalibrated after this many merges since the last one.
@@ -230,7 +532,10 @@ impl DecisionRule {
 
     /// Total paired seeds if every stage runs.
     pub fn max_pairs(&self) -> usize {
-        self.stages.iter().map(|s| s.pairs).sum()
+        match &self.confirm {
+            Some(c) if self.is_v3() => c.max_pairs(),
+            _ => self.stages.iter().map(|s| s.pairs).sum(),
+        }
     }
 }
 
@@ -336,8 +641,12 @@ impl Calibration {
     }
 
     /// The minimum mean gain an accepted change must show under `rule`.
+    /// v3: `min_effect` in the metric's units (a percentage resolved against the baseline mean).
     pub fn min_effect(&self, rule: &DecisionRule) -> f64 {
-        rule.min_effect_sd * self.run_sd
+        match rule.min_effect {
+            Some(m) if rule.is_v3() => m.resolve(self.baseline_mean),
+            _ => rule.min_effect_sd * self.run_sd,
+        }
     }
 }
 
@@ -367,6 +676,28 @@ pub struct ScreenOutcome {
     /// The sequential screen's evidence (v2); absent for a single-run screen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequential: Option<SequentialEvidence>,
+    /// The paired screen's evidence (v3): every pair and the sd the test used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paired: Option<PairedScreenEvidence>,
+}
+
+/// What the paired screen (v3) saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairedScreenEvidence {
+    /// (seed, trunk, candidate) per screening run, in order.
+    pub pairs: Vec<(u64, f64, f64)>,
+    /// Sample sd of the differences (0 with one pair).
+    pub sample_sd: f64,
+    /// max(calibration's paired null sd, minimum effect): the least sd the test assumes.
+    pub sd_floor: f64,
+    /// The paired sd the test used: max(sample_sd, sd_floor).
+    pub sd_used: f64,
+    /// log L(H1) / L(H0) after the last pair (+/-inf when sd_used is 0).
+    #[serde(with = "crate::stats::lossless_f64")]
+    pub log_lr: f64,
+    pub pass_at: f64,
+    pub reject_at: f64,
+    pub max_runs: usize,
 }
 
 /// What the sequential screen saw: every run, and the log likelihood ratio against its bounds.
@@ -471,6 +802,114 @@ pub fn screen_runs(
             reject_at,
             max_runs,
         }),
+        paired: None,
+    })
+}
+
+/// v3's paired screen after `pairs` ((seed, trunk, candidate) per screening run, in order):
+/// `None` while the evidence is between the bounds and runs are left. `min_effect` is the
+/// rule's minimum effect in the metric's units; `max_runs` is already capped by the number of
+/// common seeds.
+pub fn screen_paired(
+    calibration: &Calibration,
+    rule: &DecisionRule,
+    min_effect: f64,
+    max_runs: usize,
+    pairs: &[(u64, f64, f64)],
+) -> Option<ScreenOutcome> {
+    let ScreenRule::Paired {
+        effect_sd,
+        alpha,
+        beta,
+        ..
+    } = rule.screen
+    else {
+        return None;
+    };
+    let n = pairs.len();
+    if n == 0 {
+        return None;
+    }
+    let gains: Vec<f64> = pairs.iter().map(|(_, t, c)| t - c).collect();
+    let (gain, sample_sd) = mean_sd(&gains);
+    // With one or two pairs the sample sd says little: the replays' paired sd (what a no-op
+    // change shows) and the minimum effect (differences below it do not matter) floor it.
+    let sd_floor = calibration.paired_null_sd.max(min_effect);
+    let sd_used = sample_sd.max(sd_floor);
+    let z = if sd_used > 0.0 {
+        gain / sd_used
+    } else if gain > 0.0 {
+        f64::INFINITY
+    } else if gain < 0.0 {
+        f64::NEG_INFINITY
+    } else {
+        0.0
+    };
+    // Each difference in paired sd is N(0, 1) under H0 and N(effect, 1) under H1.
+    let log_lr = n as f64 * (effect_sd * z - effect_sd * effect_sd / 2.0);
+    let pass_at = ((1.0 - beta) / alpha).ln();
+    let reject_at = (beta / (1.0 - alpha)).ln();
+    // One pair says nothing about its own spread: passing (which costs fresh pairs) waits for
+    // a second one; rejecting does not.
+    let may_pass = n >= 2 || max_runs < 2;
+    // Bit-identical metrics on a seed: the change did not alter training at all (a comment on
+    // a deterministic trainer). Dropping it costs nothing in false accepts.
+    let identical = gains.iter().all(|g| *g == 0.0);
+    let (verdict, reason) = if identical {
+        (
+            ScreenVerdict::Reject,
+            format!("the candidate's metric equals the trunk's on {n} common seed(s): the change does not alter training"),
+        )
+    } else if log_lr >= pass_at && may_pass {
+        (
+            ScreenVerdict::Pass,
+            format!(
+                "mean paired gain {gain:.6} ({z:.2} paired sd) over {n} screening pair(s): log LR {log_lr:.2} >= {pass_at:.2}"
+            ),
+        )
+    } else if log_lr <= reject_at {
+        (
+            ScreenVerdict::Reject,
+            format!(
+                "mean paired gain {gain:.6} ({z:.2} paired sd) over {n} screening pair(s): log LR {log_lr:.2} <= {reject_at:.2}, no sign of a {effect_sd} paired sd gain"
+            ),
+        )
+    } else if n >= max_runs {
+        if log_lr >= 0.0 {
+            (
+                ScreenVerdict::Pass,
+                format!("after {n} screening pairs the evidence leans to a gain (log LR {log_lr:.2} >= 0, mean gain {gain:.6})"),
+            )
+        } else {
+            (
+                ScreenVerdict::Reject,
+                format!("after {n} screening pairs the evidence leans to no gain (log LR {log_lr:.2} < 0, mean gain {gain:.6})"),
+            )
+        }
+    } else {
+        return None;
+    };
+    let mean = |f: fn(&(u64, f64, f64)) -> f64| pairs.iter().map(f).sum::<f64>() / n as f64;
+    Some(ScreenOutcome {
+        verdict,
+        candidate: mean(|p| p.2),
+        baseline_mean: mean(|p| p.1),
+        run_sd: calibration.run_sd,
+        gain,
+        z,
+        threshold_z: effect_sd / 2.0,
+        reason,
+        sequential: None,
+        paired: Some(PairedScreenEvidence {
+            pairs: pairs.to_vec(),
+            sample_sd,
+            sd_floor,
+            sd_used,
+            log_lr,
+            pass_at,
+            reject_at,
+            max_runs,
+        }),
     })
 }
 
@@ -521,6 +960,7 @@ pub fn screen(calibration: &Calibration, rule: &DecisionRule, candidate: f64) ->
         threshold_z,
         reason,
         sequential: None,
+        paired: None,
     }
 }
 
@@ -628,6 +1068,128 @@ pub fn confirm_stage(
         mean_candidate: pairs.iter().map(|p| p.1).sum::<f64>() / n,
         test,
         p_threshold: stage.p_threshold,
+        min_effect,
+        reason,
+    })
+}
+
+/// v3's look `look_index` of the group-sequential confirmation on *all* fresh pairs so far
+/// (`pairs.len()` must be that look's cumulative size). Accept when p < the look's alpha and the
+/// mean gain is at least `min_effect`; at the last look reject otherwise; before it, drop for
+/// futility (t <= `futility_t`, or the 95% interval's upper end below `min_effect`), else go on.
+pub fn confirm_look(
+    rule: &DecisionRule,
+    min_effect: f64,
+    look_index: usize,
+    pairs: &[(f64, f64)],
+) -> Result<StageOutcome, DecisionError> {
+    let confirm = rule
+        .confirm
+        .as_ref()
+        .ok_or_else(|| DecisionError::InvalidRule("the rule has no confirm looks".into()))?;
+    let look = confirm
+        .looks
+        .get(look_index)
+        .ok_or(DecisionError::NoSuchStage {
+            index: look_index,
+            stages: confirm.looks.len(),
+        })?;
+    if pairs.len() != look.pairs {
+        return Err(DecisionError::WrongPairCount {
+            index: look_index,
+            needed: look.pairs,
+            got: pairs.len(),
+        });
+    }
+    if let Some((index, &(baseline, candidate))) = pairs
+        .iter()
+        .enumerate()
+        .find(|(_, (b, c))| !b.is_finite() || !c.is_finite())
+    {
+        return Err(DecisionError::NonFinitePair {
+            index,
+            baseline,
+            candidate,
+        });
+    }
+    let gains: Vec<f64> = pairs.iter().map(|(b, c)| b - c).collect();
+    let test = one_sample_t(&gains).expect("validated: >= 2 finite values");
+    let n = pairs.len() as f64;
+    let final_stage = look_index + 1 == confirm.looks.len();
+    let (verdict, reason) = if test.p < look.alpha && test.mean >= min_effect {
+        (
+            StageVerdict::Accept,
+            format!(
+                "look {} ({} pairs): p = {:.3e} < {} and mean gain {:.6} >= minimum effect {:.6}",
+                look_index + 1,
+                pairs.len(),
+                test.p,
+                look.alpha,
+                test.mean,
+                min_effect
+            ),
+        )
+    } else if final_stage {
+        let why = if test.p < look.alpha {
+            format!(
+                "significant (p = {:.3e}) but mean gain {:.6} is below the minimum effect {:.6}",
+                test.p, test.mean, min_effect
+            )
+        } else {
+            format!(
+                "p = {:.4} is not below {} (mean gain {:.6})",
+                test.p, look.alpha, test.mean
+            )
+        };
+        (
+            StageVerdict::Reject,
+            format!("last look ({} pairs): {why}", pairs.len()),
+        )
+    } else if test.t <= confirm.futility_t {
+        (
+            StageVerdict::Reject,
+            format!(
+                "look {} ({} pairs): futility, t = {:.2} <= {} (mean gain {:.6})",
+                look_index + 1,
+                pairs.len(),
+                test.t,
+                confirm.futility_t,
+                test.mean
+            ),
+        )
+    } else if test.ci_high < min_effect {
+        (
+            StageVerdict::Reject,
+            format!(
+                "look {} ({} pairs): futility, the gain's 95% interval ends at {:.6}, below the minimum effect {:.6}",
+                look_index + 1,
+                pairs.len(),
+                test.ci_high,
+                min_effect
+            ),
+        )
+    } else {
+        (
+            StageVerdict::Continue,
+            format!(
+                "look {} ({} pairs): p = {:.4} (needs < {}), mean gain {:.6}: more pairs",
+                look_index + 1,
+                pairs.len(),
+                test.p,
+                look.alpha,
+                test.mean
+            ),
+        )
+    };
+    Ok(StageOutcome {
+        stage_index: look_index,
+        final_stage,
+        verdict,
+        pairs: pairs.to_vec(),
+        mean_baseline: pairs.iter().map(|p| p.0).sum::<f64>() / n,
+        mean_candidate: pairs.iter().map(|p| p.1).sum::<f64>() / n,
+        test,
+        p_threshold: look.alpha,
         min_effect,
         reason,
     })

@@ -79,8 +79,17 @@ impl LordPlusPlus {
     /// recomputes from the ledger; afterwards call `record(accepted)`.
     pub fn rule_for_next(&self, base: &DecisionRule) -> DecisionRule {
         let mut rule = base.clone();
-        if let Some(last) = rule.stages.last_mut() {
-            last.p_threshold = last.p_threshold.min(self.next_level());
+        let level = self.next_level();
+        if let (true, Some(confirm)) = (rule.is_v3(), rule.confirm.as_mut()) {
+            // v3's bound is the sum of the looks' alphas: scale them down to the level.
+            let sum = confirm.alpha();
+            if sum > level {
+                for look in &mut confirm.looks {
+                    look.alpha *= level / sum;
+                }
+            }
+        } else if let Some(last) = rule.stages.last_mut() {
+            last.p_threshold = last.p_threshold.min(level);
         }
         rule
     }
@@ -188,8 +197,20 @@ mod tests {
                     p_threshold: 0.05,
                 },
             ],
-            ..DecisionRule::default()
+            ..DecisionRule::v2_default()
         }
+    }
+
+    #[test]
+    fn fdr_mode_scales_v3_looks_to_the_level() {
+        let lord = LordPlusPlus::new(0.05, None).unwrap();
+        let rule = lord.rule_for_next(&DecisionRule::default());
+        // First level gamma_1 * w0 = 0.050046 * 0.025 = 0.0012512 < 0.025: every look is
+        // scaled by 0.0012512 / 0.025 = 0.050046.
+        assert!((rule.false_accept_bound() - 0.050_046 * 0.025).abs() < 1e-6);
+        assert!(rule.validate().is_ok());
+        let looks = &rule.confirm.as_ref().unwrap().looks;
+        assert!((looks[0].alpha - 0.002 * 0.050_046).abs() < 1e-6);
     }
 
     #[test]

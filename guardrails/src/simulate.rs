@@ -1,18 +1,25 @@
 //! The proof of the decision rule: replay the exact [`DecisionProcess`] the loop uses on
 //! synthetic noise and count false accepts, power and training runs per decision.
 //!
-//! Noise model (per training run, metric in units of the run-to-run sd sigma_r = 1):
-//! value = base - gain(arm) + a_seed + e_run, with a_seed shared by both arms on the same seed
-//! (variance rho) and e_run independent per run (variance 1 - rho). So the run-to-run sd is 1
-//! and the paired-difference sd is sqrt(2 (1 - rho)). Effects are given in paired sd, as the
-//! issue states them. For Student t noise both parts are t(3) scaled to the same variances.
+//! Noise model (per training run, metric in the metric's units, run-to-run sd `run_sd`):
+//! value = level - gain(arm) + a_seed + e_run, with a_seed shared by every run on the same seed
+//! (variance rho run_sd^2) and e_run independent per run (variance (1 - rho) run_sd^2). So the
+//! paired-difference sd is run_sd sqrt(2 (1 - rho)). Effects are given in paired sd, or in the
+//! metric's units. For Student t noise both parts are t(3) scaled to the same variances.
+//!
+//! The trunk moves, as in a session: every fourth decision is a clearly better change, and
+//! every accepted change is merged (the trunk's level drops by its gain; under v3 its
+//! screening runs become the trunk's cached runs, the other common seeds are filled lazily).
+//! Rules that compare against the calibrated mean then see a stale baseline, as the loop does.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::decision::{Calibration, DecisionRule, ScreenRule};
-use crate::process::{Arm, DecisionProcess, Observation, Request, RunValue, Verdict};
+use crate::process::{
+    Arm, CommonControl, Decision, DecisionProcess, Observation, Request, RunValue, Verdict,
+};
 use crate::stats::clopper_pearson_upper;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -45,18 +52,43 @@ pub struct SimConfig {
     pub trials: usize,
     /// True effects to simulate, in paired-difference sd; 0 is the null patch.
     pub effects: Vec<f64>,
+    /// True effects in the metric's units (e.g. 0.002 bpb), simulated after `effects`.
+    pub metric_effects: Vec<f64>,
     pub scenarios: Vec<Scenario>,
     /// Share of run-to-run variance from the seed (shared by both arms on a seed).
     pub rho: f64,
+    /// Run-to-run sd in the metric's units (the default target's val_bpb: 0.020).
+    pub run_sd: f64,
+    /// Merge clearly better changes between the measured decisions (the trunk moves).
+    pub trunk_moves: bool,
+    /// Same code and seed give the same value, so calibration's same-seed replays measure no
+    /// noise (the default CPU trainer); otherwise every run has its own noise (GPUs).
+    pub deterministic: bool,
     pub seed: u64,
 }
 
+/// The default target's measured run-to-run sd of val_bpb.
+pub const DEFAULT_TARGET_RUN_SD: f64 = 0.020;
+/// The default target's measured seed correlation (paired sd 0.0018 against run sd 0.020).
+pub const DEFAULT_TARGET_RHO: f64 = 0.996;
+/// The smallest real gain the issue asks the default target's rule to find (bpb).
+pub const GAIN_OF_INTEREST: f64 = 0.002;
+/// Measured decisions between two calibrations (a session).
+const SESSION_DECISIONS: usize = 40;
+/// One decision in this many is a clearly better change that moves the trunk.
+const MOVE_EVERY: usize = 4;
+
 impl SimConfig {
-    /// The configuration behind SIMULATION.md, with `trials` per cell.
+    /// The configuration behind SIMULATION.md, with `trials` per cell, at seed correlation `rho`.
     pub fn standard(trials: usize) -> Self {
+        Self::at_rho(trials, DEFAULT_TARGET_RHO)
+    }
+
+    pub fn at_rho(trials: usize, rho: f64) -> Self {
         SimConfig {
             trials,
-            effects: vec![0.0, 1.0, 1.5, 2.0],
+            effects: vec![0.0, -1.0, 1.0, 1.5, 2.0, 3.0],
+            metric_effects: vec![GAIN_OF_INTEREST],
             scenarios: vec![
                 Scenario {
                     noise: NoiseFamily::Normal,
@@ -75,9 +107,17 @@ impl SimConfig {
                     crash_probability: 0.02,
                 },
             ],
-            rho: 0.5,
+            rho,
+            run_sd: DEFAULT_TARGET_RUN_SD,
+            trunk_moves: true,
+            deterministic: rho >= DEFAULT_TARGET_RHO,
             seed: 20_260_501,
         }
+    }
+
+    /// Sd of a paired difference in the metric's units.
+    pub fn paired_sd(&self) -> f64 {
+        self.run_sd * (2.0 * (1.0 - self.rho.clamp(0.0, 1.0))).sqrt()
     }
 }
 
@@ -86,6 +126,8 @@ impl SimConfig {
 pub struct SimRow {
     pub scenario: Scenario,
     pub effect_paired_sd: f64,
+    /// The same effect in the metric's units.
+    pub effect_metric: f64,
     pub trials: usize,
     pub accepts: usize,
     pub crashes: usize,
@@ -96,7 +138,7 @@ pub struct SimRow {
     /// Accepts among decisions that did not end in a crash (the rule's power when crashes are
     /// random and unrelated to the change).
     pub accept_rate_without_crashes: f64,
-    /// Training runs per decision (crashed runs and baseline retries included).
+    /// Training runs per decision (crashed runs, retries and lazy trunk fills included).
     pub runs_per_decision: f64,
 }
 
@@ -109,11 +151,23 @@ pub struct SimReport {
     pub rows: Vec<SimRow>,
 }
 
+/// The smallest effect, in paired sd, at which the report checks power >= 0.8: below it no
+/// rule that drops a null change after about two runs can keep 80% of real gains
+/// (guardrails/SIMULATION.md has the numbers).
+pub const POWER_CHECKED_FROM_PAIRED_SD: f64 = 1.1;
+
 /// Runs every (scenario, effect) cell of `config` under `rule`.
 pub fn run(config: &SimConfig, rule: &DecisionRule) -> SimReport {
     let mut rows = Vec::new();
+    let sd = config.paired_sd();
+    let effects: Vec<f64> = config
+        .effects
+        .iter()
+        .copied()
+        .chain(config.metric_effects.iter().map(|m| m / sd))
+        .collect();
     for (si, scenario) in config.scenarios.iter().enumerate() {
-        for (ei, &effect) in config.effects.iter().enumerate() {
+        for (ei, &effect) in effects.iter().enumerate() {
             // Each cell has its own stream, so adding a cell does not change the others.
             let stream =
                 config.seed ^ ((si as u64) << 32 | ei as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -162,8 +216,174 @@ fn standard_normal(rng: &mut ChaCha8Rng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
-/// Baseline level of the simulated metric (like a val_bpb); results do not depend on it.
-const BASE: f64 = 1.5;
+/// Starting level of the simulated metric (like the default target's val_bpb).
+const BASE: f64 = 3.7;
+
+/// The simulated trunk: its level, its common seeds' effects, calibration and cached runs.
+struct Trunk {
+    level: f64,
+    seed_effects: Vec<f64>,
+    calibration: Calibration,
+    cached: Vec<(u64, f64)>,
+    merges_since_calibration: usize,
+}
+
+/// One simulated session's world: the rule, the noise and the chance of a crash.
+struct World<'a> {
+    rule: &'a DecisionRule,
+    noise: Noise,
+    crash_probability: f64,
+    /// Same code and seed give the same value (the default CPU trainer): replays add nothing.
+    deterministic: bool,
+}
+
+impl World<'_> {
+    fn crashed(&self, rng: &mut ChaCha8Rng) -> bool {
+        rng.random::<f64>() < self.crash_probability
+    }
+
+    /// A run that must succeed (a trunk run): retried on the same seed; returns (value, tries).
+    fn trunk_run(&self, level: f64, seed_effect: f64, rng: &mut ChaCha8Rng) -> (f64, usize) {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let v = level + seed_effect + self.noise.run(rng);
+            if !self.crashed(rng) {
+                return (v, tries);
+            }
+        }
+    }
+
+    fn candidate_run(&self, level: f64, seed_effect: f64, rng: &mut ChaCha8Rng) -> RunValue {
+        let v = level + seed_effect + self.noise.run(rng);
+        if self.crashed(rng) {
+            RunValue::Crashed
+        } else {
+            RunValue::Ok(v)
+        }
+    }
+
+    /// A new session's trunk: common seeds and calibration (baseline seeds plus replays).
+    fn new_trunk(&self, rng: &mut ChaCha8Rng) -> Trunk {
+        let seeds = self.rule.min_baseline_seeds.max(2);
+        let seed_effects: Vec<f64> = (0..seeds).map(|_| self.noise.seed_effect(rng)).collect();
+        let mut trunk = Trunk {
+            level: BASE,
+            seed_effects,
+            calibration: Calibration {
+                baseline: Vec::new(),
+                replays: Vec::new(),
+                n_seeds: 0,
+                baseline_mean: BASE,
+                run_sd: 0.0,
+                nondeterminism_sd: 0.0,
+                paired_null_sd: 0.0,
+            },
+            cached: Vec::new(),
+            merges_since_calibration: 0,
+        };
+        self.calibrate(&mut trunk, rng);
+        trunk
+    }
+
+    /// Calibration as the loop runs it (not counted in runs per decision: it is amortized over
+    /// a session). Its baseline runs are the trunk's cached runs on the common seeds.
+    fn calibrate(&self, trunk: &mut Trunk, rng: &mut ChaCha8Rng) {
+        let seeds = trunk.seed_effects.len();
+        let run = |s: usize, rng: &mut ChaCha8Rng| {
+            trunk.level + trunk.seed_effects[s % seeds] + self.noise.run(rng)
+        };
+        let baseline: Vec<(u64, f64)> = (0..seeds).map(|s| (s as u64, run(s, rng))).collect();
+        let replays: Vec<(u64, Vec<f64>)> = (0..self.rule.min_replays.max(1))
+            .map(|s| {
+                let v = if self.deterministic {
+                    baseline[s % seeds].1
+                } else {
+                    run(s, rng)
+                };
+                ((s % seeds) as u64, vec![v])
+            })
+            .collect();
+        trunk.calibration = Calibration::from_runs_for(self.rule, &baseline, &replays)
+            .expect("simulated calibration is valid");
+        trunk.cached = baseline;
+        trunk.merges_since_calibration = 0;
+    }
+
+    /// One decision on a change with true gain `gain` against `trunk`; merges it if accepted.
+    /// Returns the decision and the training runs it cost (retries included).
+    fn decide(&self, trunk: &mut Trunk, gain: f64, rng: &mut ChaCha8Rng) -> (Decision, usize) {
+        let rule = self.rule.clone();
+        let calibration = trunk.calibration.clone();
+        let mut process = if rule.is_v3() {
+            let common = CommonControl {
+                seeds: (0..trunk.seed_effects.len() as u64).collect(),
+                cached: trunk.cached.clone(),
+            };
+            DecisionProcess::with_common_control(rule, calibration, common)
+        } else {
+            DecisionProcess::new(rule, calibration)
+        }
+        .expect("the rule was validated by the caller");
+        let candidate_level = trunk.level - gain;
+        let mut retries = 0;
+        let decision = loop {
+            let arm = match process.next_request() {
+                Request::Done(d) => break d.clone(),
+                Request::NeedRuns { arm, .. } => arm,
+            };
+            let observation = match arm {
+                Arm::Candidate => {
+                    let seed = self.noise.seed_effect(rng);
+                    Observation::Candidate(self.candidate_run(candidate_level, seed, rng))
+                }
+                Arm::Common { seed, with_trunk } => {
+                    let a = trunk.seed_effects[seed as usize];
+                    let filled = with_trunk.then(|| {
+                        let (v, tries) = self.trunk_run(trunk.level, a, rng);
+                        retries += tries - 1;
+                        RunValue::Ok(v)
+                    });
+                    Observation::Common {
+                        seed,
+                        trunk: filled,
+                        candidate: self.candidate_run(candidate_level, a, rng),
+                    }
+                }
+                Arm::Paired => {
+                    let a = self.noise.seed_effect(rng);
+                    // A crashed baseline run is retried on the same seed (the loop's contract).
+                    let (baseline, tries) = self.trunk_run(trunk.level, a, rng);
+                    retries += tries - 1;
+                    Observation::Pair {
+                        baseline: RunValue::Ok(baseline),
+                        candidate: self.candidate_run(candidate_level, a, rng),
+                    }
+                }
+            };
+            process
+                .add_result(observation)
+                .expect("simulated observations are valid");
+        };
+        // Filled trunk runs are kept, as the loop records them.
+        trunk.cached.extend(decision.trunk_fills());
+        if decision.verdict == Verdict::Accept {
+            trunk.level -= gain;
+            trunk.merges_since_calibration += 1;
+            if self
+                .rule
+                .needs_recalibration(trunk.merges_since_calibration)
+            {
+                self.calibrate(trunk, rng);
+            } else if self.rule.is_v3() {
+                // The merged change's screening runs are the new trunk's cached runs.
+                trunk.cached = decision.common_runs();
+            }
+        }
+        let runs = decision.runs + retries;
+        (decision, runs)
+    }
+}
 
 fn run_cell(
     config: &SimConfig,
@@ -173,60 +393,31 @@ fn run_cell(
     rng: &mut ChaCha8Rng,
 ) -> SimRow {
     let rho = config.rho.clamp(0.0, 1.0);
-    let noise = Noise {
-        family: scenario.noise,
-        seed_sd: rho.sqrt(),
-        run_sd: (1.0 - rho).sqrt(),
+    let world = World {
+        rule,
+        noise: Noise {
+            family: scenario.noise,
+            seed_sd: config.run_sd * rho.sqrt(),
+            run_sd: config.run_sd * (1.0 - rho).sqrt(),
+        },
+        crash_probability: scenario.crash_probability,
+        deterministic: config.deterministic,
     };
-    let gain = effect * (2.0 * (1.0 - rho)).sqrt();
+    let paired_sd = config.paired_sd();
+    let gain = effect * paired_sd;
+    // A clearly better change: a merge like the issue's (several run sd on the default target).
+    let mover_gain = config.run_sd.max(3.0 * paired_sd);
     let (mut accepts, mut crashes, mut screen_rejects, mut runs) = (0, 0, 0, 0usize);
-    for _ in 0..config.trials {
-        let calibration = calibrate(rule, &noise, rng);
-        let mut process = DecisionProcess::new(rule.clone(), calibration)
-            .expect("the rule was validated by the caller");
-        let mut retries = 0;
-        let crashed = |rng: &mut ChaCha8Rng| rng.random::<f64>() < scenario.crash_probability;
-        let decision = loop {
-            let (arm, count) = match process.next_request() {
-                Request::Done(d) => break d.clone(),
-                Request::NeedRuns { arm, count } => (arm, count),
-            };
-            let observation = match arm {
-                Arm::Candidate => {
-                    let v = BASE - gain + noise.seed_effect(rng) + noise.run(rng);
-                    Observation::Candidate(if crashed(rng) {
-                        RunValue::Crashed
-                    } else {
-                        RunValue::Ok(v)
-                    })
-                }
-                Arm::Paired => {
-                    let _ = count;
-                    let seed = noise.seed_effect(rng);
-                    // A crashed baseline run is retried on the same seed (the loop's contract).
-                    let baseline = loop {
-                        let v = BASE + seed + noise.run(rng);
-                        if !crashed(rng) {
-                            break v;
-                        }
-                        retries += 1;
-                    };
-                    let c = BASE - gain + seed + noise.run(rng);
-                    Observation::Pair {
-                        baseline: RunValue::Ok(baseline),
-                        candidate: if crashed(rng) {
-                            RunValue::Crashed
-                        } else {
-                            RunValue::Ok(c)
-                        },
-                    }
-                }
-            };
-            process
-                .add_result(observation)
-                .expect("simulated observations are valid");
-        };
-        runs += decision.runs + retries;
+    let mut trunk = world.new_trunk(rng);
+    for trial in 0..config.trials {
+        if trial > 0 && trial % SESSION_DECISIONS == 0 {
+            trunk = world.new_trunk(rng);
+        }
+        if config.trunk_moves && trial % MOVE_EVERY == MOVE_EVERY - 1 {
+            world.decide(&mut trunk, mover_gain, rng);
+        }
+        let (decision, cost) = world.decide(&mut trunk, gain, rng);
+        runs += cost;
         match decision.verdict {
             Verdict::Accept => accepts += 1,
             Verdict::Crash => crashes += 1,
@@ -241,6 +432,7 @@ fn run_cell(
     SimRow {
         scenario,
         effect_paired_sd: effect,
+        effect_metric: gain,
         trials: config.trials,
         accepts,
         crashes,
@@ -271,22 +463,43 @@ pub fn describe_screen(rule: &DecisionRule) -> String {
         ) => format!(
             "sequential screen (SPRT, H1 = {effect_sd} run sd, alpha {alpha}, beta {beta}, at most {max_runs} runs)"
         ),
+        (
+            ScreenRule::Paired {
+                effect_sd,
+                alpha,
+                beta,
+                max_runs,
+            },
+            true,
+        ) => format!(
+            "paired screen on the trunk's cached seeds (SPRT, H1 = {effect_sd} paired sd, alpha {alpha}, beta {beta}, at most {max_runs} runs)"
+        ),
     }
 }
 
-/// A session's calibration on the simulated noise (baseline seeds plus same-seed replays).
-fn calibrate(rule: &DecisionRule, noise: &Noise, rng: &mut ChaCha8Rng) -> Calibration {
-    let seeds = rule.min_baseline_seeds.max(2);
-    let effects: Vec<f64> = (0..seeds).map(|_| noise.seed_effect(rng)).collect();
-    let baseline: Vec<(u64, f64)> = effects
-        .iter()
-        .enumerate()
-        .map(|(s, a)| (s as u64, BASE + a + noise.run(rng)))
-        .collect();
-    let replays: Vec<(u64, Vec<f64>)> = (0..rule.min_replays.max(1))
-        .map(|s| (s as u64, vec![BASE + effects[s % seeds] + noise.run(rng)]))
-        .collect();
-    Calibration::from_runs_for(rule, &baseline, &replays).expect("simulated calibration is valid")
+/// The confirmation in words, for the table's header.
+pub fn describe_confirmation(rule: &DecisionRule) -> String {
+    match &rule.confirm {
+        Some(c) if rule.is_v3() => format!(
+            "looks at {} fresh pairs, futility at t <= {} or CI below the minimum effect; min effect {}",
+            c.looks
+                .iter()
+                .map(|l| format!("{} @ p < {}", l.pairs, l.alpha))
+                .collect::<Vec<_>>()
+                .join(", "),
+            c.futility_t,
+            rule.min_effect.map_or("-".into(), |m| m.to_string())
+        ),
+        _ => format!(
+            "stages {}; min effect {} run sd",
+            rule.stages
+                .iter()
+                .map(|s| format!("{} pairs @ p < {}", s.pairs, s.p_threshold))
+                .collect::<Vec<_>>()
+                .join(", "),
+            rule.min_effect_sd
+        ),
+    }
 }
 
 impl SimReport {
@@ -313,29 +526,48 @@ impl SimReport {
             .collect()
     }
 
+    /// Runs per decision on null changes, per scenario.
+    pub fn null_runs(&self) -> Vec<(Scenario, f64)> {
+        self.rows
+            .iter()
+            .filter(|r| r.effect_paired_sd == 0.0)
+            .map(|r| (r.scenario, r.runs_per_decision))
+            .collect()
+    }
+
+    /// Rows whose power the report checks (>= 0.8): effects of at least
+    /// [`POWER_CHECKED_FROM_PAIRED_SD`] paired sd and at most 2 paired sd.
+    fn power_checked(r: &SimRow) -> bool {
+        r.effect_paired_sd >= POWER_CHECKED_FROM_PAIRED_SD - 1e-9 && r.effect_paired_sd <= 2.0
+    }
+
+    /// Checked rows (see [`SimReport::render_table`]) whose power is below 0.8.
+    pub fn power_failures(&self) -> Vec<&SimRow> {
+        self.rows
+            .iter()
+            .filter(|r| Self::power_checked(r) && r.accept_rate_without_crashes < 0.8)
+            .collect()
+    }
+
     /// Markdown table of every cell.
     pub fn render_table(&self) -> String {
         let mut out = format!(
-            "Rule `{}`: {}; stages {}; min effect {} run sd; \
-             alpha (product of stage thresholds) = {}. rho = {}, {} trials per row, seed {}.\n\n",
+            "Rule `{}`: {}; {}; alpha (false-accept bound) = {}. rho = {}, run sd {} (paired sd {:.5}), trunk {}, {} trials per row, seed {}.\n\n",
             self.rule.rule_version,
             describe_screen(&self.rule),
-            self.rule
-                .stages
-                .iter()
-                .map(|s| format!("{} pairs @ p < {}", s.pairs, s.p_threshold))
-                .collect::<Vec<_>>()
-                .join(", "),
-            self.rule.min_effect_sd,
+            describe_confirmation(&self.rule),
             self.alpha,
             self.config.rho,
+            self.config.run_sd,
+            self.config.paired_sd(),
+            if self.config.trunk_moves { "moving (a merge every 4 decisions)" } else { "fixed" },
             self.config.trials,
             self.config.seed,
         );
         out.push_str(
-            "| noise | crash p | effect (paired sd) | accept rate | 95% upper | accept w/o crashes | screen rejects | crash decisions | runs / decision | check |\n",
+            "| noise | crash p | effect (paired sd) | effect (metric) | accept rate | 95% upper | accept w/o crashes | screen rejects | crash decisions | runs / decision | check |\n",
         );
-        out.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+        out.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
         for r in &self.rows {
             let check = if r.effect_paired_sd == 0.0 {
                 if r.accept_rate <= self.alpha && r.accept_upper95 <= 2.0 * self.alpha {
@@ -343,7 +575,7 @@ impl SimReport {
                 } else {
                     "FALSE ACCEPTS TOO HIGH"
                 }
-            } else if (r.effect_paired_sd - 1.5).abs() < 1e-12 {
+            } else if Self::power_checked(r) {
                 if r.accept_rate_without_crashes >= 0.8 {
                     "power >= 0.8: ok"
                 } else {
@@ -353,10 +585,11 @@ impl SimReport {
                 ""
             };
             out.push_str(&format!(
-                "| {} | {} | {} | {:.4} | {:.4} | {:.4} | {:.3} | {:.3} | {:.2} | {} |\n",
+                "| {} | {} | {:.2} | {:.5} | {:.4} | {:.4} | {:.4} | {:.3} | {:.3} | {:.2} | {} |\n",
                 r.scenario.noise.label(),
                 r.scenario.crash_probability,
                 r.effect_paired_sd,
+                r.effect_metric,
                 r.accept_rate,
                 r.accept_upper95,
                 r.accept_rate_without_crashes,

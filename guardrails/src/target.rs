@@ -186,7 +186,7 @@ impl TargetSpec {
             read: keys.abs_paths("sandbox", "read")?,
             write: keys.abs_paths("sandbox", "write")?,
         };
-        let decision = keys.overridden("decision", DecisionRule::default())?;
+        let decision = keys.overridden("decision", decision_defaults(&keys)?)?;
         decision
             .validate()
             .map_err(|e| keys.invalid("decision", e.to_string()))?;
@@ -485,4 +485,34 @@ impl Keys<'_> {
             .try_into()
             .map_err(|e: toml::de::Error| self.invalid(table, e.message().to_string()))
     }
+}
+
+/// The defaults a `[decision]` table starts from: those of the `rule_version` it names (so
+/// `rule_version = "sequential-screen/v2"` alone gives rule v2). Under v3, the v1/v2 keys it
+/// would silently ignore are refused.
+fn decision_defaults(keys: &Keys) -> Result<DecisionRule, TargetError> {
+    let Some(toml::Value::Table(table)) = keys.doc.get("decision") else {
+        return Ok(DecisionRule::default());
+    };
+    let version = table
+        .get("rule_version")
+        .and_then(toml::Value::as_str)
+        .unwrap_or(crate::decision::RULE_VERSION);
+    let defaults = DecisionRule::defaults_for(version);
+    if defaults.is_v3() {
+        if let Some(key) = ["stages", "min_effect_sd", "screen_reject_below_sd"]
+            .into_iter()
+            .find(|k| table.contains_key(*k))
+        {
+            return Err(keys.invalid(
+                &format!("decision.{key}"),
+                format!(
+                    "belongs to rules v1/v2; rule {:?} uses [decision.confirm] looks and min_effect (or set rule_version = {:?})",
+                    crate::decision::RULE_VERSION,
+                    crate::decision::RULE_VERSION_V2
+                ),
+            ));
+        }
+    }
+    Ok(defaults)
 }

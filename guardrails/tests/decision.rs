@@ -4,7 +4,7 @@
 
 use agentloop_guardrails::decision::{
     confirm_stage, screen, screen_runs, Calibration, DecisionError, DecisionRule, ScreenRule,
-    ScreenVerdict, StageRule, StageVerdict, RULE_VERSION, RULE_VERSION_V1,
+    ScreenVerdict, StageRule, StageVerdict, RULE_VERSION, RULE_VERSION_V1, RULE_VERSION_V2,
 };
 use agentloop_guardrails::process::{
     recompute, Arm, DecidedAt, DecisionProcess, Observation, ProcessError, Request, RunValue,
@@ -42,7 +42,7 @@ fn rule() -> DecisionRule {
                 p_threshold: 0.05,
             },
         ],
-        ..DecisionRule::default()
+        ..DecisionRule::v2_default()
     }
 }
 
@@ -218,7 +218,7 @@ fn stage_inputs_are_validated() {
     ));
     let bad = DecisionRule {
         stages: vec![],
-        ..DecisionRule::default()
+        ..DecisionRule::v2_default()
     };
     assert!(bad.validate().is_err());
 }
@@ -466,7 +466,7 @@ fn sequential_rule() -> DecisionRule {
         },
         ..rule()
     }
-    .with_version(RULE_VERSION)
+    .with_version(RULE_VERSION_V2)
 }
 
 trait WithVersion {
@@ -590,4 +590,340 @@ fn a_decision_recorded_before_v2_has_no_screen_field_and_still_recomputes() {
     old["rule"].as_object_mut().unwrap().remove("screen");
     assert!(old["screen"].get("sequential").is_none());
     recompute(&old).unwrap();
+}
+
+// ---- rule v3: paired screen on the trunk's common seeds, group-sequential confirmation ----
+// calibration(): paired null sd = sqrt(2) * 0.00408248 = 0.0057735 (= 0.01 / sqrt 3), which
+// floors the screen's sd (above the minimum effect 0.001). Screen H1 = 1.2 paired sd,
+// alpha 0.1, beta 0.05: each pair adds 1.2 z - 0.72; pass at ln(9.5) = 2.2513, reject at
+// ln(0.05 / 0.9) = -2.8904.
+
+use agentloop_guardrails::decision::{confirm_look, screen_paired, ConfirmRule, Look, MinEffect};
+use agentloop_guardrails::process::CommonControl;
+
+fn v3() -> DecisionRule {
+    DecisionRule {
+        confirm: Some(ConfirmRule {
+            looks: vec![
+                Look {
+                    pairs: 3,
+                    alpha: 0.002,
+                },
+                Look {
+                    pairs: 6,
+                    alpha: 0.005,
+                },
+                Look {
+                    pairs: 12,
+                    alpha: 0.018,
+                },
+            ],
+            futility_t: 0.0,
+        }),
+        ..DecisionRule::v3_default()
+    }
+}
+
+/// Seeds 1..=10 with the trunk's values from `baseline()`, except seeds 3 and 4 (missing).
+fn common() -> CommonControl {
+    CommonControl {
+        seeds: (1..=10).collect(),
+        cached: baseline()
+            .into_iter()
+            .filter(|(s, _)| *s != 3 && *s != 4)
+            .collect(),
+    }
+}
+
+#[test]
+fn v3_is_the_default_with_alpha_the_sum_of_the_looks() {
+    let r = DecisionRule::default();
+    assert_eq!(r.rule_version, RULE_VERSION);
+    assert!(r.validate().is_ok());
+    assert!((r.false_accept_bound() - 0.025).abs() < 1e-12);
+    assert!((v3().false_accept_bound() - 0.025).abs() < 1e-12);
+    assert_eq!(r.min_effect, Some(MinEffect::Absolute(0.001)));
+    // A v2 rule cannot carry v3's fields, and v3 needs them.
+    let mixed = DecisionRule {
+        min_effect: Some(MinEffect::Absolute(0.001)),
+        ..DecisionRule::v2_default()
+    };
+    assert!(mixed.validate().is_err());
+    let no_confirm = DecisionRule {
+        confirm: None,
+        ..v3()
+    };
+    assert!(no_confirm.validate().is_err());
+}
+
+#[test]
+fn paired_screen_by_hand_waits_for_a_second_pair_then_passes() {
+    let (c, r) = (calibration(), v3());
+    // One pair, gain 0.012: z = 0.012 / 0.0057735 = 2.0785, log LR 1.774 < 2.251: not yet
+    // (one pair could never pass anyway: it says nothing about its own spread).
+    assert_eq!(screen_paired(&c, &r, 0.001, 6, &[(1, 1.50, 1.488)]), None);
+    // Gains 0.012, 0.010: sample sd 0.0014142 < floor, z = 0.011 / 0.0057735 = 1.90526,
+    // log LR = 2 (1.2 * 1.90526 - 0.72) = 3.1326 >= 2.2513: pass.
+    let s = screen_paired(&c, &r, 0.001, 6, &[(1, 1.50, 1.488), (2, 1.52, 1.51)]).unwrap();
+    assert_eq!(s.verdict, ScreenVerdict::Pass, "{}", s.reason);
+    let e = s.paired.as_ref().unwrap();
+    assert!(close(e.sd_floor, 0.01 / 3f64.sqrt(), 1e-9));
+    assert!(close(e.sd_used, e.sd_floor, 0.0));
+    assert!(close(e.log_lr, 3.132_6, 1e-3), "{}", e.log_lr);
+    assert!(close(e.pass_at, 9.5f64.ln(), 1e-12));
+    assert!(close(s.gain, 0.011, 1e-12) && close(s.baseline_mean, 1.51, 1e-12));
+}
+
+#[test]
+fn paired_screen_uses_the_sample_sd_when_it_exceeds_the_floor_and_rejects_worse_at_once() {
+    let (c, r) = (calibration(), v3());
+    // Gains 0.03, -0.01: mean 0.01, sd 0.028284 > floor: z = 0.35355, log LR -0.5915: go on.
+    assert_eq!(
+        screen_paired(&c, &r, 0.001, 6, &[(1, 1.5, 1.47), (2, 1.5, 1.51)]),
+        None
+    );
+    // One pair 0.012 worse: z = -2.0785, log LR -3.214 <= -2.890: rejected after one run.
+    let s = screen_paired(&c, &r, 0.001, 6, &[(1, 1.5, 1.512)]).unwrap();
+    assert_eq!(s.verdict, ScreenVerdict::Reject);
+    // The minimum effect floors the sd when the replays showed none (a deterministic trainer).
+    let det = Calibration::from_runs(&baseline(), &[(1, vec![1.5, 1.5]), (2, vec![1.52])]).unwrap();
+    assert_eq!(det.paired_null_sd, 0.0);
+    let s = screen_paired(&det, &r, 0.001, 6, &[(1, 1.5, 1.5025)]).unwrap();
+    assert_eq!(s.paired.as_ref().unwrap().sd_used, 0.001);
+    assert_eq!(s.verdict, ScreenVerdict::Reject, "z = -2.5: {}", s.reason);
+    // Bit-identical metrics (a comment on a deterministic trainer): dropped after one run.
+    let s = screen_paired(&det, &r, 0.001, 6, &[(1, 1.5, 1.5)]).unwrap();
+    assert_eq!(s.verdict, ScreenVerdict::Reject);
+    assert!(s.reason.contains("does not alter training"), "{}", s.reason);
+    // At the run limit: pass iff the evidence leans to H1 (z >= 0.6).
+    let lean = [(1, 1.5, 1.4962), (2, 1.5, 1.4962)]; // z = 0.658 each
+    let s = screen_paired(&c, &r, 0.001, 2, &lean).unwrap();
+    assert_eq!(s.verdict, ScreenVerdict::Pass, "{}", s.reason);
+}
+
+#[test]
+fn confirm_looks_are_cumulative_with_futility_and_the_minimum_effect() {
+    let r = v3();
+    // A huge, clean gain accepts at the first look: gains 0.1, 0.11, 0.09 -> t = 17.3,
+    // df 2: p = 0.00166 < 0.002.
+    let big = [(1.6, 1.5), (1.61, 1.5), (1.59, 1.5)];
+    let s = confirm_look(&r, 0.001, 0, &big).unwrap();
+    assert_eq!(s.verdict, StageVerdict::Accept, "{}", s.reason);
+    assert!(s.test.p < 0.002 && s.test.p > 0.0015, "{}", s.test.p);
+    // No sign of a gain at the first look: futility (t <= 0).
+    let none = [(1.5, 1.5), (1.5, 1.51), (1.5, 1.495)];
+    let s = confirm_look(&r, 0.001, 0, &none).unwrap();
+    assert_eq!(s.verdict, StageVerdict::Reject);
+    assert!(s.reason.contains("futility"), "{}", s.reason);
+    // Promising but not yet significant: continue.
+    let some = [(1.5, 1.49), (1.5, 1.5), (1.5, 1.495)];
+    let s = confirm_look(&r, 0.001, 0, &some).unwrap();
+    assert_eq!(s.verdict, StageVerdict::Continue, "{}", s.reason);
+    // Surely below the minimum effect (95% CI ends under it): futility before the last look.
+    let tiny: Vec<(f64, f64)> = [0.0003, 0.0002, 0.0004, 0.0003, 0.0002, 0.0004]
+        .iter()
+        .map(|g| (1.5, 1.5 - g))
+        .collect();
+    let s = confirm_look(&r, 0.001, 1, &tiny).unwrap();
+    assert_eq!(s.verdict, StageVerdict::Reject);
+    assert!(
+        s.reason.contains("below the minimum effect"),
+        "{}",
+        s.reason
+    );
+    // The last look rejects a significant gain below the minimum effect.
+    let small: Vec<(f64, f64)> = (0..12)
+        .map(|i| (1.5, 1.5 - 0.0005 - 0.0001 * (i % 3) as f64))
+        .collect();
+    let s = confirm_look(&r, 0.001, 2, &small).unwrap();
+    assert_eq!(s.verdict, StageVerdict::Reject);
+    assert!(
+        s.reason.contains("below the minimum effect"),
+        "{}",
+        s.reason
+    );
+    assert!(matches!(
+        confirm_look(&r, 0.001, 1, &big),
+        Err(DecisionError::WrongPairCount { needed: 6, .. })
+    ));
+}
+
+#[test]
+fn v3_process_screens_on_common_seeds_fills_missing_trunk_runs_and_recomputes() {
+    let mut p = DecisionProcess::with_common_control(v3(), calibration(), common()).unwrap();
+    // Seed 1 is cached: one run gives a pair.
+    assert_eq!(
+        p.next_request(),
+        Request::NeedRuns {
+            arm: Arm::Common {
+                seed: 1,
+                with_trunk: false
+            },
+            count: 1
+        }
+    );
+    // Wrong seed, a trunk run for a cached seed, and a v2-style candidate run are refused.
+    let on = |seed, trunk, c| Observation::Common {
+        seed,
+        trunk,
+        candidate: RunValue::Ok(c),
+    };
+    assert_eq!(
+        p.add_result(on(2, None, 1.49)),
+        Err(ProcessError::WrongSeed {
+            expected: 1,
+            got: 2
+        })
+    );
+    assert_eq!(
+        p.add_result(on(1, Some(RunValue::Ok(1.5)), 1.49)),
+        Err(ProcessError::TrunkRun {
+            seed: 1,
+            cached: true
+        })
+    );
+    assert!(p
+        .add_result(Observation::Candidate(RunValue::Ok(1.49)))
+        .is_err());
+    p.add_result(on(1, None, 1.492)).unwrap(); // gain 0.008 on 1.50
+    p.add_result(on(2, None, 1.514)).unwrap(); // gain 0.006 on 1.52: z 1.212, log LR 1.47
+                                               // Seed 3 has no cached trunk run: the trunk's run is asked for with it.
+    assert_eq!(
+        p.next_request(),
+        Request::NeedRuns {
+            arm: Arm::Common {
+                seed: 3,
+                with_trunk: true
+            },
+            count: 1
+        }
+    );
+    assert_eq!(
+        p.add_result(on(3, None, 1.47)),
+        Err(ProcessError::TrunkRun {
+            seed: 3,
+            cached: false
+        })
+    );
+    let before = p.clone();
+    assert_eq!(
+        p.add_result(on(3, Some(RunValue::Crashed), 1.47)),
+        Err(ProcessError::BaselineCrashed)
+    );
+    assert_eq!(p, before, "a refused trunk crash changes nothing");
+    // Gain 0.010: mean 0.008, z 1.3856, log LR 2.828 >= 2.251: pass.
+    p.add_result(on(3, Some(RunValue::Ok(1.48)), 1.47)).unwrap();
+    assert_eq!(
+        p.next_request(),
+        Request::NeedRuns {
+            arm: Arm::Paired,
+            count: 3
+        }
+    );
+    // Confirmation: 3 pairs (continue), 3 more (accept at look 2 on all 6).
+    drive_pairs(&mut p, &[0.012, 0.010, 0.014]);
+    assert_eq!(
+        p.next_request(),
+        Request::NeedRuns {
+            arm: Arm::Paired,
+            count: 3
+        }
+    );
+    drive_pairs(&mut p, &[0.011, 0.013, 0.012]);
+    let d = p.decision().unwrap().clone();
+    assert_eq!(d.verdict, Verdict::Accept, "{}", d.reason);
+    assert_eq!(d.decided_at, DecidedAt::Stage(1));
+    assert_eq!(d.stages[1].pairs.len(), 6, "looks are cumulative");
+    assert_eq!(
+        d.runs,
+        3 + 1 + 2 * 6,
+        "three screening runs, one trunk fill, six pairs"
+    );
+    assert_eq!(d.trunk_fills(), vec![(3, 1.48)]);
+    assert_eq!(d.common_runs(), vec![(1, 1.492), (2, 1.514), (3, 1.47)]);
+    assert_eq!(d.min_effect, Some(0.001));
+    let good = serde_json::to_value(&d).unwrap();
+    recompute(&good).unwrap();
+    // Tampering with a cached trunk value, the minimum effect or a look is caught.
+    for (path, value) in [
+        ("/common/cached/0/1", serde_json::json!(1.40)),
+        ("/rule/min_effect", serde_json::json!(0.02)),
+        ("/rule/confirm/looks/1/alpha", serde_json::json!(0.5)),
+        ("/min_effect", serde_json::json!(0.0)),
+    ] {
+        let mut edited = good.clone();
+        *edited.pointer_mut(path).unwrap() = value;
+        assert!(recompute(&edited).is_err(), "{path} edit not caught");
+    }
+    let mut no_common = good;
+    no_common.as_object_mut().unwrap().remove("common");
+    assert!(recompute(&no_common).is_err());
+}
+
+#[test]
+fn v3_screening_crash_ends_the_decision_and_new_takes_the_calibration_seeds() {
+    let mut p = DecisionProcess::new(v3(), calibration()).unwrap();
+    assert_eq!(
+        p.next_request(),
+        Request::NeedRuns {
+            arm: Arm::Common {
+                seed: 1,
+                with_trunk: false
+            },
+            count: 1
+        }
+    );
+    p.add_result(Observation::Common {
+        seed: 1,
+        trunk: None,
+        candidate: RunValue::Crashed,
+    })
+    .unwrap();
+    let d = p.decision().unwrap();
+    assert_eq!(d.verdict, Verdict::Crash);
+    assert_eq!(d.runs, 1);
+    recompute(&serde_json::to_value(d).unwrap()).unwrap();
+    // A v2 rule takes no common control; bad controls are refused.
+    assert!(
+        DecisionProcess::with_common_control(sequential_rule(), calibration(), common()).is_err()
+    );
+    let dup = CommonControl {
+        seeds: vec![1, 1],
+        cached: vec![],
+    };
+    assert!(DecisionProcess::with_common_control(v3(), calibration(), dup).is_err());
+    let stray = CommonControl {
+        seeds: vec![1],
+        cached: vec![(9, 1.5)],
+    };
+    assert!(DecisionProcess::with_common_control(v3(), calibration(), stray).is_err());
+}
+
+#[test]
+fn a_slightly_worse_v3_candidate_is_dropped_after_two_runs_with_no_trunk_runs() {
+    // Gains -0.003 (z -0.52, log LR -1.34), then -0.005: mean -0.004, sd below the floor,
+    // z -0.6928, log LR 2 (1.2 z - 0.72) = -3.10 <= -2.89.
+    let mut p = DecisionProcess::with_common_control(v3(), calibration(), common()).unwrap();
+    for c in [1.503, 1.525, 0.0] {
+        if p.decision().is_some() {
+            break;
+        }
+        let Request::NeedRuns {
+            arm: Arm::Common { seed, with_trunk },
+            ..
+        } = p.next_request()
+        else {
+            panic!("a screening run")
+        };
+        assert!(!with_trunk);
+        p.add_result(Observation::Common {
+            seed,
+            trunk: None,
+            candidate: RunValue::Ok(c),
+        })
+        .unwrap();
+    }
+    let d = p.decision().expect("decided");
+    assert_eq!(d.verdict, Verdict::Reject, "{}", d.reason);
+    assert_eq!(d.runs, 2);
 }

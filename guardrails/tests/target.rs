@@ -52,7 +52,7 @@ fn renders_and_shell_quotes_the_train_command() {
 #[test]
 fn decision_and_policy_overrides_apply() {
     let text = format!(
-        "{}\n[decision]\nmin_effect_sd = 0.5\nstages = [{{ pairs = 4, p_threshold = 0.25 }}, {{ pairs = 8, p_threshold = 0.05 }}]\n[policy]\nmax_patch_bytes = 1000\n",
+        "{}\n[decision]\nrule_version = \"sequential-screen/v2\"\nmin_effect_sd = 0.5\nstages = [{{ pairs = 4, p_threshold = 0.25 }}, {{ pairs = 8, p_threshold = 0.05 }}]\n[policy]\nmax_patch_bytes = 1000\n",
         common::TARGET_TOML
     );
     let (_dir, t) = common::target_from(&text);
@@ -71,7 +71,7 @@ fn audit_rule_and_divergence_ratio_are_configurable() {
     let text = common::TARGET_TOML.replace(
         "memory_limit = \"8GiB\"\n",
         "memory_limit = \"8GiB\"\ndivergence_loss_ratio = 0\n",
-    ) + "\n[decision]\nmin_effect_sd = 0.5\n[decision.audit]\nevery_merges = 2\non_flag = \"flag_only\"\n";
+    ) + "\n[decision]\nrule_version = \"sequential-screen/v2\"\nmin_effect_sd = 0.5\n[decision.audit]\nevery_merges = 2\non_flag = \"flag_only\"\n";
     let (_dir, t) = common::target_from(&text);
     assert_eq!(t.train.divergence.loss_ratio, None, "0 turns the ratio off");
     assert_eq!(t.decision.min_effect_sd, 0.5);
@@ -199,4 +199,65 @@ fn trust_boundary_keys_give_errors_naming_the_key() {
         e.contains("sandbox.read") && e.contains("relative/dir"),
         "{e}"
     );
+}
+
+#[test]
+fn rule_v3_is_the_default_and_takes_a_minimum_effect_in_metric_units_or_percent() {
+    use agentloop_guardrails::decision::{MinEffect, RULE_VERSION};
+    let (_dir, t) = common::target_from(common::TARGET_TOML);
+    assert_eq!(t.decision.rule_version, RULE_VERSION);
+    assert_eq!(t.decision.min_effect, Some(MinEffect::Absolute(0.001)));
+    let text = format!(
+        "{}\n[decision]\nmin_effect = \"0.05%\"\nconfirm = {{ looks = [{{ pairs = 4, alpha = 0.01 }}, {{ pairs = 10, alpha = 0.015 }}], futility_t = 0.0 }}\n",
+        common::TARGET_TOML
+    );
+    let (_dir, t) = common::target_from(&text);
+    assert_eq!(
+        t.decision.min_effect,
+        Some(MinEffect::RelativePercent(0.05))
+    );
+    assert!((t.decision.false_accept_bound() - 0.025).abs() < 1e-12);
+    // 0.05% of a trunk at 3.7 bpb.
+    let c = agentloop_guardrails::decision::Calibration::from_runs(
+        &(1..=10).map(|s| (s, 3.7)).collect::<Vec<_>>(),
+        &[(1, vec![3.7, 3.7, 3.7])],
+    )
+    .unwrap();
+    assert!((c.min_effect(&t.decision) - 0.00185).abs() < 1e-12);
+}
+
+#[test]
+fn bad_rule_v3_settings_are_refused_with_the_key_named() {
+    for (body, needle) in [
+        ("min_effect = \"five%\"", "min_effect"),
+        ("min_effect = -0.001", "min_effect"),
+        // v1/v2 keys would be silently ignored by v3.
+        ("stages = [{ pairs = 4, p_threshold = 0.05 }]", "decision.stages"),
+        ("min_effect_sd = 0.5", "decision.min_effect_sd"),
+        (
+            "confirm = { looks = [{ pairs = 6, alpha = 0.01 }, { pairs = 6, alpha = 0.01 }], futility_t = 0.0 }",
+            "must grow",
+        ),
+        (
+            "confirm = { looks = [{ pairs = 6, alpha = 0.6 }, { pairs = 12, alpha = 0.5 }], futility_t = 0.0 }",
+            "add up",
+        ),
+        ("screen = { kind = \"sequential\", effect_sd = 1.5, alpha = 0.05, beta = 0.1, max_runs = 8 }", "screens on pairs"),
+    ] {
+        let text = format!("{}\n[decision]\n{body}\n", common::TARGET_TOML);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("agentloop.toml"), &text).unwrap();
+        let err = agentloop_guardrails::target::TargetSpec::load(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{body}: {err}");
+    }
+    // Naming v2 starts from v2's defaults, so its keys are fine there.
+    let text = format!(
+        "{}\n[decision]\nrule_version = \"sequential-screen/v2\"\nmin_effect_sd = 0.5\n",
+        common::TARGET_TOML
+    );
+    let (_dir, t) = common::target_from(&text);
+    assert_eq!(t.decision.stages[0].pairs, 12);
+    assert_eq!(t.decision.confirm, None);
 }

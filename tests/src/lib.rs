@@ -80,7 +80,7 @@ impl Default for TargetOptions {
         TargetOptions {
             run_budget: "30steps".into(),
             smoke_budget: "2steps".into(),
-            decision: "min_baseline_seeds = 3\nmin_replays = 1\nstages = [{ pairs = 3, p_threshold = 0.05 }]\nmin_effect_sd = 0.5\n".into(),
+            decision: "rule_version = \"sequential-screen/v2\"\nmin_baseline_seeds = 3\nmin_replays = 1\nstages = [{ pairs = 3, p_threshold = 0.05 }]\nmin_effect_sd = 0.5\n".into(),
             offline: String::new(),
             train_timeout: "2m".into(),
             real: false,

@@ -58,7 +58,7 @@ impl Default for ToyOptions {
             offline_weight_decay: Vec::new(),
             run_sleep_s: 0.02,
             noise_by_run: false,
-            decision: "min_baseline_seeds = 3\nmin_replays = 1\nstages = [{ pairs = 3, p_threshold = 0.05 }]\nmin_effect_sd = 0.5\n".into(),
+            decision: "rule_version = \"sequential-screen/v2\"\nmin_baseline_seeds = 3\nmin_replays = 1\nstages = [{ pairs = 3, p_threshold = 0.05 }]\nmin_effect_sd = 0.5\n".into(),
             executor: String::new(),
             audit: String::new(),
         }

@@ -17,8 +17,12 @@ pub fn run(repo: Option<&Path>, args: &SimulateArgs) -> Result<i32> {
         .and_then(|ws| TargetSpec::load(&ws.root).ok())
         .map(|t| t.decision)
         .unwrap_or_default();
-    let mut config = SimConfig::standard(args.trials);
+    if !(0.0..1.0).contains(&args.rho) {
+        anyhow::bail!("--rho {} must be in [0, 1)", args.rho);
+    }
+    let mut config = SimConfig::at_rho(args.trials, args.rho);
     config.seed = args.seed;
+    config.trunk_moves = !args.fixed_trunk;
     let report = simulate(&config, &rule);
     println!("{}", report.render_table());
     Ok(0)

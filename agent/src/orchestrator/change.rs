@@ -406,8 +406,22 @@ impl<'a> ChangeRunner<'a> {
         worktree: &std::path::Path,
     ) -> Result<Option<Decision>> {
         let id = change.id.as_str();
-        let mut process = DecisionProcess::new(self.target.decision.clone(), ready.noise.clone())
-            .map_err(|e| anyhow::anyhow!("decision rule: {e}"))?;
+        let rule = self.target.decision.clone();
+        let process = if rule.is_v3() {
+            // The trunk's cached runs as the ledger holds them now (this change's own trunk
+            // fills left out, so a resume asks for exactly the runs it asked for before).
+            let latest = self.rec.state()?;
+            let common = super::common_control::for_trunk(
+                &latest,
+                &ready.commit.to_string(),
+                &ready.noise,
+                Some(id),
+            );
+            DecisionProcess::with_common_control(rule, ready.noise.clone(), common)
+        } else {
+            DecisionProcess::new(rule, ready.noise.clone())
+        };
+        let mut process = process.map_err(|e| anyhow::anyhow!("decision rule: {e}"))?;
         let mut screens: u32 = 0;
         let mut pairs: u32 = 0;
         let done = loop {
@@ -436,39 +450,62 @@ impl<'a> ChangeRunner<'a> {
                         };
                         Observation::Candidate(run_value(&r))
                     }
+                    NeedArm::Common { seed, with_trunk } => {
+                        // v3: the candidate on the trunk's common seed, and the trunk's own run
+                        // on it when the ledger has none yet (side by side with two slots).
+                        self.stage = "screen";
+                        let index = screens;
+                        screens += 1;
+                        let (trunk, candidate) = if with_trunk {
+                            match self.pair(
+                                change,
+                                Stage::Screen,
+                                seed,
+                                ready,
+                                index,
+                                commit,
+                                worktree,
+                            )? {
+                                Some((b, c)) => (Some(run_value(&b)), c),
+                                None => return Ok(None),
+                            }
+                        } else {
+                            let Some(c) = self.run_once(
+                                change,
+                                Stage::Screen,
+                                Arm::Candidate,
+                                seed,
+                                commit,
+                                worktree,
+                                &format!("screen-candidate-{index}"),
+                            )?
+                            else {
+                                return Ok(None);
+                            };
+                            (None, c)
+                        };
+                        Observation::Common {
+                            seed,
+                            trunk,
+                            candidate: run_value(&candidate),
+                        }
+                    }
                     NeedArm::Paired => {
                         self.stage = "confirm";
                         let seed = seed_for(self.session, Some(id), "confirm", pairs);
                         let index = pairs;
                         pairs += 1;
-                        let together = if self.exec.slots() > 1 {
-                            self.pair_together(change, seed, ready, index, commit, worktree)?
-                        } else {
-                            PairStart::NotTogether
-                        };
-                        let (baseline, candidate) = match together {
-                            PairStart::Stopped => return Ok(None),
-                            PairStart::Ran(pair) => *pair,
-                            PairStart::NotTogether => {
-                                let Some(baseline) =
-                                    self.baseline_run(change, seed, ready, index, 0)?
-                                else {
-                                    return Ok(None);
-                                };
-                                let Some(candidate) = self.run_once(
-                                    change,
-                                    Stage::Confirm,
-                                    Arm::Candidate,
-                                    seed,
-                                    commit,
-                                    worktree,
-                                    &format!("confirm-candidate-{index}"),
-                                )?
-                                else {
-                                    return Ok(None);
-                                };
-                                (baseline, candidate)
-                            }
+                        let Some((baseline, candidate)) = self.pair(
+                            change,
+                            Stage::Confirm,
+                            seed,
+                            ready,
+                            index,
+                            commit,
+                            worktree,
+                        )?
+                        else {
+                            return Ok(None);
                         };
                         Observation::Pair {
                             baseline: run_value(&baseline),
@@ -536,6 +573,51 @@ impl<'a> ChangeRunner<'a> {
         Ok(Some(r))
     }
 
+    /// The trunk's and the candidate's run on `seed` for `stage` (a confirmation pair, or a v3
+    /// screening run that fills the trunk's missing run): side by side with two slots, else one
+    /// after the other; each reused when recorded. The trunk's run is retried on a crash.
+    /// `None` when stopped.
+    #[allow(clippy::too_many_arguments)]
+    fn pair(
+        &mut self,
+        change: &ChangeRecord,
+        stage: Stage,
+        seed: u64,
+        ready: &Ready,
+        index: u32,
+        commit: Oid,
+        worktree: &std::path::Path,
+    ) -> Result<Option<(RunResult, RunResult)>> {
+        let together = if self.exec.slots() > 1 {
+            self.pair_together(change, stage, seed, ready, index, commit, worktree)?
+        } else {
+            PairStart::NotTogether
+        };
+        match together {
+            PairStart::Stopped => Ok(None),
+            PairStart::Ran(pair) => Ok(Some(*pair)),
+            PairStart::NotTogether => {
+                let Some(baseline) = self.baseline_run(change, stage, seed, ready, index, 0)?
+                else {
+                    return Ok(None);
+                };
+                let Some(candidate) = self.run_once(
+                    change,
+                    stage,
+                    Arm::Candidate,
+                    seed,
+                    commit,
+                    worktree,
+                    &format!("{}-candidate-{index}", stage.as_str()),
+                )?
+                else {
+                    return Ok(None);
+                };
+                Ok(Some((baseline, candidate)))
+            }
+        }
+    }
+
     /// Both runs of a pair launched at once (two slots), so the pair sees the same conditions.
     /// Recorded baseline first, then candidate. `NotTogether` when one of them is recorded
     /// already (a resume): the rest then runs as with one slot.
@@ -543,6 +625,7 @@ impl<'a> ChangeRunner<'a> {
     fn pair_together(
         &mut self,
         change: &ChangeRecord,
+        stage: Stage,
         seed: u64,
         ready: &Ready,
         index: u32,
@@ -550,9 +633,9 @@ impl<'a> ChangeRunner<'a> {
         worktree: &std::path::Path,
     ) -> Result<PairStart> {
         let previous: Vec<&RunResult> =
-            recorded(&change.runs, Stage::Confirm, Arm::Baseline, seed).collect();
+            recorded(&change.runs, stage, Arm::Baseline, seed).collect();
         let baseline_done = previous.iter().any(|r| value_of(r).is_some());
-        let candidate_done = recorded(&change.runs, Stage::Confirm, Arm::Candidate, seed)
+        let candidate_done = recorded(&change.runs, stage, Arm::Candidate, seed)
             .next()
             .is_some();
         if baseline_done || candidate_done {
@@ -562,23 +645,26 @@ impl<'a> ChangeRunner<'a> {
         let (trunk, candidate) = (ready.commit.to_string(), commit.to_string());
         let baseline_spec = RunSpec {
             arm: Arm::Baseline,
-            stage: Stage::Confirm,
+            stage,
             commit: &trunk,
             seed,
             split: "val",
             budget: &self.target.train.budget,
             worktree: &ready.worktree,
-            out: self.run_dir(&change.id, &format!("confirm-baseline-{index}-{tries}")),
+            out: self.run_dir(
+                &change.id,
+                &format!("{}-baseline-{index}-{tries}", stage.as_str()),
+            ),
         };
         let candidate_spec = RunSpec {
             arm: Arm::Candidate,
-            stage: Stage::Confirm,
+            stage,
             commit: &candidate,
             seed,
             split: "val",
             budget: &self.target.train.budget,
             worktree,
-            out: self.run_dir(&change.id, &format!("confirm-candidate-{index}")),
+            out: self.run_dir(&change.id, &format!("{}-candidate-{index}", stage.as_str())),
         };
         let (target, env, exec, stop) = (self.target, self.env, self.exec, self.stop);
         let (b, c) = std::thread::scope(|s| {
@@ -604,7 +690,7 @@ impl<'a> ChangeRunner<'a> {
             return Ok(PairStart::Ran(Box::new((b, c))));
         }
         // The trunk's run crashed: retried on the same seed, as with one slot.
-        match self.baseline_run(change, seed, ready, index, 1)? {
+        match self.baseline_run(change, stage, seed, ready, index, 1)? {
             Some(b) => Ok(PairStart::Ran(Box::new((b, c)))),
             None => Ok(PairStart::Stopped),
         }
@@ -613,16 +699,18 @@ impl<'a> ChangeRunner<'a> {
     /// The baseline of a pair: the trunk on the pair's seed. A crashed baseline says nothing
     /// about the candidate, so it is retried on the same seed (each try recorded).
     /// `failed_since`: failed tries recorded after `change` was read.
+    #[allow(clippy::too_many_arguments)]
     fn baseline_run(
         &mut self,
         change: &ChangeRecord,
+        stage: Stage,
         seed: u64,
         ready: &Ready,
         index: u32,
         failed_since: usize,
     ) -> Result<Option<RunResult>> {
         let previous: Vec<&RunResult> =
-            recorded(&change.runs, Stage::Confirm, Arm::Baseline, seed).collect();
+            recorded(&change.runs, stage, Arm::Baseline, seed).collect();
         if let Some(ok) = previous.iter().find(|r| value_of(r).is_some()) {
             return Ok(Some((*ok).clone()));
         }
@@ -630,22 +718,28 @@ impl<'a> ChangeRunner<'a> {
         if tries >= 3 {
             anyhow::bail!(
                 "the trunk's run on seed {seed} failed {tries} times; see {}",
-                self.run_dir(&change.id, &format!("confirm-baseline-{index}-{tries}"))
-                    .join("run.log")
-                    .display()
+                self.run_dir(
+                    &change.id,
+                    &format!("{}-baseline-{index}-{tries}", stage.as_str())
+                )
+                .join("run.log")
+                .display()
             );
         }
         loop {
             tries += 1;
             let spec = RunSpec {
                 arm: Arm::Baseline,
-                stage: Stage::Confirm,
+                stage,
                 commit: &ready.commit.to_string(),
                 seed,
                 split: "val",
                 budget: &self.target.train.budget,
                 worktree: &ready.worktree,
-                out: self.run_dir(&change.id, &format!("confirm-baseline-{index}-{tries}")),
+                out: self.run_dir(
+                    &change.id,
+                    &format!("{}-baseline-{index}-{tries}", stage.as_str()),
+                ),
             };
             let Some(r) = runs::run(self.target, &spec, self.env, self.exec, self.stop)? else {
                 return Ok(None);
@@ -998,6 +1092,14 @@ fn simple_decision(outcome: DecisionOutcome, reason: String, rule_version: &str)
 /// The rule's thresholds as the decision event shows them. A v1 rule's shape is kept as it
 /// was, so decisions recorded before the sequential screen verify unchanged.
 fn thresholds(rule: &agentloop_guardrails::decision::DecisionRule) -> Value {
+    if rule.is_v3() {
+        return json!({
+            "screen": rule.screen,
+            "confirm": rule.confirm,
+            "min_effect": rule.min_effect,
+            "alpha": rule.false_accept_bound(),
+        });
+    }
     let mut t = json!({
         "stages": rule.stages,
         "screen_reject_below_sd": rule.screen_reject_below_sd,
@@ -1029,17 +1131,18 @@ pub(crate) fn decision_payload(d: &agentloop_guardrails::process::Decision) -> R
         outcome,
         stage: Some(stage),
         test: last.map(|_| "paired_t_one_sided".to_string()).or_else(|| {
-            d.screen.as_ref().map(|s| match s.sequential {
-                Some(_) => "screen_sprt".to_string(),
-                None => "screen_z".to_string(),
+            d.screen.as_ref().map(|s| match (&s.sequential, &s.paired) {
+                (_, Some(_)) => "screen_paired_sprt".to_string(),
+                (Some(_), None) => "screen_sprt".to_string(),
+                (None, None) => "screen_z".to_string(),
             })
         }),
         n: last
             .map(|s| s.pairs.len() as u32)
-            .or(d.screen.as_ref().map(|s| {
-                s.sequential
-                    .as_ref()
-                    .map_or(1, |seq| seq.values.len() as u32)
+            .or(d.screen.as_ref().map(|s| match (&s.sequential, &s.paired) {
+                (_, Some(p)) => p.pairs.len() as u32,
+                (Some(seq), None) => seq.values.len() as u32,
+                (None, None) => 1,
             })),
         mean_baseline: last
             .map(|s| s.mean_baseline)
@@ -1050,7 +1153,11 @@ pub(crate) fn decision_payload(d: &agentloop_guardrails::process::Decision) -> R
         mean_diff: last
             .map(|s| s.test.mean)
             .or(d.screen.as_ref().map(|s| s.gain)),
-        sd_diff: last.map(|s| s.test.sd),
+        sd_diff: last.map(|s| s.test.sd).or(d
+            .screen
+            .as_ref()
+            .and_then(|s| s.paired.as_ref())
+            .map(|p| p.sd_used)),
         ci_low: last.map(|s| s.test.ci_low),
         ci_high: last.map(|s| s.test.ci_high),
         p_value: last.map(|s| s.test.p),

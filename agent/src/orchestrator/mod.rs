@@ -7,6 +7,7 @@ pub mod audit;
 pub mod build;
 pub mod calibrate;
 pub mod change;
+pub mod common_control;
 pub mod decision_check;
 pub mod pause;
 pub mod proposals;
