@@ -128,6 +128,12 @@ pub fn run(
         crashed: history.count(DecisionOutcome::Crashed),
         decided: history.decided(),
     };
+    // Clean up before `session_end`: a kill in between leaves a session that resumes and
+    // cleans again, never an ended session with worktrees nobody removes.
+    if end_reason != "interrupted" {
+        trunk.clean_all()?;
+        super::audit::remove_worktrees(ws)?;
+    }
     rec.append(
         None,
         &SessionEnd {
@@ -138,10 +144,6 @@ pub fn run(
             extra: Map::new(),
         },
     )?;
-    if end_reason != "interrupted" {
-        trunk.clean_all()?;
-        super::audit::remove_worktrees(ws)?;
-    }
     Ok(outcome)
 }
 
