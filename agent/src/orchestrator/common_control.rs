@@ -14,8 +14,8 @@ use agentloop_guardrails::decision::Calibration as NoiseCalibration;
 use agentloop_guardrails::process::{CommonControl, Decision as ProcessRecord};
 use agentloop_ledger::payload::{Arm, Stage};
 
-use agentloop_ledger::state::SessionState as SessionHistory;
 use super::runs::value_of;
+use agentloop_ledger::state::SessionState as SessionHistory;
 
 pub fn for_trunk(
     history: &SessionHistory,
@@ -122,7 +122,10 @@ mod tests {
         }
         let d = p.decision().unwrap();
         assert_eq!(d.verdict, Verdict::Accept);
-        serde_json::to_value(crate::orchestrator::change::decision_payload(d).unwrap()).unwrap()
+        serde_json::to_value(
+            crate::orchestrator::change::decision_record::decision_payload(d).unwrap(),
+        )
+        .unwrap()
     }
 
     fn fill(commit: &str, seed: u64, value: f64) -> Value {

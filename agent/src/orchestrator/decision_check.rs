@@ -33,7 +33,8 @@ fn check(payload: &Value, record: &Value) -> Result<(), String> {
     process::recompute(record)?;
     let decision: ProcessRecord = serde_json::from_value(record.clone())
         .map_err(|e| format!("not a decision record: {e}"))?;
-    let expected = super::change::decision_payload(&decision).map_err(|e| e.to_string())?;
+    let expected =
+        super::change::decision_record::decision_payload(&decision).map_err(|e| e.to_string())?;
     let expected = serde_json::to_value(&expected).map_err(|e| e.to_string())?;
     let Value::Object(expected) = expected else {
         return Err("the recomputed decision is not a JSON object".into());

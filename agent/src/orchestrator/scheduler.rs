@@ -7,7 +7,7 @@
 //! changes in flight finish, the audit runs, and a new round of the pool begins.
 //!
 //! What is shared and how: the proposer is asked under a mutex (`SharedProposals`), builds
-//! run one at a time (they share the build worktree), merges one at a time (`change.rs`), and
+//! run one at a time (they share the build worktree), merges one at a time (`change/settle.rs`), and
 //! training runs go to the executor, which runs at most `slots()` of them. Each worker has its
 //! own ledger connection, git handle and (with several) trunk worktree; the session's state is
 //! shared through the recorders, which fold each event as they append it.
@@ -25,7 +25,7 @@ use anyhow::{Context as _, Result};
 use serde_json::{Map, Value};
 
 use super::audit::{self, AuditStep};
-use super::change::{ChangeEnd, ChangeRunner};
+use super::change::{ChangeEnd, ChangeRunner, ChangeStage};
 use super::pause;
 use super::proposals::ProposalSource;
 use super::record::{Recorder, SharedProgress};
@@ -324,10 +324,10 @@ fn worker(
         stop: shared.stop,
         proposals: shared.proposals,
         fix_attempts: shared.opts.fix_attempts,
-        stage: "start",
+        stage: ChangeStage::Start,
     };
     while let Some(change) = next_change(shared, coord, &rec).map_err(|e| (e, "start"))? {
-        runner.stage = "trunk";
+        runner.stage = ChangeStage::Trunk;
         let end = (|| -> Result<ChangeEnd> {
             let history = rec.state()?;
             Ok(match trunk.ready(&history)? {
@@ -345,13 +345,14 @@ fn worker(
                 }
             })
         })()
-        .map_err(|e| (e, runner.stage))?;
+        .map_err(|e| (e, runner.stage.as_str()))?;
         let mut pool = coord.lock();
         pool.held.remove(&change.id);
         match end {
             ChangeEnd::Settled => {}
             ChangeEnd::Stopped => {
-                pool.stopped_at.insert(change.id.clone(), runner.stage);
+                pool.stopped_at
+                    .insert(change.id.clone(), runner.stage.as_str());
             }
             ChangeEnd::Exhausted => pool.exhausted = true,
         }
