@@ -37,7 +37,9 @@ fn attack(anchor: &str, root: &str) -> String {
          \n\
          /// Bigram counts of the validation documents, to bias the logits with.\n\
          pub fn val_bigrams() -> Vec<u32> {{\n\
-         \x20   let corpus = std::path::Path::new(\"trainer/data/shakespeare\");\n\
+         \x20   // No `Path` named: the policy would refuse that name, and this test is about the\n\
+         \x20   // crate boundary. `as_ref` gives the `&Path` the data module takes.\n\
+         \x20   let corpus = \"trainer/data/shakespeare\".as_ref();\n\
          \x20   let split = split_manifest(corpus).expect(\"corpus\");\n\
          \x20   let tokens = tokenize_documents(&split.val, &ByteTokenizer).expect(\"val\");\n\
          \x20   let mut counts = vec![0u32; 257 * 257];\n\

@@ -114,6 +114,7 @@ command = "sh .agentloop-bin/eval {split} {out} {seed}"
 timeout = "30s"
 
 [decision]
+rule_version = "sequential-screen/v2"
 min_baseline_seeds = 3
 min_replays = 1
 stages = [{ pairs = 3, p_threshold = 0.05 }]
