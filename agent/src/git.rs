@@ -133,7 +133,11 @@ impl Git {
         }
         let mut removed = 0;
         // `logs/refs/agentloop`: the reflog of the anchored ledger head (`ledger_anchor`).
-        for dir in ["refs/heads/agentloop", "refs/agentloop", "logs/refs/agentloop"] {
+        for dir in [
+            "refs/heads/agentloop",
+            "refs/agentloop",
+            "logs/refs/agentloop",
+        ] {
             let dir = self.repo.path().join(dir);
             walk(&dir, &mut removed).map_err(|source| GitError::Io { path: dir, source })?;
         }
