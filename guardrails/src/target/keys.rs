@@ -1,0 +1,226 @@
+//! Typed access to agentloop.toml's tables, with errors that name the file and the key.
+
+use super::*;
+
+/// Typed access to the TOML document with errors that name the file and the key.
+pub(super) struct Keys<'a> {
+    pub(super) file: &'a Path,
+    pub(super) doc: &'a toml::Table,
+}
+
+impl Keys<'_> {
+    pub(super) fn invalid(&self, key: &str, message: impl Into<String>) -> TargetError {
+        TargetError::Invalid {
+            path: self.file.to_path_buf(),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub(super) fn get(&self, table: &str, key: &str) -> Result<Option<&toml::Value>, TargetError> {
+        match self.doc.get(table) {
+            None => Ok(None),
+            Some(toml::Value::Table(t)) => Ok(t.get(key)),
+            Some(_) => Err(self.invalid(table, "must be a table")),
+        }
+    }
+
+    pub(super) fn require(&self, table: &str, key: &str) -> Result<&toml::Value, TargetError> {
+        self.get(table, key)?.ok_or_else(|| TargetError::Missing {
+            path: self.file.to_path_buf(),
+            key: format!("{table}.{key}"),
+        })
+    }
+
+    pub(super) fn string(&self, table: &str, key: &str) -> Result<String, TargetError> {
+        match self.require(table, key)? {
+            toml::Value::String(s) if !s.trim().is_empty() => Ok(s.clone()),
+            toml::Value::String(_) => Err(self.invalid(&format!("{table}.{key}"), "is empty")),
+            other => Err(self.invalid(
+                &format!("{table}.{key}"),
+                format!("expected a string, found {}", other.type_str()),
+            )),
+        }
+    }
+
+    pub(super) fn string_or(
+        &self,
+        table: &str,
+        key: &str,
+        default: &str,
+    ) -> Result<String, TargetError> {
+        match self.get(table, key)? {
+            None => Ok(default.to_string()),
+            Some(_) => self.string(table, key),
+        }
+    }
+
+    pub(super) fn string_list(&self, table: &str, key: &str) -> Result<Vec<String>, TargetError> {
+        let name = format!("{table}.{key}");
+        let toml::Value::Array(items) = self.require(table, key)? else {
+            return Err(self.invalid(&name, "expected an array of strings"));
+        };
+        items
+            .iter()
+            .map(|v| match v {
+                toml::Value::String(s) => Ok(s.clone()),
+                other => Err(self.invalid(
+                    &name,
+                    format!("expected strings, found {}", other.type_str()),
+                )),
+            })
+            .collect()
+    }
+
+    pub(super) fn string_list_or(
+        &self,
+        table: &str,
+        key: &str,
+        default: Vec<String>,
+    ) -> Result<Vec<String>, TargetError> {
+        match self.get(table, key)? {
+            None => Ok(default),
+            Some(_) => self.string_list(table, key),
+        }
+    }
+
+    /// An optional list of absolute paths (`~/...` is under `$HOME`).
+    pub(super) fn abs_paths(&self, table: &str, key: &str) -> Result<Vec<PathBuf>, TargetError> {
+        let name = format!("{table}.{key}");
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        self.string_list_or(table, key, Vec::new())?
+            .into_iter()
+            .map(|p| match (p.strip_prefix("~/"), &home) {
+                (Some(rest), Some(home)) => Ok(home.join(rest)),
+                (Some(_), None) => Err(self.invalid(&name, format!("{p:?}: HOME is not set"))),
+                (None, _) if Path::new(&p).is_absolute() => Ok(PathBuf::from(p)),
+                (None, _) => Err(self.invalid(
+                    &name,
+                    format!("{p:?} is not an absolute path (or one starting with ~/)"),
+                )),
+            })
+            .collect()
+    }
+
+    pub(super) fn globs(&self, key: &str, patterns: &[String]) -> Result<GlobSet, TargetError> {
+        let mut builder = GlobSetBuilder::new();
+        for pattern in patterns {
+            // `*` stays within one directory, as in a shell.
+            let glob = globset::GlobBuilder::new(pattern)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| self.invalid(key, format!("bad glob {pattern:?}: {e}")))?;
+            builder.add(glob);
+        }
+        builder
+            .build()
+            .map_err(|e| self.invalid(key, e.to_string()))
+    }
+
+    /// A ratio > 1, or 0 for "off" (`None`); `default` when the key is absent.
+    pub(super) fn ratio_or(
+        &self,
+        table: &str,
+        key: &str,
+        default: Option<f64>,
+    ) -> Result<Option<f64>, TargetError> {
+        let name = format!("{table}.{key}");
+        let value = match self.get(table, key)? {
+            None => return Ok(default),
+            Some(toml::Value::Float(f)) => *f,
+            Some(toml::Value::Integer(i)) => *i as f64,
+            Some(other) => {
+                return Err(self.invalid(
+                    &name,
+                    format!("expected a number, found {}", other.type_str()),
+                ))
+            }
+        };
+        if value == 0.0 {
+            Ok(None)
+        } else if value.is_finite() && value > 1.0 {
+            Ok(Some(value))
+        } else {
+            Err(self.invalid(
+                &name,
+                format!("{value} must be above 1 (a multiple of the first loss), or 0 for off"),
+            ))
+        }
+    }
+
+    pub(super) fn duration(&self, table: &str, key: &str) -> Result<Duration, TargetError> {
+        let text = self.string(table, key)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            self.invalid(
+                &format!("{table}.{key}"),
+                format!("{text:?} is not a duration like \"10m\" ({e})"),
+            )
+        })
+    }
+
+    pub(super) fn bytes(&self, table: &str, key: &str) -> Result<u64, TargetError> {
+        let text = self.string(table, key)?;
+        text.parse::<bytesize::ByteSize>()
+            .map(|b| b.as_u64())
+            .map_err(|e| {
+                self.invalid(
+                    &format!("{table}.{key}"),
+                    format!("{text:?} is not a size like \"8GiB\" ({e})"),
+                )
+            })
+    }
+
+    /// Applies the keys of an optional table on top of `default` (unknown keys are errors).
+    pub(super) fn overridden<T>(&self, table: &str, default: T) -> Result<T, TargetError>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let Some(value) = self.doc.get(table) else {
+            return Ok(default);
+        };
+        let toml::Value::Table(overrides) = value else {
+            return Err(self.invalid(table, "must be a table"));
+        };
+        let toml::Value::Table(mut merged) = toml::Value::try_from(&default)
+            .map_err(|e| self.invalid(table, format!("internal: {e}")))?
+        else {
+            return Err(self.invalid(table, "internal: defaults are not a table"));
+        };
+        for (k, v) in overrides {
+            merged.insert(k.clone(), v.clone());
+        }
+        toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| self.invalid(table, e.message().to_string()))
+    }
+}
+
+/// The defaults a `[decision]` table starts from: those of the `rule_version` it names (so
+/// `rule_version = "sequential-screen/v2"` alone gives rule v2). Under v3, the v1/v2 keys it
+/// would silently ignore are refused.
+pub(super) fn decision_defaults(keys: &Keys) -> Result<DecisionRule, TargetError> {
+    let Some(toml::Value::Table(table)) = keys.doc.get("decision") else {
+        return Ok(DecisionRule::default());
+    };
+    let version = table
+        .get("rule_version")
+        .and_then(toml::Value::as_str)
+        .unwrap_or(crate::decision::RULE_VERSION);
+    let defaults = DecisionRule::defaults_for(version);
+    if defaults.is_v3() {
+        if let Some(key) = ["stages", "min_effect_sd", "screen_reject_below_sd"]
+            .into_iter()
+            .find(|k| table.contains_key(*k))
+        {
+            return Err(keys.invalid(
+                &format!("decision.{key}"),
+                format!(
+                    "belongs to rules v1/v2; rule {:?} uses [decision.confirm] looks and min_effect (or set rule_version = {:?})",
+                    crate::decision::RULE_VERSION,
+                    crate::decision::RULE_VERSION_V2
+                ),
+            ));
+        }
+    }
+    Ok(defaults)
+}
