@@ -43,26 +43,7 @@ pub fn confirm_stage(
             index: stage_index,
             stages: rule.stages.len(),
         })?;
-    if pairs.len() != stage.pairs {
-        return Err(DecisionError::WrongPairCount {
-            index: stage_index,
-            needed: stage.pairs,
-            got: pairs.len(),
-        });
-    }
-    if let Some((index, &(baseline, candidate))) = pairs
-        .iter()
-        .enumerate()
-        .find(|(_, (b, c))| !b.is_finite() || !c.is_finite())
-    {
-        return Err(DecisionError::NonFinitePair {
-            index,
-            baseline,
-            candidate,
-        });
-    }
-    let gains: Vec<f64> = pairs.iter().map(|(b, c)| b - c).collect();
-    let test = one_sample_t(&gains).expect("validated: >= 2 finite values");
+    let test = paired_test(stage_index, stage.pairs, pairs)?;
     let n = pairs.len() as f64;
     let final_stage = stage_index + 1 == rule.stages.len();
     let min_effect = calibration.min_effect(rule);
@@ -132,26 +113,7 @@ pub fn confirm_look(
             index: look_index,
             stages: confirm.looks.len(),
         })?;
-    if pairs.len() != look.pairs {
-        return Err(DecisionError::WrongPairCount {
-            index: look_index,
-            needed: look.pairs,
-            got: pairs.len(),
-        });
-    }
-    if let Some((index, &(baseline, candidate))) = pairs
-        .iter()
-        .enumerate()
-        .find(|(_, (b, c))| !b.is_finite() || !c.is_finite())
-    {
-        return Err(DecisionError::NonFinitePair {
-            index,
-            baseline,
-            candidate,
-        });
-    }
-    let gains: Vec<f64> = pairs.iter().map(|(b, c)| b - c).collect();
-    let test = one_sample_t(&gains).expect("validated: >= 2 finite values");
+    let test = paired_test(look_index, look.pairs, pairs)?;
     let n = pairs.len() as f64;
     let final_stage = look_index + 1 == confirm.looks.len();
     let (verdict, reason) = if test.p < look.alpha && test.mean >= min_effect {
@@ -231,4 +193,29 @@ pub fn confirm_look(
         min_effect,
         reason,
     })
+}
+
+/// The one-sided paired t-test on a stage's or look's pairs (gain = baseline - candidate),
+/// after checking there are exactly `needed` of them and all are finite.
+fn paired_test(index: usize, needed: usize, pairs: &[(f64, f64)]) -> Result<TTest, DecisionError> {
+    if pairs.len() != needed {
+        return Err(DecisionError::WrongPairCount {
+            index,
+            needed,
+            got: pairs.len(),
+        });
+    }
+    if let Some((index, &(baseline, candidate))) = pairs
+        .iter()
+        .enumerate()
+        .find(|(_, (b, c))| !b.is_finite() || !c.is_finite())
+    {
+        return Err(DecisionError::NonFinitePair {
+            index,
+            baseline,
+            candidate,
+        });
+    }
+    let gains: Vec<f64> = pairs.iter().map(|(b, c)| b - c).collect();
+    Ok(one_sample_t(&gains).expect("validated: >= 2 finite values"))
 }
