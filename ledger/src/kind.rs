@@ -24,10 +24,12 @@ pub enum EventKind {
     Budget,
     Error,
     SessionEnd,
+    /// A paired measurement of two commits (`agentloop compare`, the session's final verdict).
+    Compare,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::SessionStart,
         EventKind::Calibration,
         EventKind::Propose,
@@ -42,6 +44,7 @@ impl EventKind {
         EventKind::Budget,
         EventKind::Error,
         EventKind::SessionEnd,
+        EventKind::Compare,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +63,7 @@ impl EventKind {
             EventKind::Budget => "budget",
             EventKind::Error => "error",
             EventKind::SessionEnd => "session_end",
+            EventKind::Compare => "compare",
         }
     }
 

@@ -352,6 +352,17 @@ pub fn summary(e: &Event) -> String {
             s("reason")
         ),
         EventKind::Error => format!("{}: {}", s("stage"), s("message")),
+        EventKind::Compare => format!(
+            "{} vs {} on {}: B-A {} [{}, {}] p={} ({} pairs)",
+            s("a_rev"),
+            s("b_rev"),
+            s("split"),
+            n("mean_diff"),
+            n("ci_low"),
+            n("ci_high"),
+            n("p_value"),
+            n("n")
+        ),
         _ => String::new(),
     };
     short(text.trim(), 100).to_string()

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use crate::{LedgerError, Result};
 
 /// Migrations in order; `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -149,6 +149,40 @@ CREATE TABLE changes (
 CREATE INDEX changes_by_status ON changes(status);
 "#;
 
+/// Event kind `compare` (`agentloop compare`, the final verdict). SQLite cannot alter a CHECK
+/// constraint, so the events are copied as they are (seq, hashes and all) into a table that
+/// allows it; the derived tables are emptied first (their foreign keys point at the events)
+/// and rebuilt by the caller.
+const V3: &str = r#"
+DELETE FROM rollbacks; DELETE FROM merges; DELETE FROM decisions; DELETE FROM runs;
+DELETE FROM changes;
+DROP TRIGGER events_refuse_update;
+DROP TRIGGER events_refuse_delete;
+CREATE TABLE events_v3 (
+    seq            INTEGER PRIMARY KEY CHECK (seq >= 1),
+    ts             TEXT    NOT NULL,
+    kind           TEXT    NOT NULL CHECK (kind IN ('session_start','calibration','propose',
+                       'policy','build','run_result','decision','merge','discard','audit',
+                       'rollback','budget','error','session_end','compare')),
+    session        TEXT    NOT NULL,
+    change_id      TEXT,
+    payload        TEXT    NOT NULL,
+    payload_sha256 TEXT    NOT NULL,
+    prev_hash      TEXT    NOT NULL,
+    entry_hash     TEXT    NOT NULL UNIQUE
+) STRICT;
+INSERT INTO events_v3 (seq, ts, kind, session, change_id, payload, payload_sha256, prev_hash, entry_hash)
+    SELECT seq, ts, kind, session, change_id, payload, payload_sha256, prev_hash, entry_hash FROM events;
+DROP TABLE events;
+ALTER TABLE events_v3 RENAME TO events;
+CREATE INDEX events_by_session ON events(session, seq);
+CREATE INDEX events_by_change ON events(change_id, seq) WHERE change_id IS NOT NULL;
+CREATE TRIGGER events_refuse_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'the events table is append-only: UPDATE refused'); END;
+CREATE TRIGGER events_refuse_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'the events table is append-only: DELETE refused'); END;
+"#;
+
 /// Brings the schema to [`LATEST_VERSION`]; call inside a write transaction. `true` when the
 /// derived tables must be rebuilt from the events (an existing ledger was migrated).
 pub fn migrate(conn: &Connection) -> Result<bool> {
@@ -165,4 +199,73 @@ pub fn migrate(conn: &Connection) -> Result<bool> {
     }
     // A migration may change how events project: the derived tables follow the events.
     Ok(found > 0 && found < LATEST_VERSION)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EventKind, Ledger, NewEvent};
+    use serde_json::json;
+
+    /// A ledger written before `compare` existed (schema v2) opens, keeps every event and
+    /// hash, verifies, and then accepts a `compare` event.
+    #[test]
+    fn a_v2_ledger_migrates_to_v3_with_its_chain_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let new_path = dir.path().join("new.db");
+        let ledger = Ledger::open(&new_path).unwrap();
+        for kind in [EventKind::Budget, EventKind::Budget] {
+            ledger
+                .append(NewEvent {
+                    kind,
+                    session: "s1".into(),
+                    change: None,
+                    payload: json!({"spent_s": 1.0, "remaining_s": 2.0}),
+                })
+                .unwrap();
+        }
+        let rows = ledger.events().unwrap();
+        drop(ledger);
+        // The same events in a database built by the v1 and v2 migrations only.
+        let old_path = dir.path().join("old.db");
+        let conn = Connection::open(&old_path).unwrap();
+        conn.execute_batch(V1).unwrap();
+        conn.execute_batch(V2).unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        let src = Connection::open(&new_path).unwrap();
+        let mut read = src.prepare("SELECT * FROM events ORDER BY seq").unwrap();
+        let mut q = read.query([]).unwrap();
+        while let Some(r) = q.next().unwrap() {
+            let values: Vec<rusqlite::types::Value> = (0..9).map(|i| r.get(i).unwrap()).collect();
+            conn.execute(
+                "INSERT INTO events VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                rusqlite::params_from_iter(values),
+            )
+            .unwrap();
+        }
+        let err = conn.execute(
+            "INSERT INTO events VALUES (9, 't', 'compare', 's', NULL, '{}', 'h', 'p', 'e')",
+            [],
+        );
+        assert!(err.is_err(), "v2 refuses the new kind");
+        drop(conn);
+        let migrated = Ledger::open(&old_path).unwrap();
+        assert_eq!(migrated.events().unwrap(), rows);
+        assert!(migrated.verify().unwrap().ok);
+        migrated
+            .append(NewEvent {
+                kind: EventKind::Compare,
+                session: "s1".into(),
+                change: None,
+                payload: json!({"a_rev": "a", "b_rev": "b", "a_commit": "a", "b_commit": "b",
+                    "split": "holdout", "metric": "val_bpb", "pairs": [], "n": 0,
+                    "mean_diff": 0.0, "sd_diff": 0.0, "ci_low": 0.0, "ci_high": 0.0,
+                    "p_value": 0.5}),
+            })
+            .unwrap();
+        assert!(migrated.verify().unwrap().ok);
+        // Still append-only after the table was rebuilt.
+        let raw = Connection::open(&old_path).unwrap();
+        assert!(raw.execute("DELETE FROM events", []).is_err());
+    }
 }

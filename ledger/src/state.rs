@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::payload::{
-    Audit, Budget, Build, Calibration, Decision, DecisionOutcome, Discard, ErrorEvent, Merge,
+    Audit, Budget, Build, Calibration, Compare, Decision, DecisionOutcome, Discard, ErrorEvent, Merge,
     Pause, Policy, PolicyOutcome, Propose, Rollback, RunResult, SessionEnd, SessionStart, Stage,
 };
 use crate::views::ChangeStatus;
@@ -173,6 +173,8 @@ pub struct SessionState {
     /// Holdout audit events (audits and their bisection steps), in order.
     pub audits: Vec<(i64, Audit)>,
     pub ends: Vec<SessionEnd>,
+    /// Paired comparisons recorded in the session (the final verdict), in order.
+    pub compares: Vec<(i64, Compare)>,
     /// The last wait for the provider since the last proposal was recorded: the streak of
     /// provider failures a resumed session continues.
     pub provider_streak: Option<Pause>,
@@ -213,6 +215,7 @@ impl SessionState {
             session_runs: Vec::new(),
             audits: Vec::new(),
             ends: Vec::new(),
+            compares: Vec::new(),
             provider_streak: None,
             breaker_pauses: Vec::new(),
             ended: false,
@@ -271,6 +274,7 @@ impl SessionState {
                 EventKind::Calibration => self.calibrations.push((e.seq, parse(e)?)),
                 EventKind::Audit => self.audits.push((e.seq, parse(e)?)),
                 EventKind::SessionEnd => self.ends.push(parse(e)?),
+                EventKind::Compare => self.compares.push((e.seq, parse(e)?)),
                 EventKind::Error => match Pause::of(e.kind, &e.payload) {
                     Some(p) if p.stage == Pause::PROVIDER_WAIT => self.provider_streak = Some(p),
                     Some(p) => self.breaker_pauses.push((e.seq, p)),
@@ -353,7 +357,10 @@ impl SessionState {
                 self.audits.push((e.seq, parse(e)?));
                 Step::Other
             }
-            EventKind::SessionStart | EventKind::Budget | EventKind::SessionEnd => Step::Other,
+            EventKind::SessionStart
+            | EventKind::Budget
+            | EventKind::SessionEnd
+            | EventKind::Compare => Step::Other,
         };
         c.state = c.state.after(&step);
         Ok(())

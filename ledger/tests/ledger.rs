@@ -189,7 +189,7 @@ fn uses_wal_strict_tables_and_schema_versioning() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2, "v2: a change may be superseded");
+    assert_eq!(version, 3, "v3: the compare kind");
     // STRICT: a wrongly typed value is refused rather than silently stored.
     conn.execute_batch("DROP TRIGGER events_refuse_update")
         .unwrap();

@@ -136,7 +136,8 @@ pub(crate) fn apply(
         | EventKind::Audit
         | EventKind::Budget
         | EventKind::Error
-        | EventKind::SessionEnd => {}
+        | EventKind::SessionEnd
+        | EventKind::Compare => {}
     }
     Ok(())
 }
