@@ -33,6 +33,9 @@ pub enum Command {
     Ledger(crate::commands::ledger::LedgerArgs),
     /// Write an HTML report (with PNG and SVG charts) of the current (or last) session.
     Report(crate::report::command::ReportArgs),
+    /// Measure two commits against each other: paired runs on fresh seeds, mean difference,
+    /// 95% interval and p; recorded in the ledger.
+    Compare(CompareArgs),
     /// Replay the decision rule on synthetic noise: false accepts, power, runs per decision.
     Simulate(SimulateArgs),
     /// Internal: run a command under a sandbox policy (how the loop starts every build and run).
@@ -103,6 +106,32 @@ pub struct StartArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The target git repository (default: the repository containing the current directory).
+    #[arg(long, value_name = "PATH")]
+    pub repo: Option<PathBuf>,
+    /// The reference commit (any revision: a branch, a tag, a hash, `HEAD~2`).
+    pub a: String,
+    /// The commit measured against A (the difference is B - A; the metric is minimized).
+    pub b: String,
+    /// The split both arms are evaluated on: `holdout` or `val`.
+    #[arg(long, default_value = "holdout")]
+    pub split: String,
+    /// Seeds, each run on both commits.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(2..))]
+    pub pairs: u32,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    /// Shared cargo target directory for the builds (default: `<repo>/target`).
+    #[arg(long, value_name = "DIR")]
+    pub target_dir: Option<PathBuf>,
+    /// Build and run without the OS sandbox (see `start --no-sandbox`).
+    #[arg(long)]
+    pub no_sandbox: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct StatusArgs {
     /// The target git repository (default: the repository containing the current directory).
     #[arg(long, value_name = "PATH")]
@@ -132,6 +161,7 @@ impl Cli {
             Command::Status(a) => a.repo.as_deref(),
             Command::Rollback(a) => a.repo.as_deref(),
             Command::Report(a) => a.repo.as_deref(),
+            Command::Compare(a) => a.repo.as_deref(),
             Command::Ledger(_) | Command::Simulate(_) | Command::SandboxExec(_) => None,
         };
         own.or(self.repo.as_deref())

@@ -58,6 +58,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         cli::Command::Status(a) => commands::status::run(repo, a),
         cli::Command::Report(a) => commands::report::run(repo, a),
         cli::Command::Rollback(a) => commands::rollback::run(repo, a),
+        cli::Command::Compare(a) => commands::compare::run(repo, a),
         cli::Command::Simulate(a) => commands::simulate::run(repo, a),
         cli::Command::SandboxExec(_) => unreachable!("handled above"),
         cli::Command::Ledger(a) => orchestrator::workspace::Workspace::open(repo)

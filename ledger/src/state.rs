@@ -10,8 +10,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::payload::{
-    Audit, Budget, Build, Calibration, Compare, Decision, DecisionOutcome, Discard, ErrorEvent, Merge,
-    Pause, Policy, PolicyOutcome, Propose, Rollback, RunResult, SessionEnd, SessionStart, Stage,
+    Audit, Budget, Build, Calibration, Compare, Decision, DecisionOutcome, Discard, ErrorEvent,
+    Merge, Pause, Policy, PolicyOutcome, Propose, Rollback, RunResult, SessionEnd, SessionStart,
+    Stage,
 };
 use crate::views::ChangeStatus;
 use crate::{Event, EventKind, Ledger, LedgerError, Result};

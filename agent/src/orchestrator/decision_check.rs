@@ -11,6 +11,9 @@ use serde_json::Value;
 /// `None` for events with nothing to recompute; for a decision event, whether its stored
 /// outcome and statistics reproduce from the engine record in its `process` field.
 pub fn recompute(event: &Event) -> Option<Result<(), String>> {
+    if event.kind == EventKind::Compare {
+        return Some(super::compare::stats::recheck(&event.payload));
+    }
     if event.kind != EventKind::Decision {
         return None;
     }

@@ -8,6 +8,7 @@ pub mod build;
 pub mod calibrate;
 pub mod change;
 pub mod common_control;
+pub mod compare;
 pub mod decision_check;
 pub mod pause;
 pub mod proposals;

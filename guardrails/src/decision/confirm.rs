@@ -197,7 +197,11 @@ pub fn confirm_look(
 
 /// The one-sided paired t-test on a stage's or look's pairs (gain = baseline - candidate),
 /// after checking there are exactly `needed` of them and all are finite.
-fn paired_test(index: usize, needed: usize, pairs: &[(f64, f64)]) -> Result<TTest, DecisionError> {
+pub fn paired_test(
+    index: usize,
+    needed: usize,
+    pairs: &[(f64, f64)],
+) -> Result<TTest, DecisionError> {
     if pairs.len() != needed {
         return Err(DecisionError::WrongPairCount {
             index,

@@ -74,6 +74,7 @@ pub(super) fn stage_of(c: &ChangeLog) -> String {
             Stage::Audit => "audit",
             Stage::Calibration => "calibration",
             Stage::Remeasure => "remeasure",
+            Stage::Compare => "compare",
         }
         .into();
     }
