@@ -304,6 +304,13 @@ fn agentloop_toml(ws: &Path, opts: &TargetOptions) -> Result<String> {
         "cargo build -p agentloop-trainer && mkdir -p .agentloop-bin && cp \"$CARGO_TARGET_DIR/debug/agentloop-trainer\" .agentloop-bin/".into(),
     );
     build.insert("timeout".into(), "15m".into());
+    // No final verdict (its runs would lengthen every session test); tests that want it set it.
+    let looped = doc
+        .entry("loop")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let Some(t) = looped.as_table_mut() {
+        t.insert("verdict_pairs".into(), toml::Value::Integer(0));
+    }
     if opts.real {
         return Ok(toml::to_string(&doc)?);
     }

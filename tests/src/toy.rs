@@ -49,6 +49,8 @@ pub struct ToyOptions {
     pub executor: String,
     /// Body of `[decision.audit]` (empty: the default audit rule).
     pub audit: String,
+    /// `[loop] verdict_pairs`: the final verdict's pairs (0, the toy's default: none).
+    pub verdict_pairs: u32,
 }
 
 impl Default for ToyOptions {
@@ -61,6 +63,7 @@ impl Default for ToyOptions {
             decision: "rule_version = \"sequential-screen/v2\"\nmin_baseline_seeds = 3\nmin_replays = 1\nstages = [{ pairs = 3, p_threshold = 0.05 }]\nmin_effect_sd = 0.5\n".into(),
             executor: String::new(),
             audit: String::new(),
+            verdict_pairs: 0,
         }
     }
 }
@@ -102,6 +105,14 @@ pub fn create(root: &PathBuf, opts: &ToyOptions) -> Result<()> {
             list(&opts.offline_weight_decay)
         )
     };
+    // One `[loop]` table: the verdict's key joins one the options already hold.
+    let verdict = format!("verdict_pairs = {}\n", opts.verdict_pairs);
+    let executor = if opts.executor.contains("[loop]\n") {
+        opts.executor
+            .replacen("[loop]\n", &format!("[loop]\n{verdict}"), 1)
+    } else {
+        format!("{}\n[loop]\n{verdict}", opts.executor)
+    };
     let toml = format!(
         r#"[target]
 editable = ["config.toml"]
@@ -133,7 +144,7 @@ values = [{values}]
 "#,
         decision = opts.decision,
         values = list(&opts.offline_values),
-        executor = opts.executor,
+        executor = executor,
     );
     std::fs::write(root.join("agentloop.toml"), toml)?;
     Ok(())

@@ -34,7 +34,12 @@ fn run(repo: &TargetRepo, args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn rollback_reverts_cleanly_or_refuses_and_names_the_conflict() {
-    let repo = TargetRepo::toy(&ToyOptions::default()).unwrap();
+    // The cheapest session that merges: it also runs the final verdict (3 pairs on holdout).
+    let repo = TargetRepo::toy(&ToyOptions {
+        verdict_pairs: 3,
+        ..ToyOptions::default()
+    })
+    .unwrap();
     let server = ScriptedServer::start([
         edit("lr 0.1 -> 0.03", "lr = 0.1", "lr = 0.03"),
         edit(
@@ -47,7 +52,7 @@ fn rollback_reverts_cleanly_or_refuses_and_names_the_conflict() {
     ])
     .unwrap();
     let url = server.openai_base_url();
-    let (code, _, err) = run(
+    let (code, out, err) = run(
         &repo,
         &[
             "start",
@@ -64,7 +69,43 @@ fn rollback_reverts_cleanly_or_refuses_and_names_the_conflict() {
         ],
     );
     assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("final verdict (base vs trunk): holdout gain"),
+        "{out}"
+    );
     let summary = check::consistent(&repo, "main").unwrap();
+    // The final verdict: base (lr 0.1, wd 0.5) vs final trunk (lr 0.01, wd 0.1) on holdout,
+    // where the toy's weight decay is best at 0.9: 1.66 -> 1.64, a gain of 0.020 on every seed.
+    let events = repo.events().unwrap();
+    let verdict = events
+        .iter()
+        .rev()
+        .find(|e| e.kind == EventKind::Compare)
+        .expect("a final verdict");
+    let v: agentloop_ledger::payload::Compare = verdict.payload_as().unwrap();
+    assert_eq!(v.extra["final_verdict"], true);
+    assert_eq!((v.split.as_str(), v.n), ("holdout", 3));
+    assert!((v.mean_diff + 0.02).abs() < 1e-6, "{v:?}");
+    assert_eq!(events.last().unwrap().kind, EventKind::SessionEnd);
+    let calibrated: Vec<u64> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Calibration)
+        .flat_map(|e| {
+            e.payload_as::<agentloop_ledger::payload::Calibration>()
+                .unwrap()
+                .baseline
+        })
+        .map(|s| s.seed)
+        .collect();
+    assert!(
+        v.pairs.iter().all(|p| !calibrated.contains(&p.seed)),
+        "fresh seeds"
+    );
+    let (_, status, _) = run(&repo, &["status"]);
+    assert!(
+        status.contains("verdict   holdout gain 0.020 val_bpb [0.020, 0.020] (3 pairs)"),
+        "{status}"
+    );
     let events = repo.events().unwrap();
     let mut order: Vec<String> = Vec::new();
     for e in &events {

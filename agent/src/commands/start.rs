@@ -51,6 +51,9 @@ pub fn run(repo: Option<&Path>, args: &StartArgs) -> Result<i32> {
         outcome.reason
     );
     println!("trunk: {}", crate::git::trunk_branch(&outcome.session));
+    if let Some(line) = &outcome.verdict {
+        println!("final verdict (base vs trunk): {line}");
+    }
     Ok(if outcome.reason == "interrupted" {
         exit_code::INTERRUPTED
     } else {

@@ -24,7 +24,7 @@ impl StopReason {
 struct Inner {
     requested: AtomicBool,
     why: Mutex<Option<String>>,
-    deadline: Option<Instant>,
+    deadline: Mutex<Option<Instant>>,
 }
 
 /// Cheap to clone; all clones see the same stop.
@@ -36,7 +36,7 @@ impl Stop {
         Stop(Arc::new(Inner {
             requested: AtomicBool::new(false),
             why: Mutex::new(None),
-            deadline,
+            deadline: Mutex::new(deadline),
         }))
     }
 
@@ -68,16 +68,24 @@ impl Stop {
         if self.0.requested.load(Ordering::SeqCst) {
             return Some(StopReason::Interrupted);
         }
-        match self.0.deadline {
+        match self.deadline() {
             Some(d) if Instant::now() >= d => Some(StopReason::BudgetSpent),
             _ => None,
         }
     }
 
     pub fn time_left(&self) -> Option<Duration> {
-        self.0
-            .deadline
+        self.deadline()
             .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        *self.0.deadline.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Moves the deadline (the session keeps its final verdict's time out of proposing).
+    pub fn set_deadline(&self, at: Instant) {
+        *self.0.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
     }
 
     /// Turns Ctrl-C and SIGTERM into a stop request, on a small thread of its own.

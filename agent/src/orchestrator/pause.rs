@@ -42,6 +42,8 @@ pub struct LoopConfig {
     pub breaker_cooldown: Duration,
     /// The trip that ends the session (1: the first trip ends it, as before).
     pub breaker_trips: u32,
+    /// Fresh-seed pairs of the final verdict, base vs final trunk on holdout (0: none).
+    pub verdict_pairs: u32,
 }
 
 impl Default for LoopConfig {
@@ -52,6 +54,8 @@ impl Default for LoopConfig {
             breaker_after: 5,
             breaker_cooldown: Duration::from_secs(900),
             breaker_trips: 3,
+            // ~1.5 minutes with the default target's ~4.5 s runs on two slots.
+            verdict_pairs: 8,
         }
     }
 }

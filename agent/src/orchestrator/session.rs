@@ -30,6 +30,8 @@ pub struct Outcome {
     pub rejected: u32,
     pub crashed: u32,
     pub decided: u32,
+    /// The final verdict's line ("holdout gain ..."), `None` when turned off or interrupted.
+    pub verdict: Option<String>,
 }
 
 /// Runs (or resumes) a session to its end. The caller holds the workspace lock.
@@ -47,10 +49,15 @@ pub fn run(
     let workers = workers_for(opts, &history, &config);
     let session = history.session.clone();
     let left = (history.start.budget_s - history.spent_s).max(0.0);
+    let end = std::time::Instant::now() + Duration::from_secs_f64(left);
+    // `stop` ends the session; `proposing` ends the changes early enough for the verdict.
     let stop = Stop::after(Duration::from_secs_f64(left));
+    let proposing = Stop::after(Duration::from_secs_f64(left));
     if stop_on_signals {
         stop.on_signals();
+        proposing.on_signals();
     }
+    let verdict_pairs = super::pause::LoopConfig::from_target(target)?.verdict_pairs;
     let rec = Recorder::new(Ledger::open(ws.ledger_path())?, &session)
         .with_progress(crate::progress::Progress::new(opts.progress))?;
     let env = vec![(
@@ -70,28 +77,47 @@ pub fn run(
         &session,
         env.clone(),
         exec.as_ref(),
-        stop.clone(),
+        proposing.clone(),
     );
     trunk.reconcile(&history)?;
 
-    let ended = scheduler::run(
-        &scheduler::Shared {
-            root: &ws.root,
-            target,
-            progress: rec.shared_progress(),
-            session: &session,
-            env: &env,
-            exec: exec.as_ref(),
-            stop: &stop,
-            proposals: &proposals,
-            opts,
-        },
-        &trunk,
-        workers,
-    )?;
+    // Before the first change starts (a resumed session may have little time left).
+    super::compare::verdict::reserve(&proposing, end, verdict_pairs, exec.slots(), &history);
+    let scheduled = std::sync::atomic::AtomicBool::new(false);
+    let shared = rec.shared_progress();
+    let ledger_path = ws.ledger_path();
+    let ended = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            super::compare::verdict::keep_time(
+                &ledger_path,
+                &session,
+                shared,
+                (verdict_pairs, exec.slots()),
+                (&proposing, end),
+                &scheduled,
+            )
+        });
+        let ended = scheduler::run(
+            &scheduler::Shared {
+                root: &ws.root,
+                target,
+                progress: rec.shared_progress(),
+                session: &session,
+                env: &env,
+                exec: exec.as_ref(),
+                stop: &proposing,
+                proposals: &proposals,
+                opts,
+            },
+            &trunk,
+            workers,
+        );
+        scheduled.store(true, std::sync::atomic::Ordering::SeqCst);
+        ended
+    })?;
     let (reason, stages) = (ended.reason, ended.stages);
     let history = rec.state()?;
-    if stop.is_stopped() {
+    if proposing.is_stopped() {
         let in_flight: Vec<&str> = history.in_flight_all().map(|c| c.id.as_str()).collect();
         let mut extra = Map::new();
         if let Some(c) = in_flight.first() {
@@ -115,10 +141,33 @@ pub fn run(
             },
         )?;
     }
-    let end_reason = match stop.reason() {
+    let mut end_reason = match proposing.reason() {
         Some(StopReason::Interrupted) => "interrupted".to_string(),
         _ => reason.clone(),
     };
+    let mut end_extra = Map::new();
+    let mut verdict_line = None;
+    if end_reason != "interrupted" {
+        let ctx = super::compare::Ctx {
+            ws,
+            target,
+            rec: &rec,
+            env: &env,
+            exec: exec.as_ref(),
+            stop: &stop,
+        };
+        let events = rec.ledger.events()?;
+        let verdict = super::compare::verdict::run(&ctx, &rec.state()?, verdict_pairs, &events)?;
+        if stop.reason() == Some(StopReason::Interrupted) {
+            // Ctrl-C during the verdict: the session resumes and finishes it.
+            end_reason = "interrupted".into();
+        } else if let Some(line) = verdict.line() {
+            tracing::info!("final verdict: {line}");
+            end_extra.insert("verdict".into(), Value::String(line.clone()));
+            verdict_line = Some(line);
+        }
+    }
+    let history = rec.state()?;
     let outcome = Outcome {
         session: session.clone(),
         resumed,
@@ -127,6 +176,7 @@ pub fn run(
         rejected: history.count(DecisionOutcome::Rejected),
         crashed: history.count(DecisionOutcome::Crashed),
         decided: history.decided(),
+        verdict: verdict_line,
     };
     // Clean up before `session_end`: a kill in between leaves a session that resumes and
     // cleans again, never an ended session with worktrees nobody removes.
@@ -141,7 +191,7 @@ pub fn run(
             accepted: outcome.accepted,
             rejected: outcome.rejected,
             crashed: outcome.crashed,
-            extra: Map::new(),
+            extra: end_extra,
         },
     )?;
     Ok(outcome)

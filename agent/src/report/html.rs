@@ -114,9 +114,10 @@ pub fn render(summary: &SessionSummary, svg: &str, integrity: &Integrity) -> Str
             .map(|m| format!(" ({})", escape(m)))
             .unwrap_or_default(),
         started = escape(&s.started),
-        state = match &s.ended {
-            Some(r) => format!("ended: {}", escape(r)),
-            None => "still running (or killed)".into(),
+        state = match (&s.ended, &s.verdict) {
+            (Some(r), Some(v)) => format!("ended: {}; final verdict: {}", escape(r), escape(v)),
+            (Some(r), None) => format!("ended: {}", escape(r)),
+            (None, _) => "still running (or killed)".into(),
         },
     );
     cards(&mut h, s);

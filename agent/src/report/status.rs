@@ -41,6 +41,8 @@ pub struct Status {
     pub decisions_per_hour: Option<f64>,
     /// Wall time not spent training, per decided change.
     pub overhead_s_per_decision: Option<f64>,
+    /// The final verdict, base vs final trunk on holdout.
+    pub verdict: Option<String>,
     pub last_seq: i64,
 }
 
@@ -71,6 +73,7 @@ impl Status {
             current: s.current.clone(),
             costs: s.costs.clone(),
             waiting: s.waiting.clone(),
+            verdict: s.verdict.clone(),
             overhead_share: None,
             decisions_per_hour: None,
             overhead_s_per_decision: None,
@@ -200,6 +203,9 @@ pub fn text(s: &Status) -> String {
     }
     if let (Some(w), None) = (&s.waiting, &s.end_reason) {
         out.push(format!("waiting   {}", waiting_line(w, chrono::Utc::now())));
+    }
+    if let Some(v) = &s.verdict {
+        out.push(format!("verdict   {v} (base vs final trunk)"));
     }
     if let Some(sandbox) = &s.sandbox {
         out.push(format!("sandbox   {}", sandbox_line(sandbox)));

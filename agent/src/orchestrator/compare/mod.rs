@@ -4,6 +4,7 @@
 //! `run_result`, then one `compare` event with the per-seed values and their statistics.
 
 pub mod stats;
+pub mod verdict;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

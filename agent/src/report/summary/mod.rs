@@ -189,6 +189,8 @@ pub struct SessionSummary {
     pub costs: Costs,
     /// The wait (for the provider, or a circuit-breaker pause) the loop is in, if any.
     pub waiting: Option<Pause>,
+    /// The final verdict, base vs final trunk on holdout ("holdout gain 0.031 ...").
+    pub verdict: Option<String>,
     pub last_seq: i64,
 }
 

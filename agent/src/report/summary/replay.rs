@@ -230,6 +230,17 @@ impl Replay {
         }
     }
 
+    /// The final verdict's line: the recorded comparison, else what the session_end says
+    /// (no merges, or why it did not finish).
+    fn verdict(&self) -> Option<String> {
+        let fold = self.fold.as_ref()?;
+        if let Some(c) = crate::orchestrator::compare::verdict::recorded(fold) {
+            return Some(crate::orchestrator::compare::stats::gain_line(c));
+        }
+        let said = self.end.as_ref()?.extra.get("verdict")?.as_str()?;
+        Some(said.to_string())
+    }
+
     /// `None` until a session_start has been seen.
     pub fn summary(&self) -> Option<SessionSummary> {
         let (start, started) = self.start.as_ref()?;
@@ -274,6 +285,7 @@ impl Replay {
             current: self.current(&states),
             costs: self.costs(&states),
             waiting: self.waiting.clone(),
+            verdict: self.verdict(),
             changes,
             trunk: self.trunk.clone(),
             audits: self.audits.clone(),
@@ -314,6 +326,7 @@ impl Replay {
                 overhead_share: None,
                 decisions_per_hour: None,
                 overhead_s_per_decision: None,
+                verdict: self.verdict(),
                 last_seq: self.last_seq,
             }
             .with_rates(),
