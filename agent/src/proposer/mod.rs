@@ -4,6 +4,7 @@
 
 mod config;
 mod llm_proposer;
+mod null_change;
 mod offline;
 mod space;
 mod toml_edit;

@@ -18,6 +18,8 @@ use crate::patch::parse_reply;
 
 pub const OFFLINE_PROVIDER: &str = "offline";
 pub const OFFLINE_MODEL: &str = "offline-grid";
+/// Keeps the null-change coin's stream apart from the pick's.
+const NULL_SALT: u64 = 0x6e75_6c6c_6368_6e67;
 
 #[derive(Debug, Clone)]
 pub struct OfflineProposer {
@@ -25,6 +27,8 @@ pub struct OfflineProposer {
     seed: u64,
     /// Settings proposed by this instance, in case the history does not list them yet.
     proposed: BTreeSet<(String, String)>,
+    /// Proposals made by this instance (settings and null changes).
+    issued: u64,
 }
 
 /// One candidate setting.
@@ -44,6 +48,7 @@ impl OfflineProposer {
             space,
             seed,
             proposed: BTreeSet::new(),
+            issued: 0,
         }
     }
 
@@ -92,6 +97,17 @@ impl OfflineProposer {
         let Some(best) = candidates.iter().map(|c| c.distance).min() else {
             return Err(ProposeError::Exhausted { tried: tried.len() });
         };
+        // A null change instead, for `null_fraction` of the proposals (drawn from the seed and
+        // the position, so two sessions with the same seed and history get the same stream).
+        let position = ctx.history.len() as u64 + self.issued;
+        self.issued += 1;
+        let mut coin = ChaCha8Rng::seed_from_u64(
+            self.seed ^ NULL_SALT ^ position.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        if self.space.null_fraction > 0.0 && coin.random::<f64>() < self.space.null_fraction {
+            let reply_text = super::null_change::reply(file, content, position);
+            return self.proposal(reply_text);
+        }
         let pool: Vec<&Candidate> = candidates.iter().filter(|c| c.distance == best).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(
             self.seed ^ (tried.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
@@ -99,10 +115,15 @@ impl OfflineProposer {
         let pick = pool[rng.random_range(0..pool.len())].clone();
 
         let reply_text = self.reply(content, &pick, &ctx.history)?;
-        let reply = parse_reply(&reply_text)
-            .map_err(|e| ProposeError::Offline(format!("own reply did not parse: {e}")))?;
         self.proposed
             .insert((pick.key.clone(), format_value(&pick.value)));
+        self.proposal(reply_text)
+    }
+
+    /// The proposal of a reply this proposer wrote (parsed as a model's reply would be).
+    fn proposal(&self, reply_text: String) -> Result<Proposal, ProposeError> {
+        let reply = parse_reply(&reply_text)
+            .map_err(|e| ProposeError::Offline(format!("own reply did not parse: {e}")))?;
         Ok(Proposal {
             description: reply.description,
             rationale: reply.rationale,
@@ -333,5 +354,63 @@ mod tests {
             grid_distances(&vals, &toml::Value::Integer(5)),
             vec![4, 2, 1, 3]
         );
+    }
+
+    #[test]
+    fn null_fraction_mixes_in_null_changes_as_a_stream_fixed_by_the_seed() {
+        let space = OfflineSpace {
+            file: "config.toml".into(),
+            space: vec![super::super::space::SpaceParam {
+                key: "optim.lr".into(),
+                values: [0.01, 0.03, 0.1, 0.3]
+                    .iter()
+                    .map(|&v| toml::Value::Float(v))
+                    .collect(),
+            }],
+            null_fraction: 0.5,
+        };
+        let ctx = ProposalContext {
+            editable_files: vec![("config.toml".into(), "[optim]\nlr = 0.1\n".into())],
+            history: Vec::new(),
+            noise_floor: None,
+            budget_left: std::time::Duration::from_secs(60),
+            metric: "val_bpb".into(),
+            request: Request::New,
+            notice: None,
+        };
+        let stream = |seed: u64| -> Vec<bool> {
+            let mut p = OfflineProposer::new(space.clone(), seed);
+            let mut nulls = Vec::new();
+            while let Ok(proposal) = p.next_proposal(&ctx) {
+                nulls.push(!proposal.description.starts_with("set "));
+            }
+            nulls
+        };
+        let a = stream(7);
+        assert_eq!(a, stream(7), "the same seed gives the same stream");
+        // The three real settings are each proposed once, then the space is exhausted.
+        assert_eq!(a.iter().filter(|n| !**n).count(), 3);
+        let mut long = OfflineProposer::new(
+            OfflineSpace {
+                space: vec![super::super::space::SpaceParam {
+                    key: "optim.lr".into(),
+                    values: (1..200)
+                        .map(|i| toml::Value::Float(i as f64 / 1000.0))
+                        .collect(),
+                }],
+                ..space.clone()
+            },
+            7,
+        );
+        let nulls = (0..200)
+            .filter(|_| {
+                !long
+                    .next_proposal(&ctx)
+                    .unwrap()
+                    .description
+                    .starts_with("set ")
+            })
+            .count();
+        assert!((70..130).contains(&nulls), "{nulls} of 200 were null");
     }
 }

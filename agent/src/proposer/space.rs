@@ -19,6 +19,10 @@ pub struct OfflineSpace {
     /// The TOML config file the proposer edits, relative to the target root.
     pub file: String,
     pub space: Vec<SpaceParam>,
+    /// Share of proposals that are null changes (a comment added or reworded, no setting
+    /// changed), as real model output has them; 0 (the default) for none. For benchmarks.
+    #[serde(default)]
+    pub null_fraction: f64,
 }
 
 /// One dimension: a `section.key` of the config file and the values it may take.
@@ -76,6 +80,12 @@ impl OfflineSpace {
         }
         if self.space.is_empty() {
             return invalid("`space` has no entries".into());
+        }
+        if !(0.0..1.0).contains(&self.null_fraction) {
+            return invalid(format!(
+                "`null_fraction` must be at least 0 and below 1, got {}",
+                self.null_fraction
+            ));
         }
         for (i, p) in self.space.iter().enumerate() {
             if p.key.trim().is_empty() || p.key.split('.').any(str::is_empty) {
