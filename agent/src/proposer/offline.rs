@@ -99,8 +99,9 @@ impl OfflineProposer {
         };
         // A null change instead, for `null_fraction` of the proposals (drawn from the seed and
         // the position, so two sessions with the same seed and history get the same stream).
-        let position = ctx.history.len() as u64 + self.issued;
-        self.issued += 1;
+        // (The history lists decided proposals; this instance's count covers those in flight.)
+        let position = (ctx.history.len() as u64).max(self.issued);
+        self.issued = position + 1;
         let mut coin = ChaCha8Rng::seed_from_u64(
             self.seed ^ NULL_SALT ^ position.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         );
