@@ -213,7 +213,7 @@ fn uses_wal_strict_tables_and_schema_versioning() {
             err,
             LedgerError::SchemaTooNew {
                 found: 99,
-                supported: 2
+                supported: 3
             }
         ),
         "{err}"
