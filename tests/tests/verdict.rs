@@ -140,3 +140,41 @@ fn the_verdicts_time_comes_out_of_the_budget() {
     assert!(took < budget + 5.0, "took {took:.1}s of a {budget}s budget");
     repo.verify_with_cli(BIN.as_ref(), &target_dir()).unwrap();
 }
+
+#[test]
+fn a_trunk_that_never_moved_has_nothing_to_compare_and_runs_nothing() {
+    // The only learning rate offered (0.3) is worse than the trunk's (0.1): nothing merges.
+    let repo = TargetRepo::toy(&ToyOptions {
+        verdict_pairs: 4,
+        offline_values: vec![0.3],
+        ..ToyOptions::default()
+    })
+    .unwrap();
+    let out = output(repo.agentloop(
+        BIN.as_ref(),
+        &target_dir(),
+        &["start", "--budget", "5m", "--agent", "offline"],
+    ))
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("final verdict (base vs trunk): no merges: nothing to compare"),
+        "{stdout}"
+    );
+    let events = repo.events().unwrap();
+    assert!(kinds(&events, EventKind::Compare).is_empty());
+    assert!(verdict_runs(&events).is_empty());
+    let end = kinds(&events, EventKind::SessionEnd)[0];
+    assert_eq!(end.payload["verdict"], "no merges: nothing to compare");
+    let status = output(repo.agentloop(BIN.as_ref(), &target_dir(), &["status"])).unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("verdict   no merges: nothing to compare"),
+        "{status}"
+    );
+}
