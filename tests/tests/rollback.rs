@@ -106,6 +106,14 @@ fn rollback_reverts_cleanly_or_refuses_and_names_the_conflict() {
         status.contains("verdict   holdout gain 0.020 val_bpb [0.020, 0.020] (3 pairs)"),
         "{status}"
     );
+    let report_dir = repo.root.join(".agentloop/test-report");
+    let (code, _, err) = run(&repo, &["report", "--out", report_dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let html = std::fs::read_to_string(report_dir.join("report.html")).unwrap();
+    assert!(
+        html.contains("final verdict: holdout gain 0.020 val_bpb"),
+        "the report shows the verdict"
+    );
     let events = repo.events().unwrap();
     let mut order: Vec<String> = Vec::new();
     for e in &events {
