@@ -36,6 +36,10 @@ import re, sys
 path, rule, nulls = sys.argv[1], sys.argv[2], sys.argv[3]
 text = open(path).read()
 def put(text, table, line):
+    # A key the file already sets is replaced where it is (the keys here are unique names).
+    key = line.split("=")[0].strip()
+    if re.search(rf"^{key}\s*=", text, re.M):
+        return re.sub(rf"^{key}\s*=.*$", line, text, count=1, flags=re.M)
     header = f"[{table}]\n"
     if re.search(rf"^\[{re.escape(table)}\]\s*$", text, re.M):
         return re.sub(rf"^\[{re.escape(table)}\]\s*\n", header + line + "\n", text, count=1, flags=re.M)
