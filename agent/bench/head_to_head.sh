@@ -5,7 +5,8 @@
 # Two fresh clones of the target (this repository, or $REPO), the same offline proposer and
 # seed (so the same proposal stream), half of the proposals null changes (comments, notes:
 # `[proposer.offline] null_fraction = 0.5`), the same wall budget and `[executor]` slots, no
-# automatic verdict in either (this script measures instead). Then, per session:
+# automatic verdict in either (this script measures instead), HEAD built before each session
+# starts (a `compare HEAD HEAD` warm-up, outside the budget). Then, per session:
 #   - `agentloop compare base trunk --split holdout --pairs 20` (the final holdout gain);
 #   - for every merge, `compare parent merge --pairs 8` on holdout: its own holdout effect;
 # and one table: merges, merges with holdout effect <= 0, final holdout gain [95% CI], runs,
@@ -59,6 +60,11 @@ for arm in $arms; do
   git -C "$dir" config user.name bench
   # agentloop.toml is read from the working tree: the arms' commits stay identical.
   configure "$dir" "$arm"
+  # Warm-up outside the budget (as a user's earlier build would be): HEAD built where the
+  # loop builds, and the build cached; a comparison of HEAD with itself (recorded; it must
+  # find no difference).
+  echo "== $arm: warm-up build (HEAD vs HEAD, 2 pairs on val)" >&2
+  (cd "$dir" && "$AGENTLOOP" compare HEAD HEAD --split val --pairs 2 >"$work/$arm.warmup" 2>>"$work/$arm.log")
   echo "== $arm: session of $budget" >&2
   start=$(date +%s)
   (cd "$dir" && "$AGENTLOOP" start --budget "$budget" --agent offline >"$work/$arm.start" 2>"$work/$arm.log") ||
