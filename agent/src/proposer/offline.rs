@@ -18,8 +18,6 @@ use crate::patch::parse_reply;
 
 pub const OFFLINE_PROVIDER: &str = "offline";
 pub const OFFLINE_MODEL: &str = "offline-grid";
-/// Keeps the null-change coin's stream apart from the pick's.
-const NULL_SALT: u64 = 0x6e75_6c6c_6368_6e67;
 
 #[derive(Debug, Clone)]
 pub struct OfflineProposer {
@@ -102,10 +100,9 @@ impl OfflineProposer {
         // (The history lists decided proposals; this instance's count covers those in flight.)
         let position = (ctx.history.len() as u64).max(self.issued);
         self.issued = position + 1;
-        let mut coin = ChaCha8Rng::seed_from_u64(
-            self.seed ^ NULL_SALT ^ position.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
-        if self.space.null_fraction > 0.0 && coin.random::<f64>() < self.space.null_fraction {
+        if self.space.null_fraction > 0.0
+            && null_coin(self.seed, position) < self.space.null_fraction
+        {
             let reply_text = super::null_change::reply(file, content, position);
             return self.proposal(reply_text);
         }
@@ -233,6 +230,19 @@ impl Proposer for OfflineProposer {
     async fn propose(&mut self, ctx: &ProposalContext) -> Result<Proposal, ProposeError> {
         self.next_proposal(ctx)
     }
+}
+
+/// Uniform in [0, 1), from a hash of the seed and the proposal's position: independent draws
+/// (an RNG seeded with nearby integers gave long runs of the same side).
+fn null_coin(seed: u64, position: u64) -> f64 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"agentloop null change\0");
+    h.update(seed.to_le_bytes());
+    h.update(position.to_le_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&h.finalize()[..8]);
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// `set optim.lr = 0.004 (was 0.002)` -> `("optim.lr", "0.004")`.
@@ -413,5 +423,23 @@ mod tests {
             })
             .count();
         assert!((70..130).contains(&nulls), "{nulls} of 200 were null");
+        // Independent draws for every seed, the default 0 included: no long runs of nulls.
+        for seed in [0, 1, 2] {
+            let mut p = OfflineProposer::new(long.space.clone(), seed);
+            let flips: Vec<bool> = (0..100)
+                .map(|_| {
+                    !p.next_proposal(&ctx)
+                        .unwrap()
+                        .description
+                        .starts_with("set ")
+                })
+                .collect();
+            let nulls = flips.iter().filter(|n| **n).count();
+            let longest = flips.split(|n| !*n).map(<[bool]>::len).max().unwrap_or(0);
+            assert!(
+                (30..70).contains(&nulls) && longest < 10,
+                "seed {seed}: {nulls} nulls, run {longest}"
+            );
+        }
     }
 }
