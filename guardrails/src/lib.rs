@@ -14,6 +14,7 @@ pub mod audit;
 pub mod decision;
 pub mod exit_code;
 pub mod fdr;
+pub mod guards;
 mod forbidden_name;
 pub mod policy;
 pub mod process;
