@@ -127,7 +127,11 @@ pub fn evaluate(guard: &Guard, pairs: Vec<GuardPair>) -> GuardResult {
     let mut values = Vec::with_capacity(pairs.len());
     for p in &pairs {
         let (Some(t), Some(c)) = (p.trunk, p.candidate) else {
-            let which = if p.trunk.is_none() { "trunk" } else { "candidate" };
+            let which = if p.trunk.is_none() {
+                "trunk"
+            } else {
+                "candidate"
+            };
             return failed(format!(
                 "the {which} run on seed {} has no `{metric}` in its metrics.json",
                 p.seed
@@ -285,7 +289,8 @@ mod tests {
         let r = evaluate(&guard("peak_mem_bytes", GuardBound::MaxRatio(1.1)), p);
         assert!(!r.pass);
         assert!(
-            r.reason.contains("candidate run on seed 1 has no `peak_mem_bytes`"),
+            r.reason
+                .contains("candidate run on seed 1 has no `peak_mem_bytes`"),
             "{}",
             r.reason
         );
@@ -293,12 +298,20 @@ mod tests {
             &guard("peak_mem_bytes", GuardBound::MaxRatio(1.1)),
             pairs(&[(1.0, 1.0)]),
         );
-        assert!(!one.pass && one.reason.contains("at least 2 pairs"), "{}", one.reason);
+        assert!(
+            !one.pass && one.reason.contains("at least 2 pairs"),
+            "{}",
+            one.reason
+        );
         let zero = evaluate(
             &guard("peak_mem_bytes", GuardBound::MaxRatio(1.1)),
             pairs(&[(0.0, 1.0), (1.0, 1.0)]),
         );
-        assert!(!zero.pass && zero.reason.contains("positive"), "{}", zero.reason);
+        assert!(
+            !zero.pass && zero.reason.contains("positive"),
+            "{}",
+            zero.reason
+        );
     }
 
     #[test]

@@ -289,7 +289,10 @@ fn the_default_target_ships_guards_and_bad_guards_name_their_key() {
     assert_eq!(t.guards[0].bound, GuardBound::MaxIncrease(5.0));
     assert!(common::target_from(common::TARGET_TOML).1.guards.is_empty());
     for (body, needle) in [
-        ("tokens_per_s = { min = 0.9 }", "decision.guards.tokens_per_s"),
+        (
+            "tokens_per_s = { min = 0.9 }",
+            "decision.guards.tokens_per_s",
+        ),
         ("holdout_gap = { max_increase = 0.02 }", "not evaluated yet"),
         ("peak_mem_bytes = 1.1", "decision.guards.peak_mem_bytes"),
     ] {

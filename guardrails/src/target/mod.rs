@@ -116,12 +116,12 @@ impl TargetSpec {
 
     /// Parses the text of an `agentloop.toml`; `file` is only used in error messages.
     pub fn parse(root: &Path, file: &Path, text: &str) -> Result<TargetSpec, TargetError> {
-        let mut doc: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| TargetError::Syntax {
-                path: file.to_path_buf(),
-                message: e.message().to_string(),
-            })?;
+        let mut doc: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| TargetError::Syntax {
+                    path: file.to_path_buf(),
+                    message: e.message().to_string(),
+                })?;
         // Guards are the loop's, not the decision rule's (whose keys are closed).
         let guard_table = match doc.get_mut("decision") {
             Some(toml::Value::Table(decision)) => decision.remove("guards"),

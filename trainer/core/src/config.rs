@@ -29,7 +29,7 @@ pub fn load(path: &Path) -> Result<Config, LoadError> {
     Ok(Config::parse(&text, &path.display().to_string())?)
 }
 
-/// How long a run trains: `30s` of wall clock, `200steps`, `500000tokens`, or `2.0e12flops` of
+/// How long a run trains: `30s` or `5m` of wall clock, `200steps`, `500000tokens`, or `2.0e12flops` of
 /// analytic training compute (`crate::flops`), the same on every machine.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Budget {
@@ -60,7 +60,7 @@ impl FromStr for Budget {
         let err = || ParseError {
             what: "budget",
             input: s.to_string(),
-            expected: "expected e.g. `30s`, `200steps`, `500000tokens` or `2.0e12flops` (a positive number)",
+            expected: "expected e.g. `30s`, `200steps`, `500000tokens` or `2e12flops` (positive)",
         };
         if let Some(number) = s.trim().strip_suffix("flops") {
             // A float with an exponent; `inf`, `nan` and signs are refused below or here.
@@ -76,6 +76,7 @@ impl FromStr for Budget {
         let (number, unit) = split_number(s.trim());
         let budget = match unit {
             "s" => Budget::Seconds(number.parse().map_err(|_| err())?),
+            "m" => Budget::Seconds(60.0 * number.parse::<f64>().map_err(|_| err())?),
             "steps" => Budget::Steps(number.parse().map_err(|_| err())?),
             "tokens" => Budget::Tokens(number.parse().map_err(|_| err())?),
             _ => return Err(err()),
@@ -159,6 +160,7 @@ mod tests {
         assert_eq!("30s".parse::<Budget>(), Ok(Budget::Seconds(30.0)));
         assert_eq!("200steps".parse::<Budget>(), Ok(Budget::Steps(200)));
         assert_eq!("60000tokens".parse::<Budget>(), Ok(Budget::Tokens(60000)));
+        assert_eq!("5m".parse::<Budget>(), Ok(Budget::Seconds(300.0)));
         assert_eq!("2.0e12flops".parse::<Budget>(), Ok(Budget::Flops(2.0e12)));
         assert_eq!("5000flops".parse::<Budget>(), Ok(Budget::Flops(5000.0)));
         for bad in [
