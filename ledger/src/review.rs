@@ -309,6 +309,31 @@ fn write_decisions(ledger: &Ledger, id: &str, style: Style, out: &mut dyn Write)
                 .as_deref()
                 .map_or(String::new(), |r| format!(": {r}"))
         )?;
+        if let Some(event) = ledger.event(d.seq)? {
+            write_guards(&event.payload, style, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// The decision's guard results (`guards` of its payload), one line each.
+fn write_guards(payload: &serde_json::Value, style: Style, out: &mut dyn Write) -> Result<()> {
+    let Some(guards) = payload.get("guards").and_then(|g| g.as_array()) else {
+        return Ok(());
+    };
+    for g in guards {
+        let pass = g.get("pass").and_then(|p| p.as_bool()) == Some(true);
+        let verdict = if pass {
+            style.green("pass")
+        } else {
+            style.red("FAIL")
+        };
+        writeln!(
+            out,
+            "  guard {} {verdict}: {}",
+            g.get("metric").and_then(|m| m.as_str()).unwrap_or("?"),
+            g.get("reason").and_then(|m| m.as_str()).unwrap_or("")
+        )?;
     }
     Ok(())
 }

@@ -170,6 +170,23 @@ impl Keys<'_> {
             })
     }
 
+    /// `[decision.guards]`, one guard per key (`peak_mem_bytes = { max_ratio = 1.10 }`).
+    pub(super) fn guards(&self, table: Option<toml::Value>) -> Result<Vec<Guard>, TargetError> {
+        let Some(value) = table else {
+            return Ok(Vec::new());
+        };
+        let toml::Value::Table(table) = value else {
+            return Err(self.invalid("decision.guards", "must be a table"));
+        };
+        table
+            .iter()
+            .map(|(metric, v)| {
+                Guard::parse(metric, v)
+                    .map_err(|m| self.invalid(&format!("decision.guards.{metric}"), m))
+            })
+            .collect()
+    }
+
     /// Applies the keys of an optional table on top of `default` (unknown keys are errors).
     pub(super) fn overridden<T>(&self, table: &str, default: T) -> Result<T, TargetError>
     where

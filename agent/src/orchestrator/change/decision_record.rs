@@ -2,6 +2,7 @@
 //! statistics plus the engine's full record, which `ledger verify` (decision_check.rs)
 //! recomputes with the same [`decision_payload`].
 
+use agentloop_guardrails::guards::{first_failure, GuardResult};
 use agentloop_guardrails::process::{DecidedAt, Verdict};
 use agentloop_ledger::payload::{Decision, DecisionOutcome, Stage};
 use anyhow::Result;
@@ -115,4 +116,25 @@ pub(crate) fn decision_payload(d: &agentloop_guardrails::process::Decision) -> R
         reason: Some(d.reason.clone()),
         extra,
     })
+}
+
+/// Records the guards' results with an accept, and turns it into a reject with reason
+/// `guard:<metric>` when one failed. `ledger verify` replays this on the recomputed results.
+pub(crate) fn apply_guards(decision: &mut Decision, results: Vec<GuardResult>) -> Result<()> {
+    if decision.outcome == DecisionOutcome::Accepted {
+        if let Some(failed) = first_failure(&results) {
+            decision.outcome = DecisionOutcome::Rejected;
+            decision.reason = Some(format!(
+                "{}: {} (the {} test alone accepted: {})",
+                failed.tag(),
+                failed.reason,
+                decision.rule_version,
+                decision.reason.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    decision
+        .extra
+        .insert("guards".into(), serde_json::to_value(&results)?);
+    Ok(())
 }

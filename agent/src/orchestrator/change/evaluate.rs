@@ -152,6 +152,13 @@ impl<'a> ChangeRunner<'a> {
             }
         };
         let mut decision = decision_payload(&done)?;
+        if done.verdict == Verdict::Accept && !self.target.guards.is_empty() {
+            // The guards are tested only where they can change the outcome.
+            let latest = self.rec.state()?;
+            let runs = latest.change(id).map(|c| c.runs.as_slice()).unwrap_or(&[]);
+            let results = super::guard_pairs::guard_results(&self.target.guards, runs);
+            super::decision_record::apply_guards(&mut decision, results)?;
+        }
         if done.verdict == Verdict::Crash {
             // Say how the candidate failed (diverged, timed out, crashed), not only that it did.
             let latest = self.rec.state()?;
