@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::decision::{
-    confirm_look, confirm_stage, screen_paired, screen_runs, Calibration, DecisionError,
+    confirm_look, confirm_stage, screen_greedy, screen_paired, screen_runs, Calibration, DecisionError,
     DecisionRule, ScreenOutcome, ScreenRule, ScreenVerdict, StageOutcome, StageVerdict,
 };
 

@@ -37,7 +37,7 @@ impl<'a> ChangeRunner<'a> {
     ) -> Result<Option<Decision>> {
         let id = change.id.as_str();
         let rule = self.target.decision.clone();
-        let process = if rule.is_v3() {
+        let process = if rule.uses_common_control() {
             // The trunk's cached runs as the ledger holds them now (this change's own trunk
             // fills left out, so a resume asks for exactly the runs it asked for before).
             let latest = self.rec.state()?;
