@@ -51,7 +51,11 @@ fn greedy_keeps_a_strictly_lower_run_and_drops_the_rest_after_one_run() {
         let kept = decide(fresh, 3.70, 3.6999);
         assert_eq!(kept.verdict, Verdict::Accept, "fresh {fresh}");
         assert_eq!(kept.runs, 1);
-        assert!(kept.reason.starts_with("no statistical test"), "{}", kept.reason);
+        assert!(
+            kept.reason.starts_with("no statistical test"),
+            "{}",
+            kept.reason
+        );
         for worse in [3.70, 3.71] {
             let d = decide(fresh, 3.70, worse);
             assert_eq!(d.verdict, Verdict::Reject, "fresh {fresh}, {worse}");
@@ -69,9 +73,8 @@ fn greedy_fills_a_missing_trunk_run_on_the_fixed_seed_and_compares_with_it() {
         seeds: vec![GREEDY_SEED],
         cached: vec![],
     };
-    let mut p =
-        DecisionProcess::with_common_control(rule.clone(), calibration(&rule, 9.0), common)
-            .unwrap();
+    let mut p = DecisionProcess::with_common_control(rule.clone(), calibration(&rule, 9.0), common)
+        .unwrap();
     assert_eq!(
         p.next_request(),
         Request::NeedRuns {

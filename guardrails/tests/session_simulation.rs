@@ -39,7 +39,10 @@ fn the_default_rule_makes_far_fewer_false_and_harmful_merges_and_claims_what_it_
     // validation set; every false merge claimed a gain. Fresh seeds make it far worse.
     assert!(greedy.measured_gain > greedy.true_gain * 1.02, "{table}");
     assert!(greedy.false_claimed > 0.0, "{table}");
-    assert!(fresh.measured_gain > 0.02 && fresh.true_gain < 0.005, "{table}");
+    assert!(
+        fresh.measured_gain > 0.02 && fresh.true_gain < 0.005,
+        "{table}"
+    );
     // The default rule's claim is within a quarter of what it merged.
     assert!(v3.measured_gain < v3.true_gain * 1.25, "{table}");
 }

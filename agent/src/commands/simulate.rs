@@ -62,7 +62,11 @@ fn session(args: &SimulateArgs, rule: &DecisionRule) -> Result<i32> {
     } else {
         rule.clone()
     };
-    let rules = [DecisionRule::greedy(false), DecisionRule::greedy(true), rigorous];
+    let rules = [
+        DecisionRule::greedy(false),
+        DecisionRule::greedy(true),
+        rigorous,
+    ];
     println!("{}", run_sessions(&config, &rules).render_table());
     Ok(0)
 }

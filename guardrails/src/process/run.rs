@@ -399,7 +399,10 @@ impl DecisionProcess {
 
     /// greedy-fresh: the trunk's last recorded value (validated present at creation).
     fn trunk_last_value(&self) -> (u64, f64) {
-        let c = self.common.as_ref().expect("greedy keeps the trunk's value");
+        let c = self
+            .common
+            .as_ref()
+            .expect("greedy keeps the trunk's value");
         let seed = c.seeds[0];
         (seed, c.value(seed).expect("validated at creation"))
     }

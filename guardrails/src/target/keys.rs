@@ -211,10 +211,7 @@ pub(super) fn decision_defaults(keys: &Keys) -> Result<DecisionRule, TargetError
     };
     let version = match (table.get("rule"), table.get("rule_version")) {
         (Some(_), Some(_)) => {
-            return Err(keys.invalid(
-                "decision.rule",
-                "give rule or rule_version, not both",
-            ))
+            return Err(keys.invalid("decision.rule", "give rule or rule_version, not both"))
         }
         (Some(name), None) => {
             let name = name.as_str().unwrap_or_default();
