@@ -197,7 +197,8 @@ impl DecisionProcess {
                 if self.rule.is_greedy_fresh() {
                     let (seed, trunk) = self.trunk_last_value();
                     let outcome = screen_greedy(&self.calibration, seed, true, trunk, v_of(value));
-                    return Ok(self.finish_greedy(outcome));
+                    self.finish_greedy(outcome);
+                    return Ok(());
                 }
                 // The screening runs so far: every candidate observation (a crash ended above).
                 let values: Vec<f64> = self
@@ -371,7 +372,8 @@ impl DecisionProcess {
         self.screen_pairs.push((seed, trunk_value, c));
         if self.rule.is_greedy() {
             let outcome = screen_greedy(&self.calibration, seed, false, trunk_value, c);
-            return Ok(self.finish_greedy(outcome));
+            self.finish_greedy(outcome);
+            return Ok(());
         }
         let Some(outcome) = screen_paired(
             &self.calibration,
