@@ -128,9 +128,56 @@ fn draw<DB: DrawingBackend>(
 ) -> Result<(), ChartError> {
     root.fill(&WHITE).map_err(draw_err)?;
     let (top, bottom) = root.split_vertically(HEIGHT * 2 / 5);
+    // Both panels share the x axis; the gains' legend gets its own column so it hides no point.
+    let (top, _) = top.split_horizontally(WIDTH - LEGEND_W);
+    let (bottom, legend) = bottom.split_horizontally(WIDTH - LEGEND_W);
     let x_end = summary.changes.len().max(1) as f64 + 0.5;
     draw_trunk(summary, &top, x_end)?;
-    draw_gains(summary, &bottom, x_end)
+    let entries = draw_gains(summary, &bottom, x_end)?;
+    draw_legend(&legend, &entries)
+}
+
+/// Width of the legend column beside the plots, in pixels.
+const LEGEND_W: u32 = 250;
+
+/// What a legend entry is drawn with.
+enum Glyph {
+    State(ChangeState),
+    Line(RGBColor),
+    Bar,
+    Greedy,
+    /// A continuation line of the entry above.
+    None,
+}
+
+fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    entries: &[(String, Glyph)],
+) -> Result<(), ChartError> {
+    let x = 6;
+    for (i, (text, glyph)) in entries.iter().enumerate() {
+        let y = 24 + 17 * i as i32;
+        match glyph {
+            Glyph::State(state) => area.draw(&marker(*state, (x + 8, y), state_color(*state), 5)),
+            Glyph::Line(color) => area.draw(&PathElement::new(
+                [(x, y), (x + 16, y)],
+                color.stroke_width(1),
+            )),
+            Glyph::Bar => area.draw(&PathElement::new(
+                [(x + 8, y - 6), (x + 8, y + 6)],
+                BLACK.stroke_width(1),
+            )),
+            Glyph::Greedy => area.draw(&Rectangle::new(
+                [(x + 3, y - 5), (x + 13, y + 5)],
+                BLACK.stroke_width(2),
+            )),
+            Glyph::None => Ok(()),
+        }
+        .map_err(draw_err)?;
+        area.draw(&Text::new(text.clone(), (x + 24, y - 7), (FONT, 12)))
+            .map_err(draw_err)?;
+    }
+    Ok(())
 }
 
 fn x_labels(x: &f64) -> String {
@@ -217,11 +264,17 @@ fn draw_trunk<DB: DrawingBackend>(
         .map_err(draw_err)
 }
 
+/// The gains panel; returns its legend's entries (drawn beside it).
 fn draw_gains<DB: DrawingBackend>(
     summary: &SessionSummary,
     area: &DrawingArea<DB, Shift>,
     x_end: f64,
-) -> Result<(), ChartError> {
+) -> Result<Vec<(String, Glyph)>, ChartError> {
+    let grey = RGBColor(0x55, 0x55, 0x55);
+    let mut legend = vec![
+        ("0: no gain over the trunk".to_string(), Glyph::Line(grey)),
+        ("it was tested on (above: better)".to_string(), Glyph::None),
+    ];
     let values = summary.changes.iter().flat_map(|c| {
         let ci = gain_ci(c);
         [gain(c), ci.map(|x| x.0), ci.map(|x| x.1)]
@@ -251,16 +304,9 @@ fn draw_gains<DB: DrawingBackend>(
     chart
         .draw_series(LineSeries::new(
             [(0.0, 0.0), (x_end, 0.0)],
-            RGBColor(0x55, 0x55, 0x55).stroke_width(1),
+            grey.stroke_width(1),
         ))
-        .map_err(draw_err)?
-        .label("0 = the trunk it was tested on (above: candidate lower, better)")
-        .legend(|(x, y)| {
-            PathElement::new(
-                [(x, y), (x + 16, y)],
-                RGBColor(0x55, 0x55, 0x55).stroke_width(1),
-            )
-        });
+        .map_err(draw_err)?;
 
     // Intervals first, so the points sit on top of them.
     let intervals: Vec<_> = summary
@@ -280,11 +326,8 @@ fn draw_gains<DB: DrawingBackend>(
                     8,
                 )
             }))
-            .map_err(draw_err)?
-            .label("95% interval of the mean paired gain")
-            .legend(|(x, y)| {
-                PathElement::new([(x + 8, y - 6), (x + 8, y + 6)], BLACK.stroke_width(1))
-            });
+            .map_err(draw_err)?;
+        legend.push(("95% interval of the mean paired gain".into(), Glyph::Bar));
     }
 
     // Smaller markers when there are many changes, so a night of 300 stays readable.
@@ -322,9 +365,8 @@ fn draw_gains<DB: DrawingBackend>(
                     .into_iter()
                     .map(move |p| marker(state, p, color, size)),
             )
-            .map_err(draw_err)?
-            .label(label)
-            .legend(move |(x, y)| marker(state, (x + 8, y), color, 6));
+            .map_err(draw_err)?;
+        legend.push((label, Glyph::State(state)));
     }
     // Greedy decisions: one run against the trunk's value, so a point and no interval.
     let greedy: Vec<(f64, f64, RGBColor)> = summary
@@ -334,9 +376,9 @@ fn draw_gains<DB: DrawingBackend>(
         .map(|c| (c.index as f64, gain(c).unwrap_or(0.0), state_color(c.state)))
         .collect();
     if !greedy.is_empty() {
-        // About `size` pixels on each axis (the plot is about 1000 x 250 pixels).
+        // About `size` pixels on each axis (the plotting area, less its axis labels).
         let half = (
-            x_end * size as f64 / 1000.0,
+            x_end * size as f64 / (WIDTH - LEGEND_W - 100) as f64,
             (y_hi - y_lo) * size as f64 / 250.0,
         );
         chart
@@ -344,22 +386,11 @@ fn draw_gains<DB: DrawingBackend>(
                 let filled = color == state_color(ChangeState::Accepted);
                 square((x, y), half, color, filled)
             }))
-            .map_err(draw_err)?
-            .label("greedy: one run, no statistical test (no interval; filled = kept)")
-            .legend(|(x, y)| {
-                Rectangle::new([(x + 3, y - 5), (x + 13, y + 5)], BLACK.stroke_width(2))
-            });
+            .map_err(draw_err)?;
+        legend.push(("greedy: one run, no statistical test".into(), Glyph::Greedy));
+        legend.push(("(no interval; filled = kept)".into(), Glyph::None));
     }
-
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(0xbb, 0xbb, 0xbb))
-        .label_font((FONT, 12))
-        .draw()
-        .map_err(draw_err)?;
-    Ok(())
+    Ok(legend)
 }
 
 /// A greedy decision's point: a square in data units (`half`: its half-size on each axis),
