@@ -152,3 +152,74 @@ fn greedy_keeps_the_lower_run_on_its_fixed_seed_and_verify_recomputes_it() {
         "{out}"
     );
 }
+
+#[test]
+fn greedy_fresh_runs_each_change_on_its_own_seed_against_the_trunks_last_value() {
+    let repo = TargetRepo::toy(&ToyOptions {
+        decision: "rule = \"greedy-fresh\"\n".into(),
+        ..ToyOptions::default()
+    })
+    .unwrap();
+    let (code, _, err) = run(
+        &repo,
+        &[
+            "start",
+            "--budget",
+            "5m",
+            "--max-changes",
+            "3",
+            "--agent",
+            "offline",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let l = repo.ledger().unwrap();
+    let decisions: Vec<_> = l
+        .events()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == EventKind::Decision)
+        .collect();
+    assert_eq!(decisions.len(), 3);
+    let mut seeds = Vec::new();
+    let mut trunk: Option<f64> = None;
+    for d in &decisions {
+        assert_eq!(d.payload["rule_version"], "greedy-fresh/v1");
+        assert_eq!(d.payload["statistical_test"], "no statistical test");
+        let r: ProcessRecord = serde_json::from_value(d.payload["process"].clone()).unwrap();
+        let cached = r.common.as_ref().unwrap().cached.clone();
+        assert_eq!(cached.len(), 1);
+        assert_eq!(
+            cached[0].0, GREEDY_SEED,
+            "the trunk's value sits in the fixed seed's slot"
+        );
+        if let Some(t) = trunk {
+            assert_eq!(cached[0].1, t, "compared with the last merged run");
+        }
+        let change = d.change.as_deref().unwrap();
+        let screens: Vec<_> = l
+            .runs(Some(change))
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.stage == Stage::Screen.as_str())
+            .collect();
+        assert_eq!(screens.len(), 1, "{change}");
+        seeds.push(screens[0].seed);
+        let kept = d.payload["outcome"] == "accepted";
+        assert_eq!(kept, screens[0].metric_value.unwrap() < cached[0].1);
+        if kept {
+            trunk = screens[0].metric_value;
+        }
+    }
+    seeds.push(GREEDY_SEED as i64);
+    seeds.sort();
+    seeds.dedup();
+    assert_eq!(
+        seeds.len(),
+        4,
+        "a fresh seed per change, none the fixed one"
+    );
+    drop(l);
+    let (code, out, err) = run(&repo, &["ledger", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
