@@ -1,6 +1,11 @@
 //! Prototype (not the loop's code): a two-stage adaptive rule whose cheap screen pairs count
 //! toward the final test (inverse-normal combination of the screen's and the fresh pairs'
-//! one-sided t p-values), in a simplified world of independent paired differences.
+//! one-sided t p-values), in a simplified world of independent paired differences (sd 0.0018,
+//! the `issue` mix, 500 runs a session). That world has no trunk runs to reuse, so greedy there
+//! is not the winner's-cursed greedy of `simulate --session` (it keeps more, falsely too); only
+//! the rigorous rows are comparable with README's table.
+//!
+//! `cargo run --release -p agentloop-guardrails --example proto_combination`
 use agentloop_guardrails::stats::one_sample_t;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
