@@ -269,6 +269,9 @@ fn write_runs(ledger: &Ledger, id: &str, style: Style, out: &mut dyn Write) -> R
     Ok(())
 }
 
+/// The `test` of a greedy rule's decision (agentloop's `decision_record`): no statistical test.
+pub const KEEP_IF_LOWER: &str = "keep_if_lower";
+
 fn write_decisions(ledger: &Ledger, id: &str, style: Style, out: &mut dyn Write) -> Result<()> {
     for d in ledger.decisions(id)? {
         writeln!(out, "\n{} (seq {})", style.bold("Decision"), d.seq)?;
@@ -280,6 +283,14 @@ fn write_decisions(ledger: &Ledger, id: &str, style: Style, out: &mut dyn Write)
             d.n.map_or("-".into(), |n| n.to_string()),
             d.rule_version
         )?;
+        if d.test.as_deref() == Some(KEEP_IF_LOWER) {
+            // The greedy rules: one run against the trunk's value, nothing that bounds errors.
+            writeln!(
+                out,
+                "  {}: kept if its one run is below the trunk's last recorded value",
+                style.red("no statistical test")
+            )?;
+        }
         writeln!(
             out,
             "  mean baseline {}  candidate {}  gain {}  sd(gain) {}",

@@ -117,6 +117,8 @@ pub(super) fn summarize_change(c: &ChangeLog, index: usize) -> ChangeSummary {
         effect,
         ci,
         p_value: c.decision.as_ref().and_then(|d| d.p_value),
+        no_test: c.decision.as_ref().and_then(|d| d.test.as_deref())
+            == Some(agentloop_ledger::review::KEEP_IF_LOWER),
         mean_baseline: c.decision.as_ref().and_then(|d| d.mean_baseline),
         candidate_metric: c
             .decision
