@@ -70,6 +70,22 @@ pub struct SimulateArgs {
     /// Keep the trunk fixed (no merges during the simulated session).
     #[arg(long)]
     pub fixed_trunk: bool,
+    /// Simulate whole sessions under a fixed run budget instead: greedy (fixed seed),
+    /// greedy-fresh and the default rule on the same stream of proposals.
+    #[arg(long)]
+    pub session: bool,
+    /// --session: sessions per rule.
+    #[arg(long, default_value_t = 1000)]
+    pub sessions: usize,
+    /// --session: training runs per session (calibration included).
+    #[arg(long, default_value_t = 500)]
+    pub budget_runs: usize,
+    /// --session: the proposals' true effects: issue, mostly-null, small-wins, heavy-tail.
+    #[arg(long, default_value = "issue")]
+    pub mix: String,
+    /// --session: sd of a change's validation-set-specific effect (metric units).
+    #[arg(long)]
+    pub val_sd: Option<f64>,
 }
 
 #[derive(Debug, Args)]

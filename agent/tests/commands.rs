@@ -88,6 +88,11 @@ fn simulate_refuses_a_seed_correlation_outside_0_1_and_runs_at_a_valid_one() {
         seed: 1,
         rho,
         fixed_trunk: false,
+        session: false,
+        sessions: 1000,
+        budget_runs: 500,
+        mix: "issue".into(),
+        val_sd: None,
     };
     let err = agentloop::commands::simulate::run(Some(dir.path()), &args(1.5)).unwrap_err();
     assert!(err.to_string().contains("--rho 1.5"), "{err}");
@@ -95,4 +100,30 @@ fn simulate_refuses_a_seed_correlation_outside_0_1_and_runs_at_a_valid_one() {
         agentloop::commands::simulate::run(Some(dir.path()), &args(0.9)).unwrap(),
         0
     );
+}
+
+#[test]
+fn simulate_session_names_an_unknown_mix_and_runs_a_small_one() {
+    use agentloop::cli::SimulateArgs;
+    let dir = tempfile::tempdir().unwrap();
+    let args = |mix: &str, val_sd| SimulateArgs {
+        trials: 20,
+        seed: 1,
+        rho: 0.996,
+        fixed_trunk: false,
+        session: true,
+        sessions: 3,
+        budget_runs: 40,
+        mix: mix.into(),
+        val_sd,
+    };
+    let run = |a: &SimulateArgs| agentloop::commands::simulate::run(Some(dir.path()), a);
+    let err = run(&args("keep-all", None)).unwrap_err();
+    assert!(
+        err.to_string().contains("--mix \"keep-all\"") && err.to_string().contains("issue"),
+        "{err}"
+    );
+    let err = run(&args("issue", Some(-1.0))).unwrap_err();
+    assert!(err.to_string().contains("--val-sd -1"), "{err}");
+    assert_eq!(run(&args("heavy-tail", Some(0.0))).unwrap(), 0);
 }

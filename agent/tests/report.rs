@@ -92,6 +92,12 @@ fn every_change_appears_with_its_status_and_the_chart_is_embedded() {
     let svg_text: String = svg.text().collect();
     assert!(svg_text.contains("holdout audit (flagged)"), "{svg_text}");
     assert!(svg_text.contains("policy-rejected"), "{svg_text}");
+    // Changes are drawn at their gain against their own trunk, with the test's interval.
+    assert!(svg_text.contains("gain vs its own trunk"), "{svg_text}");
+    assert!(
+        svg_text.contains("95% interval of the mean paired gain"),
+        "{svg_text}"
+    );
 
     // The agent's text is escaped, never executed.
     assert!(!page.root_element().html().contains(HOSTILE));

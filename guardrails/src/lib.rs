@@ -15,6 +15,7 @@ pub mod decision;
 pub mod exit_code;
 pub mod fdr;
 mod forbidden_name;
+pub mod guards;
 pub mod policy;
 pub mod process;
 pub mod run_policy;

@@ -261,3 +261,47 @@ fn bad_rule_v3_settings_are_refused_with_the_key_named() {
     assert_eq!(t.decision.stages[0].pairs, 12);
     assert_eq!(t.decision.confirm, None);
 }
+
+#[test]
+fn the_default_target_ships_guards_and_bad_guards_name_their_key() {
+    use agentloop_guardrails::guards::GuardBound;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let t = agentloop_guardrails::target::TargetSpec::load(root).unwrap();
+    let guards: Vec<(&str, GuardBound)> = t
+        .guards
+        .iter()
+        .map(|g| (g.metric.as_str(), g.bound))
+        .collect();
+    assert_eq!(
+        guards,
+        vec![
+            ("peak_mem_bytes", GuardBound::MaxRatio(1.10)),
+            ("tokens_per_s", GuardBound::MinRatio(0.90)),
+        ]
+    );
+    assert!(t.train.budget.ends_with("flops"), "{}", t.train.budget);
+    // Guards sit beside the rule's keys without being taken for one of them.
+    let text = format!(
+        "{}\n[decision]\nmin_effect = 0.002\n[decision.guards]\nwall_s = {{ max_increase = 5 }}\n",
+        common::TARGET_TOML
+    );
+    let (_dir, t) = common::target_from(&text);
+    assert_eq!(t.guards[0].bound, GuardBound::MaxIncrease(5.0));
+    assert!(common::target_from(common::TARGET_TOML).1.guards.is_empty());
+    for (body, needle) in [
+        (
+            "tokens_per_s = { min = 0.9 }",
+            "decision.guards.tokens_per_s",
+        ),
+        ("holdout_gap = { max_increase = 0.02 }", "not evaluated yet"),
+        ("peak_mem_bytes = 1.1", "decision.guards.peak_mem_bytes"),
+    ] {
+        let text = format!("{}\n[decision.guards]\n{body}\n", common::TARGET_TOML);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("agentloop.toml"), &text).unwrap();
+        let err = agentloop_guardrails::target::TargetSpec::load(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{body}: {err}");
+    }
+}

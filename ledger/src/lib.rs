@@ -10,6 +10,7 @@ pub mod canonical;
 pub mod chain;
 pub mod change_id;
 mod error;
+mod event;
 pub mod export;
 mod git_anchor;
 pub mod head_ref;
@@ -26,7 +27,8 @@ mod views;
 
 pub use change_id::new_change_id;
 pub use error::{LedgerError, Result};
+pub use event::Event;
 pub use kind::EventKind;
-pub use ledger::{Appended, ChainHead, Event, Ledger, NewEvent};
+pub use ledger::{Appended, ChainHead, Ledger, NewEvent};
 pub use verify::{verify_path, Problem, RecomputeHook, VerifyOptions, VerifyReport};
 pub use views::{ChangeRow, ChangeStatus, DecisionRow, RunRow};

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::chain::{self, EntryFields, GENESIS_HASH};
-use crate::ledger::{event_from_row, EVENT_COLUMNS};
+use crate::event::{event_from_row, EVENT_COLUMNS};
 use crate::{git_anchor, head_ref, views, ChainHead, Event, Ledger, Result};
 
 /// Re-runs one stored event's computation: `None` when it does not apply to this event,

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use agentloop::report::SessionSummary;
 use agentloop_ledger::payload::{Decision, DecisionOutcome, Merge};
+use agentloop_ledger::state::SessionState;
 use agentloop_ledger::{Event, EventKind};
 use anyhow::{bail, ensure, Context, Result};
 
@@ -100,6 +102,7 @@ pub fn consistent(repo: &TargetRepo, user_branch: &str) -> Result<Summary> {
             d.outcome
         );
     }
+    three_readers_agree(&ledger, &session)?;
     // The trunk ref is where the ledger says, and holds exactly the accepted changes, in order.
     let tip = repo.git(&["rev-parse", &format!("refs/heads/agentloop/{session}")])?;
     ensure!(
@@ -150,4 +153,32 @@ pub fn consistent(repo: &TargetRepo, user_branch: &str) -> Result<Summary> {
         merged,
         superseded,
     })
+}
+
+/// The three readers of the events agree on every change: the derived tables behind
+/// `ledger list`, the fold the loop and `status` use, and the report's summary.
+fn three_readers_agree(ledger: &agentloop_ledger::Ledger, session: &str) -> Result<()> {
+    let fold = SessionState::load(ledger, session)?;
+    let views: BTreeMap<String, String> = ledger
+        .changes(None)?
+        .into_iter()
+        .filter(|c| c.session == session)
+        .map(|c| (c.change_id, c.status.as_str().to_string()))
+        .collect();
+    let summary = SessionSummary::load(ledger, Some(session))?;
+    let report: BTreeMap<String, String> = summary
+        .changes
+        .iter()
+        .map(|c| (c.id.clone(), c.state.as_str().to_string()))
+        .collect();
+    let folded: BTreeMap<String, String> = fold
+        .changes
+        .iter()
+        .map(|c| (c.id.clone(), c.status().as_str().to_string()))
+        .collect();
+    ensure!(
+        views == folded && report == folded,
+        "the readers disagree on the changes' status:\n ledger list: {views:?}\n fold:        {folded:?}\n report:      {report:?}"
+    );
+    Ok(())
 }

@@ -78,7 +78,7 @@ pub fn measure(
     stage: Stage,
 ) -> Result<Option<NoiseCalibration>> {
     let rule = &target.decision;
-    let seeds = rule.min_baseline_seeds.max(2);
+    let seeds = rule.min_baseline_seeds.max(rule.least_calibration_seeds());
     let replays = rule.min_replays;
     let label = format!("calibration:{commit}");
     let plan: Vec<CalibrationRun> = (0..(seeds + replays))
@@ -93,8 +93,10 @@ pub fn measure(
                 stage.as_str(),
                 &commit.to_string()[..10]
             ));
+            // The greedy rules measure the trunk once, on the seed every greedy run uses.
+            let fixed = rule.fixed_seed.filter(|_| role == "baseline" && index == 0);
             CalibrationRun {
-                seed: seed_for(session, None, &label, index as u32),
+                seed: fixed.unwrap_or_else(|| seed_for(session, None, &label, index as u32)),
                 role,
                 out,
             }

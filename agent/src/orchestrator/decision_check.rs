@@ -4,6 +4,7 @@
 //! The ledger crate knows nothing of the decision engine; it calls [`recompute`] for every
 //! event through `VerifyOptions::recompute`.
 
+use agentloop_guardrails::guards::{self, GuardResult};
 use agentloop_guardrails::process::{self, Decision as ProcessRecord};
 use agentloop_ledger::{Event, EventKind};
 use serde_json::Value;
@@ -36,8 +37,16 @@ fn check(payload: &Value, record: &Value) -> Result<(), String> {
     process::recompute(record)?;
     let decision: ProcessRecord = serde_json::from_value(record.clone())
         .map_err(|e| format!("not a decision record: {e}"))?;
-    let expected =
+    let mut expected =
         super::change::decision_record::decision_payload(&decision).map_err(|e| e.to_string())?;
+    if let Some(stored) = payload.get("guards") {
+        // The guards, recomputed from their stored pairs, may have turned the accept around.
+        let results: Vec<GuardResult> = serde_json::from_value(stored.clone())
+            .map_err(|e| format!("not a guards record: {e}"))?;
+        guards::recompute(&results)?;
+        super::change::decision_record::apply_guards(&mut expected, results)
+            .map_err(|e| e.to_string())?;
+    }
     let expected = serde_json::to_value(&expected).map_err(|e| e.to_string())?;
     let Value::Object(expected) = expected else {
         return Err("the recomputed decision is not a JSON object".into());

@@ -22,7 +22,8 @@ use super::{
     LlmProposer, OfflineProposer, OfflineSpace, Proposal, ProposalContext, ProposeError, Proposer,
 };
 use crate::llm::{Api, ApiKey, ClientSettings, LlmClient, LlmError, Pricing, RetryPolicy};
-use crate::prompts::{PromptError, Templates};
+use crate::prompts::error::PromptError;
+use crate::prompts::Templates;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -25,7 +25,7 @@ use thiserror::Error;
 
 use crate::llm::{LlmError, Usage};
 use crate::patch::{ParseError, Patch, PatchFormat};
-use crate::prompts::PromptError;
+use crate::prompts::error::PromptError;
 
 /// What a proposer sees. `editable_files` always hold the trunk's content: a fix or retry
 /// patch replaces the previous patch and applies to these same files.

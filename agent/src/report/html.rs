@@ -64,6 +64,7 @@ table{border-collapse:collapse;width:100%;font-size:.92em}
 th,td{border-bottom:1px solid #eee;padding:.35em .5em;text-align:left;vertical-align:top}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 .status{font-weight:600;white-space:nowrap}
+.no-test{color:#d62728;font-weight:600;white-space:nowrap}
 pre{background:#f6f8fa;padding:.6em;overflow:auto;max-height:30em;font-size:.85em}
 .ok{color:#1a9a3c;font-weight:600} .bad{color:#d62728;font-weight:600}
 code.hash{word-break:break-all}
@@ -124,8 +125,9 @@ pub fn render(summary: &SessionSummary, svg: &str, integrity: &Integrity) -> Str
     let _ = writeln!(
         h,
         "<h2>Metric per change</h2><figure id=\"chart\">{svg}\
-         <figcaption>Every candidate in order; the black step line is the trunk; bars are the \
-         intervals of accepted effects; dashed lines are holdout audits. Also as \
+         <figcaption>Above, the trunk's level (steps at merges; dashed lines are holdout audits); below, \
+         each decided change's gain against the trunk it was tested on, with the 95% interval of \
+         its mean paired gain where its test gave one (greedy decisions: one run, no interval). Also as \
          <a href=\"chart.png\">chart.png</a> and <a href=\"chart.svg\">chart.svg</a>.</figcaption></figure>"
     );
     changes_table(&mut h, s);
@@ -258,7 +260,11 @@ fn change_row(h: &mut String, c: &ChangeSummary) {
             .unwrap_or_default(),
         patch = escape(&c.patch),
         effect = num(c.effect, 5),
-        p = p_value(c.p_value),
+        p = if c.no_test {
+            "<span class=\"no-test\" title=\"greedy rule: one run, kept if lower\">no statistical test</span>".to_string()
+        } else {
+            p_value(c.p_value)
+        },
         runs = c.runs,
     );
 }

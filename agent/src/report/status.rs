@@ -43,6 +43,8 @@ pub struct Status {
     pub overhead_s_per_decision: Option<f64>,
     /// The final verdict, base vs final trunk on holdout.
     pub verdict: Option<String>,
+    /// `guard:<metric>` of each accept a guard turned into a reject, in order.
+    pub guard_rejects: Vec<String>,
     pub last_seq: i64,
 }
 
@@ -77,6 +79,11 @@ impl Status {
             overhead_share: None,
             decisions_per_hour: None,
             overhead_s_per_decision: None,
+            guard_rejects: s
+                .changes
+                .iter()
+                .filter_map(|c| c.reason.as_deref().and_then(guard_tag))
+                .collect(),
             last_seq: s.last_seq,
         }
         .with_rates()
@@ -201,6 +208,13 @@ pub fn text(s: &Status) -> String {
             o * 100.0
         ));
     }
+    if !s.guard_rejects.is_empty() {
+        out.push(format!(
+            "guards    {} accept(s) turned into rejects: {}",
+            s.guard_rejects.len(),
+            s.guard_rejects.join(", ")
+        ));
+    }
     if let (Some(w), None) = (&s.waiting, &s.end_reason) {
         out.push(format!("waiting   {}", waiting_line(w, chrono::Utc::now())));
     }
@@ -274,6 +288,13 @@ pub fn sandbox_line(v: &serde_json::Value) -> String {
         line.push_str(&format!("; WEAKER: {w}"));
     }
     line
+}
+
+/// `guard:<metric>` when a decision's reason says a guard rejected it.
+pub fn guard_tag(reason: &str) -> Option<String> {
+    let rest = reason.strip_prefix("guard:")?;
+    let metric = rest.split(':').next().unwrap_or(rest);
+    Some(format!("guard:{metric}"))
 }
 
 #[cfg(test)]

@@ -48,9 +48,9 @@ impl Calibration {
                 return Err(DecisionError::NonFiniteValue { seed: *seed, value });
             }
         }
-        if baseline.len() < rule.min_baseline_seeds.max(2) {
+        if baseline.len() < rule.min_baseline_seeds.max(rule.least_calibration_seeds()) {
             return Err(DecisionError::TooFewBaselineSeeds {
-                needed: rule.min_baseline_seeds.max(2),
+                needed: rule.min_baseline_seeds.max(rule.least_calibration_seeds()),
                 got: baseline.len(),
             });
         }

@@ -18,9 +18,15 @@ use crate::stats::{mean_sd, one_sample_t, TTest};
 pub const RULE_VERSION: &str = "paired-sequential/v3";
 pub const RULE_VERSION_V2: &str = "sequential-screen/v2";
 pub const RULE_VERSION_V1: &str = "paired-two-stage/v1";
+/// The popular loop's rule, for comparison: one candidate run on the same fixed seed as the
+/// trunk's recorded run, kept if lower. No statistical test.
+pub const RULE_VERSION_GREEDY: &str = "greedy/v1";
+/// Like greedy, but each candidate runs on a fresh seed (compared with the trunk's last value).
+pub const RULE_VERSION_GREEDY_FRESH: &str = "greedy-fresh/v1";
 
 mod calibration;
 mod confirm;
+mod greedy;
 mod min_effect;
 mod rule;
 mod screen;
@@ -28,6 +34,7 @@ mod screen_rule;
 
 pub use calibration::*;
 pub use confirm::*;
+pub use greedy::*;
 pub use min_effect::*;
 pub use rule::*;
 pub use screen::*;

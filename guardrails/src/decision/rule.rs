@@ -43,6 +43,9 @@ pub struct DecisionRule {
     pub min_effect: Option<MinEffect>,
     /// Holdout audits of the trunk's cumulative gain (`[decision.audit]`).
     pub audit: AuditRule,
+    /// greedy: the one seed every greedy run uses (the trunk's calibration run too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_seed: Option<u64>,
 }
 
 impl Default for DecisionRule {
@@ -70,6 +73,61 @@ impl DecisionRule {
             confirm: Some(ConfirmRule::v3_default()),
             min_effect: Some(MinEffect::Absolute(0.001)),
             audit: AuditRule::default(),
+            fixed_seed: None,
+        }
+    }
+
+    /// The popular loop's rule (`fresh`: its fresh-seed variant): calibration is one trunk run
+    /// on the fixed seed, each candidate one run, kept if its metric is below the trunk's last
+    /// recorded value. Never recalibrated after a merge: the merged run is the trunk's value.
+    pub fn greedy(fresh: bool) -> DecisionRule {
+        DecisionRule {
+            rule_version: if fresh {
+                RULE_VERSION_GREEDY_FRESH
+            } else {
+                RULE_VERSION_GREEDY
+            }
+            .to_string(),
+            min_baseline_seeds: 1,
+            min_replays: 0,
+            recalibrate_every_merges: 1_000_000,
+            screen: ScreenRule::Greedy,
+            confirm: None,
+            min_effect: None,
+            stages: Vec::new(),
+            min_effect_sd: 0.0,
+            audit: AuditRule {
+                every_merges: 0,
+                ..AuditRule::default()
+            },
+            fixed_seed: Some(GREEDY_SEED),
+            ..DecisionRule::v3_default()
+        }
+    }
+
+    /// True for the greedy rules (no statistical test), fixed-seed or fresh-seed.
+    pub fn is_greedy(&self) -> bool {
+        self.rule_version == RULE_VERSION_GREEDY || self.is_greedy_fresh()
+    }
+
+    /// True for greedy-fresh: each candidate on a fresh seed.
+    pub fn is_greedy_fresh(&self) -> bool {
+        self.rule_version == RULE_VERSION_GREEDY_FRESH
+    }
+
+    /// Rules whose decisions start from the trunk's recorded runs ([`crate::process::CommonControl`]):
+    /// v3's common seeds, greedy's one fixed seed (greedy-fresh: the trunk's last value).
+    pub fn uses_common_control(&self) -> bool {
+        self.is_v3() || self.is_greedy()
+    }
+
+    /// The fewest distinct trunk seeds a calibration may have (a sd needs two; greedy needs
+    /// only its one fixed-seed run).
+    pub fn least_calibration_seeds(&self) -> usize {
+        if self.is_greedy() {
+            1
+        } else {
+            2
         }
     }
 
@@ -109,8 +167,25 @@ impl DecisionRule {
                 ],
                 ..DecisionRule::v2_default()
             },
+            RULE_VERSION_GREEDY => DecisionRule::greedy(false),
+            RULE_VERSION_GREEDY_FRESH => DecisionRule::greedy(true),
             _ => DecisionRule::v3_default(),
         }
+    }
+
+    /// The rule version a `[decision] rule = NAME` names: "greedy", "greedy-fresh",
+    /// "paired-sequential" (v3), or a full version string.
+    pub fn version_named(name: &str) -> Option<&'static str> {
+        [
+            ("greedy", RULE_VERSION_GREEDY),
+            ("greedy-fresh", RULE_VERSION_GREEDY_FRESH),
+            ("paired-sequential", RULE_VERSION),
+            ("sequential-screen", RULE_VERSION_V2),
+            ("paired-two-stage", RULE_VERSION_V1),
+        ]
+        .into_iter()
+        .find(|(short, full)| name == *short || name == *full)
+        .map(|(_, full)| full)
     }
 
     /// True for rule v3 (paired screen on the trunk's cached runs, group-sequential confirm).
@@ -124,7 +199,19 @@ impl DecisionRule {
         match (self.rule_version.as_str(), &self.screen) {
             (RULE_VERSION, ScreenRule::Paired { .. })
             | (RULE_VERSION_V2, ScreenRule::Sequential { .. } | ScreenRule::Single)
-            | (RULE_VERSION_V1, ScreenRule::Single) => {}
+            | (RULE_VERSION_V1, ScreenRule::Single)
+            | (RULE_VERSION_GREEDY | RULE_VERSION_GREEDY_FRESH, ScreenRule::Greedy) => {}
+            (RULE_VERSION_GREEDY | RULE_VERSION_GREEDY_FRESH, _) => {
+                return bad(format!(
+                    "rule_version {:?} runs one candidate and keeps it if lower: screen = {{ kind = \"greedy\" }}",
+                    self.rule_version
+                ))
+            }
+            (_, ScreenRule::Greedy) => {
+                return bad(format!(
+                    "the greedy screen belongs to rule_version {RULE_VERSION_GREEDY:?} or {RULE_VERSION_GREEDY_FRESH:?}"
+                ))
+            }
             (RULE_VERSION, _) => {
                 return bad(format!(
                     "rule_version {RULE_VERSION:?} screens on pairs: screen = {{ kind = \"paired\", .. }}"
@@ -142,7 +229,7 @@ impl DecisionRule {
             }
             (other, _) => {
                 return bad(format!(
-                    "rule_version {other:?} is not implemented (this build knows {RULE_VERSION:?}, {RULE_VERSION_V2:?} and {RULE_VERSION_V1:?})"
+                    "rule_version {other:?} is not implemented (this build knows {RULE_VERSION:?}, {RULE_VERSION_V2:?}, {RULE_VERSION_V1:?}, {RULE_VERSION_GREEDY:?} and {RULE_VERSION_GREEDY_FRESH:?})"
                 ))
             }
         }
@@ -173,7 +260,23 @@ impl DecisionRule {
                 return bad("screen max_runs must be >= 1".into());
             }
         }
-        if self.stages.is_empty() && !self.is_v3() {
+        if self.is_greedy() {
+            if self.fixed_seed.is_none() {
+                return bad(format!(
+                    "rule_version {:?} needs fixed_seed (the seed of every greedy run)",
+                    self.rule_version
+                ));
+            }
+            if self.min_baseline_seeds != 1 || !self.stages.is_empty() {
+                return bad(format!(
+                    "rule_version {:?} calibrates on one seed (min_baseline_seeds = 1) and has no stages",
+                    self.rule_version
+                ));
+            }
+        } else if self.fixed_seed.is_some() {
+            return bad("fixed_seed belongs to the greedy rules".into());
+        }
+        if self.stages.is_empty() && !self.is_v3() && !self.is_greedy() {
             return bad("at least one confirmation stage is needed".into());
         }
         for (i, s) in self.stages.iter().enumerate() {
@@ -190,7 +293,7 @@ impl DecisionRule {
                 ));
             }
         }
-        if self.min_baseline_seeds < 2 {
+        if self.min_baseline_seeds < self.least_calibration_seeds() {
             return bad("min_baseline_seeds must be >= 2 to estimate a standard deviation".into());
         }
         if !(self.min_effect_sd.is_finite() && self.min_effect_sd >= 0.0) {

@@ -31,6 +31,9 @@ pub struct ScreenOutcome {
     /// The paired screen's evidence (v3): every pair and the sd the test used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paired: Option<PairedScreenEvidence>,
+    /// The greedy rules' one run and the trunk value (no statistical test).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub greedy: Option<GreedyEvidence>,
 }
 
 /// What the paired screen (v3) saw.
@@ -155,6 +158,7 @@ pub fn screen_runs(
             max_runs,
         }),
         paired: None,
+        greedy: None,
     })
 }
 
@@ -262,6 +266,7 @@ pub fn screen_paired(
             reject_at,
             max_runs,
         }),
+        greedy: None,
     })
 }
 
@@ -313,5 +318,6 @@ pub fn screen(calibration: &Calibration, rule: &DecisionRule, candidate: f64) ->
         reason,
         sequential: None,
         paired: None,
+        greedy: None,
     }
 }

@@ -41,6 +41,9 @@ pub enum ScreenRule {
         /// then pass when the evidence leans to H1.
         max_runs: usize,
     },
+    /// The greedy rules' "screen", which is the whole decision: one candidate run, kept when
+    /// its metric is below the trunk's last recorded value. No statistical test.
+    Greedy,
 }
 
 /// One look of the group-sequential confirmation: after `pairs` fresh pairs in all

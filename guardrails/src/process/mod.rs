@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::decision::{
-    confirm_look, confirm_stage, screen_paired, screen_runs, Calibration, DecisionError,
-    DecisionRule, ScreenOutcome, ScreenRule, ScreenVerdict, StageOutcome, StageVerdict,
+    confirm_look, confirm_stage, screen_greedy, screen_paired, screen_runs, Calibration,
+    DecisionError, DecisionRule, ScreenOutcome, ScreenRule, ScreenVerdict, StageOutcome,
+    StageVerdict,
 };
 
 mod recompute;

@@ -19,11 +19,16 @@ pub fn recompute(decision_json: &serde_json::Value) -> Result<(), String> {
         &stored.calibration.replays,
     )
     .map_err(|e| format!("calibration does not recompute: {e}"))?;
-    let process = match (&stored.common, stored.rule.is_v3()) {
+    let process = match (&stored.common, stored.rule.uses_common_control()) {
         (Some(common), true) => {
             DecisionProcess::with_common_control(stored.rule.clone(), calibration, common.clone())
         }
-        (None, true) => return Err("a v3 decision without its common control".into()),
+        (None, true) => {
+            return Err(format!(
+                "a {} decision without its common control",
+                stored.rule_version
+            ))
+        }
         (Some(_), false) => {
             return Err(format!(
                 "rule_version {:?} has no common control, but the record holds one",

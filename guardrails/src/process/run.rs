@@ -2,6 +2,14 @@
 
 use super::*;
 
+/// The value of a run already known not to have crashed.
+fn v_of(value: RunValue) -> f64 {
+    match value {
+        RunValue::Ok(v) => v,
+        RunValue::Crashed => f64::NAN,
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum Phase {
     Screen,
@@ -34,7 +42,7 @@ impl DecisionProcess {
     /// (use [`DecisionProcess::with_common_control`] once the trunk has moved).
     pub fn new(rule: DecisionRule, calibration: Calibration) -> Result<Self, ProcessError> {
         let common = rule
-            .is_v3()
+            .uses_common_control()
             .then(|| CommonControl::from_calibration(&calibration));
         Self::create(rule, calibration, common)
     }
@@ -45,7 +53,7 @@ impl DecisionProcess {
         calibration: Calibration,
         common: CommonControl,
     ) -> Result<Self, ProcessError> {
-        if !rule.is_v3() {
+        if !rule.uses_common_control() {
             return Err(ProcessError::InvalidCommonControl(format!(
                 "rule_version {:?} does not screen on common seeds",
                 rule.rule_version
@@ -62,6 +70,12 @@ impl DecisionProcess {
         rule.validate()?;
         if let Some(c) = &common {
             c.validate()?;
+            if rule.is_greedy_fresh() && c.value(c.seeds[0]).is_none() {
+                return Err(ProcessError::InvalidCommonControl(format!(
+                    "greedy-fresh compares with the trunk's last recorded value, and seed {} has none",
+                    c.seeds[0]
+                )));
+            }
         }
         let phase = if rule.screen_enabled {
             Phase::Screen
@@ -99,6 +113,9 @@ impl DecisionProcess {
 
     /// v3: the next common seed to screen on and the trunk's cached value on it.
     fn next_common(&self) -> Option<(u64, Option<f64>)> {
+        if self.rule.is_greedy_fresh() {
+            return None; // its one run is on a fresh seed
+        }
         let c = self.common.as_ref()?;
         let seed = *c.seeds.get(self.screen_pairs.len())?;
         Some((seed, c.value(seed)))
@@ -175,6 +192,12 @@ impl DecisionProcess {
                         DecidedAt::Screen,
                         "the screening run crashed",
                     );
+                    return Ok(());
+                }
+                if self.rule.is_greedy_fresh() {
+                    let (seed, trunk) = self.trunk_last_value();
+                    let outcome = screen_greedy(&self.calibration, seed, true, trunk, v_of(value));
+                    self.finish_greedy(outcome);
                     return Ok(());
                 }
                 // The screening runs so far: every candidate observation (a crash ended above).
@@ -347,6 +370,11 @@ impl DecisionProcess {
             return Ok(());
         };
         self.screen_pairs.push((seed, trunk_value, c));
+        if self.rule.is_greedy() {
+            let outcome = screen_greedy(&self.calibration, seed, false, trunk_value, c);
+            self.finish_greedy(outcome);
+            return Ok(());
+        }
         let Some(outcome) = screen_paired(
             &self.calibration,
             &self.rule,
@@ -369,6 +397,27 @@ impl DecisionProcess {
             }
         }
         Ok(())
+    }
+
+    /// greedy-fresh: the trunk's last recorded value (validated present at creation).
+    fn trunk_last_value(&self) -> (u64, f64) {
+        let c = self
+            .common
+            .as_ref()
+            .expect("greedy keeps the trunk's value");
+        let seed = c.seeds[0];
+        (seed, c.value(seed).expect("validated at creation"))
+    }
+
+    /// The greedy rules decide on their one run: keep when lower, else drop.
+    fn finish_greedy(&mut self, outcome: ScreenOutcome) {
+        let verdict = match outcome.verdict {
+            ScreenVerdict::Pass => Verdict::Accept,
+            ScreenVerdict::Reject => Verdict::Reject,
+        };
+        let reason = outcome.reason.clone();
+        self.screen = Some(outcome);
+        self.finish(verdict, DecidedAt::Screen, &reason);
     }
 
     fn finish(&mut self, verdict: Verdict, decided_at: DecidedAt, reason: &str) {

@@ -158,7 +158,20 @@ impl Decision {
 
     /// v3: the candidate's screening runs on the common seeds, (seed, value): the new trunk's
     /// cached runs if this change is merged.
+    /// greedy-fresh: its one run, on a fresh seed, becomes the trunk's last recorded value,
+    /// kept in the slot of the trunk's seed.
     pub fn common_runs(&self) -> Vec<(u64, f64)> {
+        if self.rule.is_greedy_fresh() {
+            let slot = self.common.as_ref().and_then(|c| c.seeds.first().copied());
+            return self
+                .observations
+                .iter()
+                .filter_map(|o| match (o, slot) {
+                    (Observation::Candidate(RunValue::Ok(v)), Some(seed)) => Some((seed, *v)),
+                    _ => None,
+                })
+                .collect();
+        }
         self.observations
             .iter()
             .filter_map(|o| match o {

@@ -444,6 +444,8 @@ fn run_cell(
     }
 }
 
+mod session;
 mod table;
 
+pub use session::*;
 pub use table::*;

@@ -6,6 +6,7 @@ use super::*;
 pub fn describe_screen(rule: &DecisionRule) -> String {
     match (&rule.screen, rule.screen_enabled) {
         (_, false) => "no screen".into(),
+        (ScreenRule::Greedy, true) => "greedy: one run, kept if lower (no statistical test)".into(),
         (ScreenRule::Single, true) => format!(
             "one screening run, rejected below {} run sd",
             rule.screen_reject_below_sd

@@ -170,6 +170,23 @@ impl Keys<'_> {
             })
     }
 
+    /// `[decision.guards]`, one guard per key (`peak_mem_bytes = { max_ratio = 1.10 }`).
+    pub(super) fn guards(&self, table: Option<toml::Value>) -> Result<Vec<Guard>, TargetError> {
+        let Some(value) = table else {
+            return Ok(Vec::new());
+        };
+        let toml::Value::Table(table) = value else {
+            return Err(self.invalid("decision.guards", "must be a table"));
+        };
+        table
+            .iter()
+            .map(|(metric, v)| {
+                Guard::parse(metric, v)
+                    .map_err(|m| self.invalid(&format!("decision.guards.{metric}"), m))
+            })
+            .collect()
+    }
+
     /// Applies the keys of an optional table on top of `default` (unknown keys are errors).
     pub(super) fn overridden<T>(&self, table: &str, default: T) -> Result<T, TargetError>
     where
@@ -187,7 +204,14 @@ impl Keys<'_> {
             return Err(self.invalid(table, "internal: defaults are not a table"));
         };
         for (k, v) in overrides {
-            merged.insert(k.clone(), v.clone());
+            match (table, k.as_str()) {
+                // `[decision] rule = "greedy"` is the short name of a rule_version, whose
+                // defaults `decision_defaults` already chose.
+                ("decision", "rule") => {}
+                _ => {
+                    merged.insert(k.clone(), v.clone());
+                }
+            }
         }
         toml::Value::Table(merged)
             .try_into()
@@ -202,10 +226,23 @@ pub(super) fn decision_defaults(keys: &Keys) -> Result<DecisionRule, TargetError
     let Some(toml::Value::Table(table)) = keys.doc.get("decision") else {
         return Ok(DecisionRule::default());
     };
-    let version = table
-        .get("rule_version")
-        .and_then(toml::Value::as_str)
-        .unwrap_or(crate::decision::RULE_VERSION);
+    let version = match (table.get("rule"), table.get("rule_version")) {
+        (Some(_), Some(_)) => {
+            return Err(keys.invalid("decision.rule", "give rule or rule_version, not both"))
+        }
+        (Some(name), None) => {
+            let name = name.as_str().unwrap_or_default();
+            DecisionRule::version_named(name).ok_or_else(|| {
+                keys.invalid(
+                    "decision.rule",
+                    format!("{name:?} is not a rule: \"paired-sequential\" (the default), \"greedy\" or \"greedy-fresh\""),
+                )
+            })?
+        }
+        (None, v) => v
+            .and_then(toml::Value::as_str)
+            .unwrap_or(crate::decision::RULE_VERSION),
+    };
     let defaults = DecisionRule::defaults_for(version);
     if defaults.is_v3() {
         if let Some(key) = ["stages", "min_effect_sd", "screen_reject_below_sd"]

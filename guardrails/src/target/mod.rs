@@ -7,6 +7,7 @@ use globset::{GlobSet, GlobSetBuilder};
 use thiserror::Error;
 
 use crate::decision::DecisionRule;
+use crate::guards::Guard;
 use crate::policy::PolicyLimits;
 use crate::run_policy::DivergenceRule;
 
@@ -87,6 +88,8 @@ pub struct TargetSpec {
     pub sandbox: SandboxSpec,
     /// The decision rule with any `[decision]` overrides applied.
     pub decision: DecisionRule,
+    /// `[decision.guards]`: secondary metrics an accepted change must not worsen.
+    pub guards: Vec<Guard>,
     /// Patch policy limits with any `[policy]` overrides applied.
     pub policy: PolicyLimits,
     /// Tables this crate does not interpret (e.g. `[proposer.offline]`), passed through as TOML.
@@ -113,13 +116,19 @@ impl TargetSpec {
 
     /// Parses the text of an `agentloop.toml`; `file` is only used in error messages.
     pub fn parse(root: &Path, file: &Path, text: &str) -> Result<TargetSpec, TargetError> {
-        let doc: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| TargetError::Syntax {
-                path: file.to_path_buf(),
-                message: e.message().to_string(),
-            })?;
+        let mut doc: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| TargetError::Syntax {
+                    path: file.to_path_buf(),
+                    message: e.message().to_string(),
+                })?;
+        // Guards are the loop's, not the decision rule's (whose keys are closed).
+        let guard_table = match doc.get_mut("decision") {
+            Some(toml::Value::Table(decision)) => decision.remove("guards"),
+            _ => None,
+        };
         let keys = Keys { file, doc: &doc };
+        let guards = keys.guards(guard_table)?;
         let editable = keys.string_list("target", "editable")?;
         let frozen = keys.string_list_or("target", "frozen", Vec::new())?;
         let metric = keys.string_or("target", "metric", "val_bpb")?;
@@ -208,6 +217,7 @@ impl TargetSpec {
             eval,
             sandbox,
             decision,
+            guards,
             policy,
             extra,
             editable_set,

@@ -59,10 +59,6 @@ pub trait Training {
     fn model(&self) -> &dyn LanguageModel;
     /// Trainable scalar count.
     fn param_count(&self) -> usize;
-    /// Model FLOPs per trained token, for the reported MFU; `None` if unknown.
-    fn flops_per_token(&self) -> Option<f64> {
-        None
-    }
     fn state(&self) -> candle_core::Result<TrainState>;
     fn restore(&mut self, state: TrainState) -> candle_core::Result<()>;
 }

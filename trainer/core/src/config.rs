@@ -29,12 +29,14 @@ pub fn load(path: &Path) -> Result<Config, LoadError> {
     Ok(Config::parse(&text, &path.display().to_string())?)
 }
 
-/// How long a run trains: `30s` of wall clock, `200steps`, or `500000tokens`.
+/// How long a run trains: `30s` or `5m` of wall clock, `200steps`, `500000tokens`, or `2.0e12flops` of
+/// analytic training compute (`crate::flops`), the same on every machine.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Budget {
     Seconds(f64),
     Steps(u64),
     Tokens(u64),
+    Flops(f64),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -58,11 +60,23 @@ impl FromStr for Budget {
         let err = || ParseError {
             what: "budget",
             input: s.to_string(),
-            expected: "expected e.g. `30s`, `200steps` or `500000tokens` (a positive number)",
+            expected: "expected e.g. `30s`, `200steps`, `500000tokens` or `2e12flops` (positive)",
         };
+        if let Some(number) = s.trim().strip_suffix("flops") {
+            // A float with an exponent; `inf`, `nan` and signs are refused below or here.
+            let flops: f64 = number
+                .parse()
+                .ok()
+                .filter(|_| number.starts_with(|c: char| c.is_ascii_digit()))
+                .ok_or_else(err)?;
+            return (flops.is_finite() && flops > 0.0)
+                .then_some(Budget::Flops(flops))
+                .ok_or_else(err);
+        }
         let (number, unit) = split_number(s.trim());
         let budget = match unit {
             "s" => Budget::Seconds(number.parse().map_err(|_| err())?),
+            "m" => Budget::Seconds(60.0 * number.parse::<f64>().map_err(|_| err())?),
             "steps" => Budget::Steps(number.parse().map_err(|_| err())?),
             "tokens" => Budget::Tokens(number.parse().map_err(|_| err())?),
             _ => return Err(err()),
@@ -70,6 +84,7 @@ impl FromStr for Budget {
         let positive = match budget {
             Budget::Seconds(s) => s.is_finite() && s > 0.0,
             Budget::Steps(n) | Budget::Tokens(n) => n > 0,
+            Budget::Flops(f) => f.is_finite() && f > 0.0,
         };
         positive.then_some(budget).ok_or_else(err)
     }
@@ -145,7 +160,23 @@ mod tests {
         assert_eq!("30s".parse::<Budget>(), Ok(Budget::Seconds(30.0)));
         assert_eq!("200steps".parse::<Budget>(), Ok(Budget::Steps(200)));
         assert_eq!("60000tokens".parse::<Budget>(), Ok(Budget::Tokens(60000)));
-        for bad in ["", "30", "0steps", "-5s", "10minutes", "1.5steps"] {
+        assert_eq!("5m".parse::<Budget>(), Ok(Budget::Seconds(300.0)));
+        assert_eq!("2.0e12flops".parse::<Budget>(), Ok(Budget::Flops(2.0e12)));
+        assert_eq!("5000flops".parse::<Budget>(), Ok(Budget::Flops(5000.0)));
+        for bad in [
+            "",
+            "30",
+            "0steps",
+            "-5s",
+            "10minutes",
+            "1.5steps",
+            "flops",
+            "0flops",
+            "-1e12flops",
+            "infflops",
+            "nanflops",
+            "1e400flops",
+        ] {
             let err = bad.parse::<Budget>().unwrap_err().to_string();
             assert!(err.contains("budget"), "{bad}: {err}");
         }

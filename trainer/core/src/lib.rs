@@ -17,6 +17,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod flops;
 pub mod metrics;
 pub mod prepare;
 pub mod runner;

@@ -46,9 +46,12 @@ pub struct Metrics {
     pub status: Status,
     pub eval_tokens: usize,
     pub device: String,
-    /// Model FLOPs per trained token (see `Gpt::flops_per_token`).
+    /// Training FLOPs per token of the built model (`crate::flops`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flops_per_token: Option<f64>,
+    /// Training FLOPs spent: `tokens * flops_per_token` (what a `flops` budget charges).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flops: Option<f64>,
     /// Model FLOPs utilization on CUDA: tokens_per_s * flops_per_token / peak FLOP/s.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mfu: Option<f64>,
@@ -123,6 +126,8 @@ pub struct TrainRecord {
     pub device: String,
     #[serde(default)]
     pub flops_per_token: Option<f64>,
+    #[serde(default)]
+    pub flops: Option<f64>,
     #[serde(default)]
     pub mfu: Option<f64>,
 }

@@ -147,6 +147,8 @@ struct Loop<'a> {
     fingerprint: String,
     progress: Progress,
     snapshot: Arc<Mutex<Snapshot>>,
+    /// The built model's training FLOPs per token (`crate::flops`); set once it is built.
+    flops_per_token: f64,
 }
 
 impl Loop<'_> {
@@ -160,6 +162,7 @@ impl Loop<'_> {
             Budget::Tokens(n) => p.tokens as f64 / n as f64,
             Budget::Steps(n) => p.step as f64 / n as f64,
             Budget::Seconds(s) => p.elapsed_s / s,
+            Budget::Flops(f) => p.tokens as f64 * self.flops_per_token / f,
         }
     }
 
@@ -265,6 +268,7 @@ pub fn run(args: &RunArgs, build: BuildTraining) -> i32 {
             last_loss: f64::NAN,
         },
         snapshot: snapshot.clone(),
+        flops_per_token: 0.0,
     };
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         train_and_evaluate(&mut looped, &mut prepared, resumed, build)
@@ -298,6 +302,7 @@ pub fn run(args: &RunArgs, build: BuildTraining) -> i32 {
         eval_tokens: EVAL_TOKENS,
         device: format!("{:?}", args.device).to_lowercase(),
         flops_per_token: snap.flops_per_token,
+        flops: snap.flops_per_token.map(|f| f * p.tokens as f64),
         mfu: mfu(args.device, tokens_per_s, snap.flops_per_token),
         error: outcome.error.clone(),
     };
@@ -387,10 +392,16 @@ fn train_and_evaluate(
         Ok(t) => t,
         Err(e) => return crashed(format!("building the model failed: {e}")),
     };
+    // The parameters the model actually holds, counted by the frozen side (`crate::flops`).
+    let params = match training.state() {
+        Ok(state) => crate::flops::count_params(&state, &prepared.config.model),
+        Err(e) => return crashed(format!("reading the built model's parameters failed: {e}")),
+    };
+    looped.flops_per_token = crate::flops::training_flops_per_token(params, &prepared.config.model);
     {
         let mut snap = looped.snapshot.lock().unwrap_or_else(|p| p.into_inner());
-        snap.params = training.param_count();
-        snap.flops_per_token = training.flops_per_token();
+        snap.params = params.total;
+        snap.flops_per_token = Some(looped.flops_per_token);
     }
     if let Some(loaded) = resumed {
         if let Err(e) = training.restore(loaded.state) {
@@ -563,6 +574,7 @@ fn spawn_watchdog(
             eval_tokens: EVAL_TOKENS,
             device: format!("{:?}", args.device).to_lowercase(),
             flops_per_token: snap.flops_per_token,
+            flops: snap.flops_per_token.map(|f| f * snap.tokens as f64),
             mfu: None,
             error: Some(format!(
                 "the run exceeded its timeout of {}",
@@ -692,6 +704,7 @@ pub fn evaluate_run(args: &EvalArgs, build: BuildTraining) -> i32 {
         eval_tokens: EVAL_TOKENS,
         device: format!("{:?}", inputs.device_kind).to_lowercase(),
         flops_per_token: r.flops_per_token,
+        flops: r.flops,
         mfu: r.mfu,
         error: outcome.error,
     };

@@ -212,21 +212,6 @@ impl Gpt {
         let logits = softcap(&logits.to_dtype(DType::F32)?, self.cfg.softcap)?;
         candle_nn::loss::cross_entropy(&logits, &targets)
     }
-
-    /// Model FLOPs per trained token: 6 per matmul parameter (forward and backward; the
-    /// embedding gather is free) plus the attention score and value matmuls, counted
-    /// without the causal saving: `6 * (params - embedding) + 12 * depth * width * seq_len`
-    /// (the formula of nanochat / autoresearch, so MFU figures compare).
-    pub fn flops_per_token(&self) -> f64 {
-        let (d, v, l, t) = (
-            self.cfg.width as f64,
-            self.cfg.vocab_size as f64,
-            self.cfg.depth as f64,
-            self.cfg.seq_len as f64,
-        );
-        let matmul_params = l * 12.0 * d * d + d * v;
-        6.0 * matmul_params + 12.0 * l * d * t
-    }
 }
 
 impl LanguageModel for Gpt {

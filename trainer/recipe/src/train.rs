@@ -87,10 +87,6 @@ impl Training for GptTraining {
         self.params.count()
     }
 
-    fn flops_per_token(&self) -> Option<f64> {
-        Some(self.model.flops_per_token())
-    }
-
     fn state(&self) -> Result<TrainState> {
         let mut tensors: Vec<(String, Tensor)> = self
             .params

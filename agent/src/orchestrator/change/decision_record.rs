@@ -2,6 +2,7 @@
 //! statistics plus the engine's full record, which `ledger verify` (decision_check.rs)
 //! recomputes with the same [`decision_payload`].
 
+use agentloop_guardrails::guards::{first_failure, GuardResult};
 use agentloop_guardrails::process::{DecidedAt, Verdict};
 use agentloop_ledger::payload::{Decision, DecisionOutcome, Stage};
 use anyhow::Result;
@@ -40,6 +41,14 @@ pub(super) fn simple_decision(
 /// The rule's thresholds as the decision event shows them. A v1 rule's shape is kept as it
 /// was, so decisions recorded before the sequential screen verify unchanged.
 fn thresholds(rule: &agentloop_guardrails::decision::DecisionRule) -> Value {
+    if rule.is_greedy() {
+        return json!({
+            "screen": rule.screen,
+            "fixed_seed": rule.fixed_seed,
+            "fresh_seed": rule.is_greedy_fresh(),
+            "keep_if": "candidate < trunk",
+        });
+    }
     if rule.is_v3() {
         return json!({
             "screen": rule.screen,
@@ -75,6 +84,9 @@ pub(crate) fn decision_payload(d: &agentloop_guardrails::process::Decision) -> R
     let mut extra = Map::new();
     extra.insert("process".into(), serde_json::to_value(d)?);
     extra.insert("runs".into(), json!(d.runs));
+    if d.rule.is_greedy() {
+        return Ok(greedy_payload(d, outcome, stage, extra));
+    }
     Ok(Decision {
         outcome,
         stage: Some(stage),
@@ -115,4 +127,59 @@ pub(crate) fn decision_payload(d: &agentloop_guardrails::process::Decision) -> R
         reason: Some(d.reason.clone()),
         extra,
     })
+}
+
+/// Records the guards' results with an accept, and turns it into a reject with reason
+/// `guard:<metric>` when one failed. `ledger verify` replays this on the recomputed results.
+pub(crate) fn apply_guards(decision: &mut Decision, results: Vec<GuardResult>) -> Result<()> {
+    if decision.outcome == DecisionOutcome::Accepted {
+        if let Some(failed) = first_failure(&results) {
+            decision.outcome = DecisionOutcome::Rejected;
+            decision.reason = Some(format!(
+                "{}: {} (the {} test alone accepted: {})",
+                failed.tag(),
+                failed.reason,
+                decision.rule_version,
+                decision.reason.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    decision
+        .extra
+        .insert("guards".into(), serde_json::to_value(&results)?);
+    Ok(())
+}
+
+/// What a greedy rule's decision event says, and what `ledger show` and the report mark as
+/// having no statistical test: the one run, the trunk value it was compared with, and the
+/// rule's name; no sd, interval or p-value, because none was computed.
+pub(crate) const NO_STATISTICAL_TEST: &str = "no statistical test";
+
+fn greedy_payload(
+    d: &agentloop_guardrails::process::Decision,
+    outcome: DecisionOutcome,
+    stage: Stage,
+    mut extra: Map<String, Value>,
+) -> Decision {
+    extra.insert("statistical_test".into(), json!(NO_STATISTICAL_TEST));
+    extra.insert("rule".into(), json!(d.rule_version));
+    let screen = d.screen.as_ref();
+    Decision {
+        outcome,
+        stage: Some(stage),
+        test: screen.map(|_| agentloop_ledger::review::KEEP_IF_LOWER.to_string()),
+        n: screen.map(|_| 1),
+        mean_baseline: screen.map(|s| s.baseline_mean),
+        mean_candidate: screen.map(|s| s.candidate),
+        mean_diff: screen.map(|s| s.gain),
+        sd_diff: None,
+        ci_low: None,
+        ci_high: None,
+        p_value: None,
+        thresholds: thresholds(&d.rule),
+        min_effect: None,
+        rule_version: d.rule_version.clone(),
+        reason: Some(d.reason.clone()),
+        extra,
+    }
 }

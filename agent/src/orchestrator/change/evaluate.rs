@@ -37,7 +37,7 @@ impl<'a> ChangeRunner<'a> {
     ) -> Result<Option<Decision>> {
         let id = change.id.as_str();
         let rule = self.target.decision.clone();
-        let process = if rule.is_v3() {
+        let process = if rule.uses_common_control() {
             // The trunk's cached runs as the ledger holds them now (this change's own trunk
             // fills left out, so a resume asks for exactly the runs it asked for before).
             let latest = self.rec.state()?;
@@ -152,6 +152,23 @@ impl<'a> ChangeRunner<'a> {
             }
         };
         let mut decision = decision_payload(&done)?;
+        // A greedy rule runs no trunk run beside its one candidate run, so it has no pairs to
+        // test a guard on: its decisions keep the popular loop's behaviour (no guards) and say so.
+        if done.verdict == Verdict::Accept
+            && !self.target.guards.is_empty()
+            && done.rule.is_greedy()
+        {
+            decision.extra.insert(
+                "guards_not_tested".into(),
+                serde_json::json!("a greedy rule makes no side-by-side pairs to test guards on"),
+            );
+        } else if done.verdict == Verdict::Accept && !self.target.guards.is_empty() {
+            // The guards are tested only where they can change the outcome.
+            let latest = self.rec.state()?;
+            let runs = latest.change(id).map(|c| c.runs.as_slice()).unwrap_or(&[]);
+            let results = super::guard_pairs::guard_results(&self.target.guards, runs);
+            super::decision_record::apply_guards(&mut decision, results)?;
+        }
         if done.verdict == Verdict::Crash {
             // Say how the candidate failed (diverged, timed out, crashed), not only that it did.
             let latest = self.rec.state()?;

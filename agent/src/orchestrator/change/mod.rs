@@ -8,6 +8,7 @@
 mod check_build;
 pub(crate) mod decision_record;
 mod evaluate;
+mod guard_pairs;
 mod propose;
 mod settle;
 

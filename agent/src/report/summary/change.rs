@@ -118,6 +118,8 @@ pub(super) fn summarize_change(c: &ChangeLog, index: usize) -> ChangeSummary {
         effect,
         ci,
         p_value: c.decision.as_ref().and_then(|d| d.p_value),
+        no_test: c.decision.as_ref().and_then(|d| d.test.as_deref())
+            == Some(agentloop_ledger::review::KEEP_IF_LOWER),
         mean_baseline: c.decision.as_ref().and_then(|d| d.mean_baseline),
         candidate_metric: c
             .decision
@@ -143,8 +145,34 @@ fn reason_of(c: &ChangeLog) -> Option<String> {
             p.code.as_deref().unwrap_or("rejected"),
             p.message.as_deref().unwrap_or("")
         )),
-        _ => c.decision.as_ref().and_then(|d| d.reason.clone()),
+        _ => c.decision.as_ref().and_then(|d| {
+            let guards = d.extra.get("guards").map(guards_line).unwrap_or_default();
+            d.reason.as_ref().map(|r| format!("{r}{guards}"))
+        }),
     }
+}
+
+/// "; guards: peak_mem_bytes pass (1.002), tokens_per_s FAIL (0.61)": each guard's verdict and
+/// measured ratio (or increase), from the decision's `guards` record.
+fn guards_line(guards: &serde_json::Value) -> String {
+    let parts: Vec<String> = guards
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| {
+            let pass = g.get("pass").and_then(|p| p.as_bool()) == Some(true);
+            let estimate = g
+                .get("estimate")
+                .and_then(|e| e.as_f64())
+                .map_or("-".into(), |e| format!("{e:.3}"));
+            format!(
+                "{} {} ({estimate})",
+                g.get("metric").and_then(|m| m.as_str()).unwrap_or("?"),
+                if pass { "pass" } else { "FAIL" }
+            )
+        })
+        .collect();
+    format!("; guards: {}", parts.join(", "))
 }
 
 pub(super) fn count(states: &[ChangeState]) -> Counts {

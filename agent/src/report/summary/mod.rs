@@ -87,6 +87,8 @@ pub struct ChangeSummary {
     /// Interval of the gain, same sign convention as `effect`.
     pub ci: Option<(f64, f64)>,
     pub p_value: Option<f64>,
+    /// Decided by a greedy rule: one run against the trunk's value, no statistical test.
+    pub no_test: bool,
     pub mean_baseline: Option<f64>,
     /// The candidate's measured metric (decision mean, else mean of its finished runs).
     pub candidate_metric: Option<f64>,

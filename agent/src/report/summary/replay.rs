@@ -327,6 +327,12 @@ impl Replay {
                 decisions_per_hour: None,
                 overhead_s_per_decision: None,
                 verdict: self.verdict(),
+                guard_rejects: self
+                    .changes
+                    .iter()
+                    .filter_map(|c| c.decision.as_ref()?.reason.as_deref())
+                    .filter_map(crate::report::status::guard_tag)
+                    .collect(),
                 last_seq: self.last_seq,
             }
             .with_rates(),

@@ -10,10 +10,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use thiserror::Error;
 
 use crate::llm::{ChatMessage, Role};
 use crate::proposer::{HistoryItem, ProposalContext, Request};
+
+pub mod error;
+pub use error::PromptError;
 
 /// Template file names, in the order they are hashed.
 pub const TEMPLATE_NAMES: [&str; 5] = [
@@ -27,19 +29,6 @@ pub const TEMPLATE_NAMES: [&str; 5] = [
 /// Compiler output beyond this many lines is cut: the first errors are the ones that matter.
 const MAX_COMPILER_LINES: usize = 200;
 
-#[derive(Debug, Error)]
-pub enum PromptError {
-    #[error("prompt template {template}: placeholder {{{{{name}}}}} has no value")]
-    MissingValue { template: String, name: String },
-    #[error("prompt template {template}: `{{{{` at byte {offset} is never closed with `}}}}`")]
-    Unclosed { template: String, offset: usize },
-    #[error("cannot read prompt template {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-}
-
 /// The set of templates a proposer renders.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Templates {
@@ -51,11 +40,11 @@ impl Templates {
     /// The templates compiled into the binary from `prompts/`.
     pub fn embedded() -> Self {
         let texts = [
-            include_str!("../../prompts/system.md"),
-            include_str!("../../prompts/program.md"),
-            include_str!("../../prompts/patch_format.md"),
-            include_str!("../../prompts/fix_build.md"),
-            include_str!("../../prompts/retry.md"),
+            include_str!("../../../prompts/system.md"),
+            include_str!("../../../prompts/program.md"),
+            include_str!("../../../prompts/patch_format.md"),
+            include_str!("../../../prompts/fix_build.md"),
+            include_str!("../../../prompts/retry.md"),
         ];
         Templates {
             files: TEMPLATE_NAMES
