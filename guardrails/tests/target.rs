@@ -275,8 +275,8 @@ fn the_default_target_ships_guards_and_bad_guards_name_their_key() {
     assert_eq!(
         guards,
         vec![
+            ("flops_per_s", GuardBound::MinRatio(0.90)),
             ("peak_mem_bytes", GuardBound::MaxRatio(1.10)),
-            ("tokens_per_s", GuardBound::MinRatio(0.90)),
         ]
     );
     assert!(t.train.budget.ends_with("flops"), "{}", t.train.budget);
