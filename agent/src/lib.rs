@@ -4,6 +4,7 @@ pub mod cli;
 pub mod commands;
 pub mod executor;
 pub mod git;
+pub mod inputs;
 pub mod ledger_anchor;
 pub mod llm;
 pub mod orchestrator;
