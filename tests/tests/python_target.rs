@@ -124,7 +124,6 @@ fn last_session(repo: &TargetRepo) -> String {
 
 #[test]
 fn python_example_checks_decides_resumes_rolls_back_and_verifies() {
-    let t_start = Instant::now();
     let repo = example();
 
     // 1. init --check: inputs, build, smoke, two seeds (AGENTLOOP_SEED honoured).
@@ -136,7 +135,6 @@ fn python_example_checks_decides_resumes_rolls_back_and_verifies() {
     );
     assert!(out.contains("agentloop start --budget"), "{out}");
 
-    eprintln!("{:?}: {}", t_start.elapsed(), "2. The offline pr");
     // 2. The offline proposer edits config.py lines; its session makes decisions.
     let (code, out, err) = run(&repo, &["start", "--budget", "5m", "--max-changes", "2"]);
     assert_eq!(code, 0, "{out}\n{err}");
@@ -154,7 +152,6 @@ fn python_example_checks_decides_resumes_rolls_back_and_verifies() {
     assert_eq!(inputs["files"], 3, "{inputs}");
     assert_eq!(inputs["sha256"].as_str().unwrap().len(), 64, "{inputs}");
 
-    eprintln!("{:?}: {}", t_start.elapsed(), "3. A scripted LLM");
     // 3. A scripted LLM: a helpful patch and a comment-only one (a spare for a resumed ask).
     // A new session starts from the user's branch (main), not from the offline trunk.
     let trunk_config = std::fs::read_to_string(repo.root.join("config.py")).unwrap();
@@ -217,7 +214,6 @@ fn python_example_checks_decides_resumes_rolls_back_and_verifies() {
     let session = last_session(&repo);
     assert_ne!(session, offline);
 
-    eprintln!("{:?}: {}", t_start.elapsed(), "Changed data is r");
     // Changed data is refused at resume, naming the inputs; restored, the session resumes.
     let train = repo.root.join("data/train.txt");
     let original = std::fs::read(&train).unwrap();
@@ -250,7 +246,6 @@ fn python_example_checks_decides_resumes_rolls_back_and_verifies() {
     let merged = repo.git(&["show", &format!("{trunk}:config.py")]).unwrap();
     assert!(merged.contains("learning_rate = 0.4"), "{merged}");
 
-    eprintln!("{:?}: {}", t_start.elapsed(), "4. Rollback");
     // 4. Rollback of the merged change: the trunk's config is back, re-measured.
     let (code, out, err) = run(&repo, &["rollback", &helpful.0]);
     assert_eq!(code, 0, "{out}\n{err}");
@@ -258,7 +253,6 @@ fn python_example_checks_decides_resumes_rolls_back_and_verifies() {
     assert!(!reverted.contains("learning_rate = 0.4"), "{reverted}");
     assert!(!kinds(&repo.events().unwrap(), EventKind::Rollback).is_empty());
 
-    eprintln!("{:?}: {}", t_start.elapsed(), "5. The whole reco");
     // 5. The whole record verifies, decisions recomputed.
     repo.verify_with_cli(BIN.as_ref(), &target_dir()).unwrap();
 }

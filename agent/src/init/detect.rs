@@ -172,13 +172,10 @@ pub(crate) fn numeric_settings(text: &str) -> Vec<(String, toml::Value)> {
         let Ok(doc) = format!("v = {value}").parse::<toml::Table>() else {
             continue;
         };
-        match doc.get("v") {
-            Some(v @ (toml::Value::Integer(_) | toml::Value::Float(_))) => {
-                if !out.iter().any(|(n, _)| n == name) {
-                    out.push((name.to_string(), v.clone()));
-                }
+        if let Some(v @ (toml::Value::Integer(_) | toml::Value::Float(_))) = doc.get("v") {
+            if !out.iter().any(|(n, _)| n == name) {
+                out.push((name.to_string(), v.clone()));
             }
-            _ => {}
         }
     }
     out

@@ -40,11 +40,14 @@ fn list(items: &[String]) -> String {
 
 fn target_table(t: &mut String, found: &Found) {
     let editable: Vec<String> = match found.kind {
+        // The config (else the training script). Not the model file: the frozen evaluation
+        // runs its forward pass, and code run while scoring must not be editable.
         Kind::Python => found
             .config
             .iter()
+            .chain(found.script.iter())
+            .take(1)
             .cloned()
-            .chain(["model.py".to_string()])
             .collect(),
         Kind::Cargo => vec!["src/**/*.rs".into()],
         Kind::Unknown => vec!["src/**".into()],
@@ -56,6 +59,8 @@ fn target_table(t: &mut String, found: &Found) {
     ];
     if found.kind != Kind::Python {
         frozen.pop();
+    } else if found.script.as_deref() != Some("model.py") {
+        frozen.push("model.py".into());
     }
     if let Some(r) = &found.requirements {
         frozen.push(r.clone());
@@ -64,7 +69,8 @@ fn target_table(t: &mut String, found: &Found) {
         t,
         "[target]\n\
          # EDIT: the files the agent may change (globs; `*` stays in one directory, `**` crosses\n\
-         # them). Keep this to the model, the optimizer and their config.\n\
+         # them). Keep this to training code and its config: never the evaluation, nor the\n\
+         # model's forward pass when the evaluation runs it (it could read the eval data).\n\
          editable = {}\n\
          # Files it may not change. Anything matched by neither list is frozen as well; list the\n\
          # evaluation, the data pipeline and this file so a reader sees the boundary.\n\
