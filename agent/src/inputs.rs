@@ -113,12 +113,26 @@ pub fn fingerprint(root: &Path, globs: &[String], files: &[String]) -> Result<Fi
     })
 }
 
+/// The target's input files. An input the agent may edit is refused: a patch could commit a
+/// file of its own at that path, and the worktree's tracked file would replace the data.
+pub fn resolve_target(target: &TargetSpec) -> Result<Vec<String>> {
+    let files = resolve(&target.root, &target.inputs)?;
+    if let Some(f) = files.iter().find(|f| target.is_editable(f)) {
+        bail!(
+            "input {f} ([target] inputs in {}) is also matched by [target] editable: the agent \
+             could replace the data with a file of its own; narrow one of the two globs",
+            target.root.join(TARGET_FILE).display()
+        );
+    }
+    Ok(files)
+}
+
 /// Resolves and fingerprints the target's inputs (`None` when it declares none).
 pub fn fingerprint_target(target: &TargetSpec) -> Result<Option<Fingerprint>> {
     if target.inputs.is_empty() {
         return Ok(None);
     }
-    let files = resolve(&target.root, &target.inputs)?;
+    let files = resolve_target(target)?;
     Ok(Some(fingerprint(&target.root, &target.inputs, &files)?))
 }
 
@@ -177,7 +191,7 @@ pub fn prepare_worktree(target: &TargetSpec, worktree: &Path) -> Result<Vec<Path
     if target.inputs.is_empty() {
         return Ok(Vec::new());
     }
-    let files = resolve(&target.root, &target.inputs)?;
+    let files = resolve_target(target)?;
     link_into(&target.root, worktree, &files)?;
     files
         .iter()
@@ -248,6 +262,24 @@ mod tests {
         );
         check_unchanged("s1", &serde_json::to_value(&one).unwrap(), Some(&one)).unwrap();
         check_unchanged("s1", &serde_json::Value::Null, None).unwrap();
+    }
+
+    #[test]
+    fn an_input_the_agent_may_edit_is_refused() {
+        let dir = repo(&[("data/train.txt", "abc"), ("data/val.txt", "de")]);
+        let text = "[target]\neditable = [\"*.py\", \"data/val.txt\"]\ninputs = [\"data/*\"]\n\
+             [build]\ncommand = \"true\"\ntimeout = \"1m\"\n\
+             [train]\ncommand = \"t {budget} {out}\"\nbudget = \"1\"\nsmoke_budget = \"1\"\n\
+             timeout = \"1m\"\nmemory_limit = \"1GiB\"\n";
+        let target = TargetSpec::parse(dir.path(), &dir.path().join(TARGET_FILE), text).unwrap();
+        let e = fingerprint_target(&target).unwrap_err().to_string();
+        assert!(
+            e.contains("data/val.txt") && e.contains("[target] editable"),
+            "{e}"
+        );
+        let wt = tempfile::tempdir().unwrap();
+        assert!(prepare_worktree(&target, wt.path()).is_err());
+        assert!(!wt.path().join("data/val.txt").exists());
     }
 
     #[test]
