@@ -56,12 +56,13 @@ pub fn detect(root: &Path) -> Result<Found> {
         .map(|s| s.to_string())
         .find(|f| has(f) && f != "configurator.py")
         .or_else(|| {
+            // A training config first (`config/train_*.py`), not an evaluation one.
             let mut in_dir: Vec<String> = list(&root.join("config"))
                 .into_iter()
                 .filter(|f| f.ends_with(".py"))
                 .map(|f| format!("config/{f}"))
                 .collect();
-            in_dir.sort();
+            in_dir.sort_by_key(|f| (!f.contains("train"), f.contains("eval"), f.clone()));
             in_dir.into_iter().next()
         });
     let settings = config
@@ -78,7 +79,7 @@ pub fn detect(root: &Path) -> Result<Found> {
     if let Some(repo) = &repo {
         for name in &top {
             let path = root.join(name);
-            if !path.is_dir() || name.starts_with('.') || name == "target" {
+            if !path.is_dir() || name.starts_with('.') || not_data(name) {
                 continue;
             }
             let files = files_under(&path, name);
@@ -103,6 +104,23 @@ pub fn detect(root: &Path) -> Result<Found> {
         ignored_dirs,
         eval_like,
     })
+}
+
+/// Ignored folders that hold environments, outputs or logs, not data every run needs.
+fn not_data(dir: &str) -> bool {
+    const SKIP: [&str; 10] = [
+        "target",
+        "venv",
+        "env",
+        "node_modules",
+        "__pycache__",
+        "wandb",
+        "logs",
+        "runs",
+        "checkpoints",
+        "build",
+    ];
+    SKIP.contains(&dir) || dir.starts_with("out")
 }
 
 fn list(dir: &Path) -> Vec<String> {

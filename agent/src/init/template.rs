@@ -243,12 +243,7 @@ fn common_tail(t: &mut String, found: &Found) {
          [proposer.offline]\n\
          file = {config:?}"
     );
-    for (name, value) in found
-        .settings
-        .iter()
-        .filter_map(|(n, v)| grid(v).map(|g| (n, g)))
-        .take(6)
-    {
+    for (name, value) in searchable(&found.settings) {
         let values: Vec<String> = value.iter().map(format_value).collect();
         let _ = writeln!(
             t,
@@ -256,6 +251,37 @@ fn common_tail(t: &mut String, found: &Found) {
             values.join(", ")
         );
     }
+}
+
+/// Hyperparameters worth searching first (the usual names), then other numbers; never
+/// logging, evaluation or run-length settings. At most six.
+fn searchable(settings: &[(String, toml::Value)]) -> Vec<(&String, Vec<toml::Value>)> {
+    const KNOWN: [&str; 14] = [
+        "learning_rate",
+        "lr",
+        "min_lr",
+        "weight_decay",
+        "beta1",
+        "beta2",
+        "dropout",
+        "n_layer",
+        "n_head",
+        "n_embd",
+        "batch_size",
+        "warmup_iters",
+        "grad_clip",
+        "init_scale",
+    ];
+    const NOT: [&str; 7] = ["interval", "log", "eval", "save", "seed", "max_", "iters"];
+    let rank = |n: &str| KNOWN.iter().position(|k| *k == n).unwrap_or(KNOWN.len());
+    let mut picked: Vec<(&String, Vec<toml::Value>)> = settings
+        .iter()
+        .filter(|(n, _)| rank(n) < KNOWN.len() || !NOT.iter().any(|x| n.contains(x)))
+        .filter_map(|(n, v)| grid(v).map(|g| (n, g)))
+        .collect();
+    picked.sort_by_key(|(n, _)| rank(n));
+    picked.truncate(6);
+    picked
 }
 
 /// Half, the same and double a positive number.

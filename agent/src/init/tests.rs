@@ -74,3 +74,50 @@ fn a_cargo_workspace_and_an_unknown_repository_get_contracts_that_parse() {
             .unwrap_or_else(|e| panic!("{:?}: {e}", found.kind));
     }
 }
+
+/// nanoGPT's layout: several configs, checkpoints and data ignored by git.
+#[test]
+fn a_nanogpt_layout_gets_its_training_config_hyperparameters_and_data() {
+    let dir = git_repo(&[
+        ("train.py", TRAIN_PY),
+        ("model.py", "class GPT: pass\n"),
+        ("configurator.py", "exec(open(config_file).read())\n"),
+        ("config/eval_gpt2.py", "batch_size = 8\neval_iters = 500\n"),
+        (
+            "config/train_shakespeare_char.py",
+            "out_dir = 'out-shakespeare-char'\neval_interval = 250\neval_iters = 200\n\
+             log_interval = 10\nalways_save_checkpoint = False\nbatch_size = 64\nblock_size = 256\n\
+             n_layer = 6\nn_embd = 384\ndropout = 0.2\nlearning_rate = 1e-3\nmax_iters = 5000\n",
+        ),
+        (".gitignore", "*.bin\n*.pkl\n*.pt\n__pycache__/\n"),
+        ("data/shakespeare_char/prepare.py", "print(1)\n"),
+        ("data/shakespeare_char/train.bin", "x"),
+        ("data/shakespeare_char/val.bin", "x"),
+        ("out-shakespeare-char/ckpt.pt", "x"),
+    ]);
+    let (_path, found) = write(dir.path()).unwrap();
+    assert_eq!(
+        found.config.as_deref(),
+        Some("config/train_shakespeare_char.py")
+    );
+    assert_eq!(found.ignored_dirs, ["data"], "checkpoints are not inputs");
+    assert_eq!(found.eval_like, ["data/shakespeare_char/val.bin"]);
+    let spec = agentloop_guardrails::target::TargetSpec::load(dir.path()).unwrap();
+    assert!(spec.is_editable("config/train_shakespeare_char.py"));
+    assert!(!spec.is_editable("model.py") && !spec.is_editable("train.py"));
+    let space = crate::proposer::OfflineSpace::load(dir.path())
+        .unwrap()
+        .unwrap();
+    let keys: Vec<&str> = space.space.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "learning_rate",
+            "dropout",
+            "n_layer",
+            "n_embd",
+            "batch_size",
+            "block_size"
+        ]
+    );
+}
