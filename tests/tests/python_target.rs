@@ -5,7 +5,8 @@
 //! across a SIGKILL and a resume (refused while the input data differs); the merged change is
 //! rolled back; `ledger verify` passes. Then the newcomer's errors: a missing input refused at
 //! start, naming the glob, with nothing recorded; a metric_regex that matches nothing gives a
-//! crashed run whose output tail (redacted) is in the ledger.
+//! crashed run whose output tail (redacted) is in the ledger; `init` refuses to overwrite, and
+//! the contract it writes for the example, committed, passes `init --check` unchanged.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -260,6 +261,40 @@ fn python_example_checks_decides_resumes_rolls_back_and_verifies() {
 #[test]
 fn missing_inputs_and_an_unmatched_metric_regex_are_named() {
     let repo = example();
+
+    // `init` never overwrites the contract; without one it writes a contract fitted to the
+    // repository that, committed, passes `init --check` as it is.
+    let (code, _, err) = run(&repo, &["init"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("already exists") && err.contains("agentloop.toml"),
+        "{err}"
+    );
+    let kept = repo.root.parent().unwrap().join("agentloop.kept");
+    std::fs::rename(repo.root.join("agentloop.toml"), &kept).unwrap();
+    let (code, out, err) = run(&repo, &["init"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("a Python trainer (train.py)"), "{out}");
+    assert!(
+        out.contains("next:") && out.contains("agentloop init --check"),
+        "{out}"
+    );
+    let (code, out, _) = run(&repo, &["init", "--check"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("not committed: agentloop.toml"), "{out}");
+    repo.git(&["add", "agentloop.toml"]).unwrap();
+    repo.git(&["commit", "-qm", "generated contract"]).unwrap();
+    let (code, out, err) = run(&repo, &["init", "--check"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let generated = std::fs::read_to_string(repo.root.join("agentloop.toml")).unwrap();
+    assert!(generated.contains("inputs = [\"data/**\"]"), "{generated}");
+    assert!(
+        generated.contains("eval_data = [\"data/holdout.txt\", \"data/val.txt\"]"),
+        "{generated}"
+    );
+    std::fs::rename(&kept, repo.root.join("agentloop.toml")).unwrap();
+    repo.git(&["commit", "-qam", "the example's own contract again"])
+        .unwrap();
 
     // No data: refused at start, the glob and the setting named, nothing recorded.
     let data = repo.root.join("data");
