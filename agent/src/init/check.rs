@@ -23,6 +23,8 @@ pub struct Report {
     pub passed: Vec<String>,
     /// What is missing or wrong, each naming what to fix.
     pub problems: Vec<String>,
+    /// Worth knowing, not wrong (untracked files the runs will not see).
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -30,6 +32,9 @@ impl Report {
         let mut t = String::new();
         for p in &self.passed {
             let _ = writeln!(t, "ok: {p}");
+        }
+        for n in &self.notes {
+            let _ = writeln!(t, "note: {n}");
         }
         for p in &self.problems {
             let _ = writeln!(t, "PROBLEM: {p}");
@@ -231,18 +236,32 @@ fn uncommitted(ws: &Workspace, report: &mut Report) {
     let Ok(statuses) = ws.git.repo().statuses(Some(&mut opts)) else {
         return;
     };
-    let paths: Vec<String> = statuses
-        .iter()
-        .filter_map(|s| s.path().map(str::to_string))
-        .filter(|p| !p.starts_with(".agentloop"))
-        .take(5)
-        .collect();
-    if !paths.is_empty() {
+    // Changed tracked files would silently not be tried; untracked ones may be unrelated.
+    let mut changed = Vec::new();
+    let mut untracked = Vec::new();
+    for s in statuses.iter() {
+        let Some(path) = s.path().filter(|p| !p.starts_with(".agentloop")) else {
+            continue;
+        };
+        if s.status().is_wt_new() {
+            untracked.push(path.to_string());
+        } else {
+            changed.push(path.to_string());
+        }
+    }
+    let first = |v: &[String]| v.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    if !changed.is_empty() {
         report.problems.push(format!(
             "not committed: {} (the loop checks out the last commit, so runs would not see \
-             them): commit them (`git add` + `git commit`) or list untracked data in [target] \
-             inputs of {TARGET_FILE}",
-            paths.join(", ")
+             these changes): commit them (`git add` + `git commit`)",
+            first(&changed)
+        ));
+    }
+    if !untracked.is_empty() {
+        report.notes.push(format!(
+            "untracked, so not in any run: {} (commit what the build or runs need; list \
+             untracked data in [target] inputs of {TARGET_FILE})",
+            first(&untracked)
         ));
     }
 }
