@@ -1,5 +1,6 @@
 //! One module per subcommand: argument handling and output; the work is in `orchestrator`.
 
+pub mod init;
 pub mod ledger;
 pub mod report;
 pub mod rollback;

@@ -6,7 +6,7 @@ mod config;
 mod llm_proposer;
 mod offline;
 mod space;
-mod toml_edit;
+pub(crate) mod toml_edit;
 
 pub use config::{
     from_config, from_config_with_env, AgentConfig, AnyProposer, ConfigError, ProviderKind,
