@@ -23,6 +23,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a commented agentloop.toml fitted to this repository; with --check, try it.
+    Init(InitArgs),
     /// Start a session, or resume the one that was interrupted.
     Start(StartArgs),
     /// Show the current (or last) session: budget, counts, best trunk metric, what is running.
@@ -148,6 +150,23 @@ pub struct CompareArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The target git repository (default: the repository containing the current directory).
+    #[arg(long, value_name = "PATH")]
+    pub repo: Option<PathBuf>,
+    /// Check the existing agentloop.toml instead: inputs, build, a smoke run, two full runs
+    /// (the metric and the seed), through the loop's own build and run path.
+    #[arg(long)]
+    pub check: bool,
+    /// Shared build directory (CARGO_TARGET_DIR; default: as `start`).
+    #[arg(long, value_name = "DIR")]
+    pub target_dir: Option<PathBuf>,
+    /// Check without the OS sandbox (see `start --no-sandbox`).
+    #[arg(long)]
+    pub no_sandbox: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct StatusArgs {
     /// The target git repository (default: the repository containing the current directory).
     #[arg(long, value_name = "PATH")]
@@ -174,6 +193,7 @@ impl Cli {
     pub fn repo(&self) -> Option<&std::path::Path> {
         let own = match &self.command {
             Command::Start(a) => a.repo.as_deref(),
+            Command::Init(a) => a.repo.as_deref(),
             Command::Status(a) => a.repo.as_deref(),
             Command::Rollback(a) => a.repo.as_deref(),
             Command::Report(a) => a.repo.as_deref(),

@@ -4,6 +4,8 @@ pub mod cli;
 pub mod commands;
 pub mod executor;
 pub mod git;
+pub mod init;
+pub mod inputs;
 pub mod ledger_anchor;
 pub mod llm;
 pub mod orchestrator;
@@ -55,6 +57,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     let repo = cli.repo();
     let result = match &cli.command {
         cli::Command::Start(a) => commands::start::run(repo, a),
+        cli::Command::Init(a) => commands::init::run(repo, a),
         cli::Command::Status(a) => commands::status::run(repo, a),
         cli::Command::Report(a) => commands::report::run(repo, a),
         cli::Command::Rollback(a) => commands::rollback::run(repo, a),

@@ -297,3 +297,64 @@ async fn bad_requests_and_inputs_are_clear_errors() {
         None
     );
 }
+
+/// A nanoGPT-style Python config: top-level `name = value` lines, some of which are not TOML
+/// (`False`, calls); the proposer edits the numeric ones and nothing else.
+#[tokio::test]
+async fn python_config_lines_are_edited_one_value_at_a_time() {
+    let config = "# train a miniature character-level model\n\
+out_dir = 'out-shakespeare-char'\n\
+wandb_log = False # override via command line if you like\n\
+learning_rate = 3e-4 # with baby networks can afford to go a bit higher\n\
+n_embd = 64\n\
+device = get_device()\n\
+\n\
+def schedule(step):\n\
+    learning_rate = 1.0\n\
+    return learning_rate\n";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.py"), config).unwrap();
+    let space = OfflineSpace::from_agentloop_toml(
+        "[proposer.offline]\nfile = \"config.py\"\n\
+         [[proposer.offline.space]]\nkey = \"learning_rate\"\nvalues = [3e-4, 1e-3]\n\
+         [[proposer.offline.space]]\nkey = \"n_embd\"\nvalues = [64, 128]\n",
+    )
+    .unwrap()
+    .unwrap();
+    let mut proposer = OfflineProposer::new(space, 1);
+    let mut seen = Vec::new();
+    let mut history = Vec::new();
+    for i in 0..2 {
+        let c = ProposalContext {
+            editable_files: vec![("config.py".into(), config.into())],
+            history: history.clone(),
+            noise_floor: None,
+            budget_left: Duration::from_secs(600),
+            metric: "val_bpb".into(),
+            request: Request::New,
+            notice: None,
+        };
+        let p = proposer.propose(&c).await.unwrap();
+        let edits = patch::apply(&p.patch, &|path| {
+            std::fs::read_to_string(dir.path().join(path)).ok()
+        })
+        .unwrap();
+        let after = edits[0].after.clone().unwrap();
+        let changed: Vec<(&str, &str)> = config
+            .lines()
+            .zip(after.lines())
+            .filter(|(a, b)| a != b)
+            .collect();
+        assert_eq!(changed.len(), 1, "{after}");
+        seen.push(changed[0].1.to_string());
+        history.push(rejected(i, &p));
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "learning_rate = 0.001 # with baby networks can afford to go a bit higher",
+            "n_embd = 128"
+        ]
+    );
+}

@@ -175,13 +175,16 @@ fn eval_step_eval_data_env_and_sandbox_paths_parse() {
 
 #[test]
 fn trust_boundary_keys_give_errors_naming_the_key() {
+    // The split may come from AGENTLOOP_SPLIT instead of {split}; {out} stays required.
     let no_split = common::TARGET_TOML.replace(" --split {split}", "");
-    let e = common::load_err(&no_split);
-    assert!(e.contains("train.command") && e.contains("{split}"), "{e}");
-    let e = common::load_err(&format!(
+    common::target_from(&no_split);
+    common::target_from(&format!(
         "{no_split}\n[eval]\ncommand = \"e --out {{out}}\"\ntimeout = \"1m\"\n"
     ));
-    assert!(e.contains("eval.command") && e.contains("{split}"), "{e}");
+    let e = common::load_err(&format!(
+        "{no_split}\n[eval]\ncommand = \"e --split {{split}}\"\ntimeout = \"1m\"\n"
+    ));
+    assert!(e.contains("eval.command") && e.contains("{out}"), "{e}");
     let e = common::load_err(&format!(
         "{no_split}\n[eval]\ncommand = \"e {{split}} {{out}}\"\n"
     ));
@@ -275,8 +278,8 @@ fn the_default_target_ships_guards_and_bad_guards_name_their_key() {
     assert_eq!(
         guards,
         vec![
+            ("flops_per_s", GuardBound::MinRatio(0.90)),
             ("peak_mem_bytes", GuardBound::MaxRatio(1.10)),
-            ("tokens_per_s", GuardBound::MinRatio(0.90)),
         ]
     );
     assert!(t.train.budget.ends_with("flops"), "{}", t.train.budget);
@@ -304,4 +307,61 @@ fn the_default_target_ships_guards_and_bad_guards_name_their_key() {
             .to_string();
         assert!(err.contains(needle), "{body}: {err}");
     }
+}
+
+#[test]
+fn bring_your_own_trainer_keys_parse_and_bad_ones_name_the_key() {
+    // A Python trainer: seed from AGENTLOOP_SEED, metric from its output, data not in git.
+    let byo = r#"
+[target]
+editable = ["train.py"]
+inputs = ["data/**"]
+[build]
+command = "true"
+timeout = "1m"
+[train]
+command = "python3 train.py --budget {budget} --out {out}"
+budget = "20steps"
+smoke_budget = "2steps"
+timeout = "1m"
+memory_limit = "1GiB"
+metric_regex = 'val_bpb:\s*([0-9.eE+-]+)'
+"#;
+    let (_d, spec) = common::target_from(byo);
+    assert_eq!(spec.inputs, ["data/**"]);
+    assert_eq!(
+        spec.train.metric_regex.as_deref(),
+        Some(r"val_bpb:\s*([0-9.eE+-]+)")
+    );
+    assert_eq!(
+        spec.run_env(7, Some("val")),
+        [
+            ("AGENTLOOP_SEED".to_string(), "7".to_string()),
+            ("AGENTLOOP_SPLIT".to_string(), "val".to_string())
+        ]
+    );
+
+    let no_group = byo.replace(r"([0-9.eE+-]+)", r"[0-9.]+");
+    let e = common::load_err(&no_group);
+    assert!(
+        e.contains("agentloop.toml") && e.contains("train.metric_regex") && e.contains("capture"),
+        "{e}"
+    );
+    let bad_re = byo.replace(r"([0-9.eE+-]+)", r"([0-9");
+    assert!(common::load_err(&bad_re).contains("train.metric_regex"));
+    for escape in [
+        "../data/**",
+        "/etc/passwd",
+        ".agentloop/ledger.db",
+        ".git/config",
+    ] {
+        let e = common::load_err(&byo.replace("\"data/**\"", &format!("{escape:?}")));
+        assert!(
+            e.contains("target.inputs") && e.contains(escape),
+            "{escape}: {e}"
+        );
+    }
+    // {out} and {budget} stay required: the loop cannot find a run's result without them.
+    let e = common::load_err(&byo.replace(" --out {out}", ""));
+    assert!(e.contains("train.command") && e.contains("{out}"), "{e}");
 }

@@ -129,6 +129,16 @@ impl TargetRepo {
         Ok(TargetRepo { _dir: dir, root })
     }
 
+    /// A repository holding a committed copy of the folder `src` (an example target), minus
+    /// its `data/` and `__pycache__/`.
+    pub fn copy_of(src: &Path) -> Result<TargetRepo> {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path().join("target-repo");
+        copy_dir(src, &root, &["data", "__pycache__", ".agentloop"])?;
+        init_repo(&root)?;
+        Ok(TargetRepo { _dir: dir, root })
+    }
+
     pub fn ledger(&self) -> Result<Ledger> {
         Ok(Ledger::open(self.root.join(".agentloop/ledger.db"))?)
     }

@@ -5,8 +5,8 @@
 //! 2. a real improvement (the learning rate) that also holds a 256 MiB buffer passes the metric
 //!    test but is rejected as `guard:peak_mem_bytes`;
 //! 3. the same improvement with the block applied three times (the same weights, so the same
-//!    parameter count and charged FLOPs, three times the compute) is rejected, its tokens_per_s
-//!    guard failing far outside the bound: compute a parameter count cannot see is caught by
+//!    parameter count and charged FLOPs, three times the compute) is rejected, its flops_per_s
+//!    (charged FLOPs per second) guard failing far outside the bound: compute a parameter count cannot see is caught by
 //!    the speed guard.
 //!
 //! `ledger verify` then recomputes every decision and guard.
@@ -52,7 +52,7 @@ fn flops_budget_charges_width_and_guards_reject_memory_and_hidden_compute() {
                    confirm = { looks = [{ pairs = 3, alpha = 0.01 }, { pairs = 6, alpha = 0.015 }], futility_t = 0.0 }\n\
                    [decision.guards]\n\
                    peak_mem_bytes = { max_ratio = 1.10 }\n\
-                   tokens_per_s = { min_ratio = 0.90 }\n"
+                   flops_per_s = { min_ratio = 0.90 }\n"
             .into(),
         ..TargetOptions::default()
     };
@@ -192,8 +192,8 @@ fn flops_budget_charges_width_and_guards_reject_memory_and_hidden_compute() {
     // 2 and 3: the metric test accepted, a guard rejected, with its measured ratio recorded.
     // The reason names the first failed guard in key order: for 3 that may be peak_mem_bytes
     // too (three blocks' activations held for the backward pass are ~11 % more memory on this
-    // tiny model), so 3 asserts that the tokens_per_s guard failed on its own evidence.
-    for (id, guard) in [(&order[1], "peak_mem_bytes"), (&order[2], "tokens_per_s")] {
+    // tiny model), so 3 asserts that the flops_per_s guard failed on its own evidence.
+    for (id, guard) in [(&order[1], "peak_mem_bytes"), (&order[2], "flops_per_s")] {
         let decision = &summary.decisions[id];
         let record: ProcessRecord =
             serde_json::from_value(decision.extra["process"].clone()).unwrap();
@@ -205,12 +205,10 @@ fn flops_budget_charges_width_and_guards_reject_memory_and_hidden_compute() {
             timeline()
         );
         let reason = decision.reason.as_deref().unwrap_or("");
-        let named = if guard == "peak_mem_bytes" {
-            format!("guard:{guard}: ")
-        } else {
-            "guard:".to_string()
-        };
-        assert!(reason.starts_with(&named), "{reason}\n{}", timeline());
+        // The reason names the first failed guard in key order; under load the speed guard
+        // (flops_per_s, first in order) may fail as well, so each change is checked on its
+        // own guard's recorded result below.
+        assert!(reason.starts_with("guard:"), "{reason}\n{}", timeline());
         let results = decision.extra["guards"].as_array().unwrap();
         let result = results
             .iter()

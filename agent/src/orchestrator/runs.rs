@@ -57,7 +57,8 @@ pub fn run(
         divergence: Some(target.train.divergence),
     };
     let finished = exec.run(&job, stop)?;
-    crate::sandbox::redact_files(&[&finished.log, &spec.out.join("metrics.json")]);
+    let eval_out = spec.out.join(crate::sandbox::EVAL_OUTPUT);
+    crate::sandbox::redact_files(&[&finished.log, &spec.out.join("metrics.json"), &eval_out]);
     let (exit_status, exit_code) = match finished.exit {
         Exit::Stopped => return Ok(None),
         Exit::TimedOut => (ExitStatus::TimedOut, None),
@@ -65,7 +66,33 @@ pub fn run(
         Exit::Diverged(_) => (ExitStatus::Diverged, None),
         Exit::Code(code) => (status_of_exit_code(code), code),
     };
-    let metrics = read_metrics(&spec.out.join("metrics.json"));
+    let mut metrics = read_metrics(&spec.out.join("metrics.json"));
+    let mut metric_missing = None;
+    if let Some(pattern) = &target.train.metric_regex {
+        // The eval step's output when there is one (training's never counts), else the log.
+        let (source, which) = match target.eval {
+            Some(_) => (&eval_out, "the eval step's output"),
+            None => (&finished.log, "the train command's output"),
+        };
+        let text = String::from_utf8_lossy(&std::fs::read(source).unwrap_or_default()).into_owned();
+        let found = metric_from_output(pattern, &text);
+        if !metrics.is_object() {
+            metrics = Value::Object(Map::new());
+        }
+        let m = metrics.as_object_mut().expect("an object");
+        match found {
+            Some(v) => {
+                m.insert(target.metric.clone(), serde_json::json!(v));
+            }
+            None => {
+                m.remove(&target.metric);
+                metric_missing = Some(format!(
+                    "[train] metric_regex {pattern:?} matched no number in {which}"
+                ));
+            }
+        }
+        m.insert("metric_source".into(), Value::String("metric_regex".into()));
+    }
     // A run that says it succeeded but wrote no usable metric did not succeed.
     let exit_status = match (
         exit_status,
@@ -90,6 +117,9 @@ pub fn run(
     if let Some(why) = crate::sandbox::eval_failure(&finished.exit, &finished.tail) {
         extra.insert("failed_step".into(), Value::String("eval".into()));
         extra.insert("reason".into(), Value::String(why));
+    }
+    if let (Some(why), true) = (&metric_missing, finished.exit == Exit::Code(Some(0))) {
+        extra.insert("reason".into(), Value::String(why.clone()));
     }
     if exit_status != ExitStatus::Ok {
         extra.insert(
@@ -161,6 +191,14 @@ fn read_metrics(path: &Path) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// The first capture group of the last match of `pattern` in `text`, as a number.
+pub fn metric_from_output(pattern: &str, text: &str) -> Option<f64> {
+    let re = regex::Regex::new(pattern).ok()?;
+    let last = re.captures_iter(text).last()?;
+    let group = last.iter().skip(1).flatten().next()?;
+    group.as_str().trim().parse::<f64>().ok()
+}
+
 pub fn file_sha256(path: &Path) -> Option<String> {
     let bytes = std::fs::read(path).ok()?;
     Some(hex::encode(Sha256::digest(&bytes)))
@@ -203,6 +241,16 @@ mod tests {
         assert_eq!(status_of_exit_code(Some(3)), ExitStatus::Diverged);
         assert_eq!(status_of_exit_code(Some(4)), ExitStatus::TimedOut);
         assert_eq!(status_of_exit_code(None), ExitStatus::Crashed);
+    }
+
+    #[test]
+    fn metric_regex_takes_the_last_match_and_rejects_non_numbers() {
+        let re = r"val_bpb:\s*([0-9.eE+-]+)";
+        let out = "step 1 val_bpb: 3.5\nval_bpb: 2.25e0\ndone\n";
+        assert_eq!(metric_from_output(re, out), Some(2.25));
+        assert_eq!(metric_from_output(re, "val_bpb: nan\n"), None);
+        assert_eq!(metric_from_output(re, "loss 1.0\n"), None);
+        assert_eq!(metric_from_output(re, "val_bpb: 1.0.0\n"), None);
     }
 
     #[test]

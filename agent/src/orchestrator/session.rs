@@ -205,10 +205,14 @@ fn begin(
     opts: &Options,
     config: &ExecutorConfig,
 ) -> Result<(SessionState, bool)> {
+    // A missing input is refused here, named, before anything is recorded.
+    let inputs = crate::inputs::fingerprint_target(target)?;
     let all = ledger.events()?;
     if let Some(last) = sessions(&all).last() {
         let h = SessionState::load(&ledger, last)?;
         if h.resumable() {
+            let recorded = h.start.extra.get("inputs").cloned().unwrap_or_default();
+            crate::inputs::check_unchanged(last, &recorded, inputs.as_ref())?;
             let rec = Recorder::new(ledger, last);
             rec.append(
                 None,
@@ -261,6 +265,7 @@ fn begin(
                 "executor": executor,
                 "slots": run_config.slots,
                 "sandbox": opts.sandbox,
+                "inputs": inputs,
             })
             .as_object()
             .cloned()

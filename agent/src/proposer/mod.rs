@@ -7,7 +7,7 @@ mod llm_proposer;
 mod null_change;
 mod offline;
 mod space;
-mod toml_edit;
+pub(crate) mod toml_edit;
 
 pub use config::{
     from_config, from_config_with_env, AgentConfig, AnyProposer, ConfigError, ProviderKind,

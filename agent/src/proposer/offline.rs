@@ -86,9 +86,7 @@ impl OfflineProposer {
                     listed.join(", ")
                 ))
             })?;
-        let doc: toml::Table = content.parse().map_err(|e: toml::de::Error| {
-            ProposeError::Offline(format!("{file} is not valid TOML: {}", e.message()))
-        })?;
+        let doc = config_table(file, content)?;
 
         let tried = self.tried(&ctx.history);
         let candidates = self.candidates(&doc, &tried)?;
@@ -330,6 +328,47 @@ fn mechanism(key: &str, direction: &str) -> String {
         _ => "it is an untried point of the configured search space",
     };
     format!("{why}.")
+}
+
+/// The settings of the config file: a TOML document, or a Python file's top-level
+/// `name = value` lines whose values read as TOML scalars (`learning_rate = 3e-4`,
+/// `out_dir = 'out'`; lines like `wandb_log = False` or `x = f(y)` are not editable settings).
+fn config_table(file: &str, content: &str) -> Result<toml::Table, ProposeError> {
+    match content.parse::<toml::Table>() {
+        Ok(doc) => Ok(doc),
+        Err(_) if file.ends_with(".py") => Ok(python_settings(content)),
+        Err(e) => Err(ProposeError::Offline(format!(
+            "{file} is not valid TOML: {}",
+            e.message()
+        ))),
+    }
+}
+
+fn python_settings(content: &str) -> toml::Table {
+    let mut doc = toml::Table::new();
+    for line in content.lines() {
+        // Top level only: an indented assignment belongs to a function or a block.
+        if line.starts_with(|c: char| c.is_whitespace() || c == '#') {
+            continue;
+        }
+        let Some((name, rest)) = line.split_once('=') else {
+            continue;
+        };
+        let name = name.trim();
+        let is_name = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !is_name || rest.starts_with('=') || doc.contains_key(name) {
+            continue;
+        }
+        let Some(at) = super::toml_edit::find_value_line(line, name) else {
+            continue;
+        };
+        if let Some(v) = parse_value(&line[at.value]) {
+            doc.insert(name.to_string(), v);
+        }
+    }
+    doc
 }
 
 #[cfg(test)]

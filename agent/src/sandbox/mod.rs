@@ -215,7 +215,7 @@ fn wrapped(s: &Settings, policy_file: &Path, timeout: Option<Duration>, command:
 /// The build command, sandboxed.
 pub fn build_command(target: &TargetSpec, worktree: &Path, target_dir: &Path) -> Result<String> {
     let s = settings()?;
-    let policy = policy_for(
+    let mut policy = policy_for(
         target,
         Step::Build,
         worktree,
@@ -223,6 +223,9 @@ pub fn build_command(target: &TargetSpec, worktree: &Path, target_dir: &Path) ->
         s.enforce,
         &s.never_env,
     );
+    policy
+        .read
+        .extend(crate::inputs::prepare_worktree(target, worktree)?);
     let file = write_policy(&s.policy_dir, &policy)?;
     Ok(format!(
         "exec {}",
@@ -235,6 +238,10 @@ pub struct RunCommand {
     pub command: String,
     pub timeout: Duration,
 }
+
+/// The eval step's own output, in the run dir (where `metric_regex` looks when there is an
+/// eval step: what training printed never counts). Also copied into the run's log.
+pub const EVAL_OUTPUT: &str = "eval.out";
 
 /// Time the eval step's sandbox and the shell between the steps get beyond both timeouts.
 const STEP_SLACK: Duration = Duration::from_secs(30);
@@ -249,9 +256,9 @@ pub fn run_command(
     split: &str,
 ) -> Result<RunCommand> {
     let s = settings()?;
-    let train_policy = policy_for(target, Step::Train, worktree, out, s.enforce, &s.never_env);
+    let (train_policy, eval_policy) = run_policies(target, worktree, out, seed, split, &s)?;
     let train_file = write_policy(&s.policy_dir, &train_policy)?;
-    let Some(eval) = &target.eval else {
+    let (Some(eval), Some(eval_policy)) = (&target.eval, eval_policy) else {
         return Ok(RunCommand {
             command: format!("exec {}", wrapped(&s, &train_file, None, train)),
             timeout: target.train.timeout,
@@ -260,9 +267,9 @@ pub fn run_command(
     let eval_command = target
         .render_eval_command(seed, split, out)
         .context("internal: [eval] without a command")?;
-    let eval_policy = policy_for(target, Step::Eval, worktree, out, s.enforce, &s.never_env);
     let eval_file = write_policy(&s.policy_dir, &eval_policy)?;
     let metrics = shell_quote(&out.join("metrics.json").to_string_lossy());
+    let eval_out = shell_quote(&out.join(EVAL_OUTPUT).to_string_lossy());
     let train_limit = humantime::format_duration(target.train.timeout);
     let eval_limit = humantime::format_duration(eval.timeout);
     // The training step's metrics.json (if any) is removed: only the eval step's counts.
@@ -270,9 +277,10 @@ pub fn run_command(
         "{train_step}\ncode=$?\n\
          if [ \"$code\" -eq {to} ]; then echo 'agentloop: the training step timed out after {train_limit}'; exit 4; fi\n\
          if [ \"$code\" -ne 0 ]; then exit \"$code\"; fi\n\
-         rm -rf {metrics}\n\
-         {eval_step}\n\
+         rm -rf {metrics} {eval_out}\n\
+         {eval_step} >{eval_out} 2>&1\n\
          code=$?\n\
+         cat {eval_out}\n\
          if [ \"$code\" -eq 0 ]; then exit 0; fi\n\
          if [ \"$code\" -eq {to} ]; then echo '{prefix} timed out after {eval_limit}'; \
          else echo \"{prefix} failed (exit $code)\"; fi\n\
@@ -287,6 +295,34 @@ pub fn run_command(
         command,
         timeout: target.train.timeout + eval.timeout + STEP_SLACK,
     })
+}
+
+/// The train step's policy and the eval step's (with `[eval]`), the inputs linked into the
+/// worktree first.
+fn run_policies(
+    target: &TargetSpec,
+    worktree: &Path,
+    out: &Path,
+    seed: u64,
+    split: &str,
+    s: &Settings,
+) -> Result<(Policy, Option<Policy>)> {
+    // Inputs are read through their real paths (read-only); the eval_data ones among them are
+    // hidden from training by the same `hide` globs as tracked evaluation files.
+    let inputs = crate::inputs::prepare_worktree(target, worktree)?;
+    let mut train = policy_for(target, Step::Train, worktree, out, s.enforce, &s.never_env);
+    train.read.extend(inputs.iter().cloned());
+    // Training before a separate eval step is not told the split (it could train differently
+    // for the holdout confirmation).
+    let train_split = target.eval.is_none().then_some(split);
+    train.env.set.extend(target.run_env(seed, train_split));
+    let eval = target.eval.as_ref().map(|_| {
+        let mut eval = policy_for(target, Step::Eval, worktree, out, s.enforce, &s.never_env);
+        eval.read.extend(inputs);
+        eval.env.set.extend(target.run_env(seed, Some(split)));
+        eval
+    });
+    Ok((train, eval))
 }
 
 /// The sandbox as recorded in `session_start` (`extra.sandbox`) and shown by `status`.
@@ -455,6 +491,93 @@ mod tests {
             std::fs::read_to_string(&untouched).unwrap(),
             "{\"val_bpb\": 1.5}"
         );
+    }
+
+    /// The train step may read the untracked inputs through the worktree's links, never one
+    /// that matches `eval_data`: not through the link, not by its real path in the repository.
+    #[test]
+    fn inputs_are_readable_by_training_except_eval_data_ones() {
+        if landlock::current_abi() < 1 {
+            eprintln!("skipped: no Landlock on this kernel");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        for f in ["data/train.txt", "data/val.txt"] {
+            std::fs::create_dir_all(root.join("data")).unwrap();
+            std::fs::write(root.join(f), f).unwrap();
+        }
+        let text = r#"
+[target]
+editable = ["train.py"]
+inputs = ["data/*.txt"]
+eval_data = ["data/val.txt"]
+[build]
+command = "true"
+timeout = "1m"
+[train]
+command = "python3 train.py --budget {budget} --out {out}"
+budget = "1steps"
+smoke_budget = "1steps"
+timeout = "1m"
+memory_limit = "1GiB"
+[eval]
+command = "python3 evaluate.py --out {out}"
+timeout = "1m"
+"#;
+        let target = TargetSpec::parse(&root, &root.join("agentloop.toml"), text).unwrap();
+        let wt = root.join(".agentloop/worktrees/c1");
+        let out = root.join(".agentloop/runs/c1/r1");
+        std::fs::create_dir_all(&wt).unwrap();
+        std::fs::create_dir_all(&out).unwrap();
+        let s = Settings {
+            enforce: true,
+            exe: PathBuf::from("/bin/false"),
+            policy_dir: root.join(".agentloop/sandbox"),
+            never_env: vec![],
+        };
+        let (train, eval) = run_policies(&target, &wt, &out, 42, "holdout", &s).unwrap();
+        assert_eq!(
+            train.env.set.get("AGENTLOOP_SEED").map(String::as_str),
+            Some("42")
+        );
+        assert_eq!(
+            train.env.set.get("AGENTLOOP_SPLIT"),
+            None,
+            "training is not told the split"
+        );
+        let eval = eval.unwrap();
+        assert_eq!(
+            eval.env.set.get("AGENTLOOP_SPLIT").map(String::as_str),
+            Some("holdout")
+        );
+        let readable = |policy: &Policy| {
+            let hidden = policy
+                .hide
+                .as_ref()
+                .map(|h| h.resolve().unwrap())
+                .unwrap_or_default();
+            let roots: Vec<(PathBuf, policy::Access)> = policy
+                .read
+                .iter()
+                .map(|p| (p.clone(), policy::Access::Read))
+                .collect();
+            let rules = policy::rules(&roots, &hidden);
+            let (wt, root) = (wt.clone(), root.clone());
+            std::thread::spawn(move || {
+                landlock::restrict(&rules).expect("landlock");
+                let read = |p: PathBuf| std::fs::read(p).is_ok();
+                [
+                    read(wt.join("data/train.txt")),
+                    read(wt.join("data/val.txt")),
+                    read(root.join("data/val.txt")),
+                ]
+            })
+            .join()
+            .unwrap()
+        };
+        assert_eq!(readable(&train), [true, false, false], "train step");
+        assert_eq!(readable(&eval), [true, true, true], "eval step");
     }
 
     #[test]

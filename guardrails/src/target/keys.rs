@@ -117,6 +117,46 @@ impl Keys<'_> {
             .map_err(|e| self.invalid(key, e.to_string()))
     }
 
+    /// `[train] metric_regex`: a regular expression with a capture group for the number.
+    pub(super) fn metric_regex(&self) -> Result<Option<String>, TargetError> {
+        if self.get("train", "metric_regex")?.is_none() {
+            return Ok(None);
+        }
+        let text = self.string("train", "metric_regex")?;
+        let re = regex::Regex::new(&text).map_err(|e| {
+            self.invalid("train.metric_regex", format!("bad regular expression: {e}"))
+        })?;
+        if re.captures_len() < 2 {
+            return Err(self.invalid(
+                "train.metric_regex",
+                "needs a capture group around the number, e.g. 'val_bpb:\\s*([0-9.eE+-]+)'",
+            ));
+        }
+        Ok(Some(text))
+    }
+
+    /// `[target] inputs`: relative globs inside the repository, never into the loop's own
+    /// state or git's.
+    pub(super) fn inputs(&self) -> Result<Vec<String>, TargetError> {
+        let inputs = self.string_list_or("target", "inputs", Vec::new())?;
+        for g in &inputs {
+            let escapes = g.starts_with('/') || g.split('/').any(|part| part == "..");
+            let internal = [".git", ".agentloop"]
+                .iter()
+                .any(|d| g == d || g.starts_with(&format!("{d}/")));
+            if escapes || internal {
+                return Err(self.invalid(
+                    "target.inputs",
+                    format!(
+                        "{g:?} must be a path inside the repository, outside .git and .agentloop"
+                    ),
+                ));
+            }
+        }
+        self.globs("target.inputs", &inputs)?;
+        Ok(inputs)
+    }
+
     /// A ratio > 1, or 0 for "off" (`None`); `default` when the key is absent.
     pub(super) fn ratio_or(
         &self,

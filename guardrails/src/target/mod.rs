@@ -51,6 +51,9 @@ pub struct TrainSpec {
     /// `divergence_loss_ratio` (default 10; 0 = only NaN/inf): when the loop kills a run whose
     /// streamed loss diverged.
     pub divergence: DivergenceRule,
+    /// `metric_regex`: the metric read from the output (the eval step's when there is one,
+    /// else the train command's; last match, first capture group) instead of `metrics.json`.
+    pub metric_regex: Option<String>,
 }
 
 /// `[eval]`: evaluates a finished training run's `{out}` on `{split}` and writes
@@ -79,6 +82,8 @@ pub struct TargetSpec {
     pub train: TrainSpec,
     /// `[target] eval_data`: globs of files only the eval step may read.
     pub eval_data: Vec<String>,
+    /// `[target] inputs`: globs of untracked files (data) linked read-only into every worktree.
+    pub inputs: Vec<String>,
     /// `[target] env`: environment variables passed through to builds and runs (besides the
     /// sandbox's own allow-list).
     pub env: Vec<String>,
@@ -151,9 +156,11 @@ impl TargetSpec {
                     DivergenceRule::default().loss_ratio,
                 )?,
             },
+            metric_regex: keys.metric_regex()?,
         };
         let eval_data = keys.string_list_or("target", "eval_data", Vec::new())?;
         let eval_data_set = keys.globs("target.eval_data", &eval_data)?;
+        let inputs = keys.inputs()?;
         let env = keys.string_list_or("target", "env", Vec::new())?;
         if let Some(bad) = env.iter().find(|n| !is_env_name(n)) {
             return Err(keys.invalid(
@@ -168,11 +175,10 @@ impl TargetSpec {
                 timeout: keys.duration("eval", "timeout")?,
             }),
         };
-        // With a separate eval step the train command never needs to know the split.
-        let train_placeholders: &[&str] = match eval {
-            Some(_) => &["{seed}", "{budget}", "{out}"],
-            None => &["{seed}", "{split}", "{budget}", "{out}"],
-        };
+        // With a separate eval step the train command never needs to know the split. The seed
+        // and the split may come from the environment (AGENTLOOP_SEED, AGENTLOOP_SPLIT) instead;
+        // `agentloop init --check` verifies a trainer honours the seed.
+        let train_placeholders: &[&str] = &["{budget}", "{out}"];
         for placeholder in train_placeholders {
             if !train.command.contains(placeholder) {
                 return Err(keys.invalid(
@@ -182,7 +188,7 @@ impl TargetSpec {
             }
         }
         if let Some(eval) = &eval {
-            for placeholder in ["{split}", "{out}"] {
+            for placeholder in ["{out}"] {
                 if !eval.command.contains(placeholder) {
                     return Err(keys.invalid(
                         "eval.command",
@@ -213,6 +219,7 @@ impl TargetSpec {
             build,
             train,
             eval_data,
+            inputs,
             env,
             eval,
             sandbox,
@@ -234,6 +241,17 @@ impl TargetSpec {
     /// True when `path` matches a `frozen` glob (unlisted paths are frozen too: see `is_editable`).
     pub fn is_frozen(&self, path: &str) -> bool {
         self.frozen_set.is_match(path)
+    }
+
+    /// The environment every train and eval process gets besides its sandbox's allow-list:
+    /// `AGENTLOOP_SEED`, and `AGENTLOOP_SPLIT` when the process may know the split (the eval
+    /// step, or a train command that evaluates itself; never training before a separate eval).
+    pub fn run_env(&self, seed: u64, split: Option<&str>) -> Vec<(String, String)> {
+        let mut env = vec![("AGENTLOOP_SEED".to_string(), seed.to_string())];
+        if let Some(split) = split {
+            env.push(("AGENTLOOP_SPLIT".to_string(), split.to_string()));
+        }
+        env
     }
 
     /// True when `path` (relative to the root, `/`-separated) matches an `eval_data` glob.

@@ -52,6 +52,12 @@ pub struct Metrics {
     /// Training FLOPs spent: `tokens * flops_per_token` (what a `flops` budget charges).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flops: Option<f64>,
+    /// Charged training FLOPs per second of training: `tokens_per_s * flops_per_token`. The
+    /// loop's `flops_per_s` guard compares it with the trunk's: compute the formula does not
+    /// see (a block applied twice with the same weights) shows up as a drop here, while a
+    /// bigger model that pays for itself under a FLOPs budget does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flops_per_s: Option<f64>,
     /// Model FLOPs utilization on CUDA: tokens_per_s * flops_per_token / peak FLOP/s.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mfu: Option<f64>,

@@ -303,6 +303,7 @@ pub fn run(args: &RunArgs, build: BuildTraining) -> i32 {
         device: format!("{:?}", args.device).to_lowercase(),
         flops_per_token: snap.flops_per_token,
         flops: snap.flops_per_token.map(|f| f * p.tokens as f64),
+        flops_per_s: snap.flops_per_token.map(|f| f * tokens_per_s),
         mfu: mfu(args.device, tokens_per_s, snap.flops_per_token),
         error: outcome.error.clone(),
     };
@@ -575,6 +576,7 @@ fn spawn_watchdog(
             device: format!("{:?}", args.device).to_lowercase(),
             flops_per_token: snap.flops_per_token,
             flops: snap.flops_per_token.map(|f| f * snap.tokens as f64),
+            flops_per_s: None,
             mfu: None,
             error: Some(format!(
                 "the run exceeded its timeout of {}",
@@ -705,6 +707,7 @@ pub fn evaluate_run(args: &EvalArgs, build: BuildTraining) -> i32 {
         device: format!("{:?}", inputs.device_kind).to_lowercase(),
         flops_per_token: r.flops_per_token,
         flops: r.flops,
+        flops_per_s: r.flops_per_token.map(|f| f * r.tokens_per_s),
         mfu: r.mfu,
         error: outcome.error,
     };
