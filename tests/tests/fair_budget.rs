@@ -244,7 +244,9 @@ fn flops_budget_charges_width_and_guards_reject_memory_and_hidden_compute() {
         .find(|l| l.starts_with("guards "))
         .unwrap_or_else(|| panic!("no guards line:\n{status}"));
     assert!(
-        line.contains("accept(s) turned into rejects") && line.contains("guard:peak_mem_bytes"),
+        // (It names each change's first failed guard in key order: under load that can be the
+        // speed guard for both; which guard failed on what evidence is asserted above.)
+        line.contains("2 accept(s) turned into rejects") && line.contains("guard:"),
         "{line}"
     );
 }
