@@ -360,7 +360,9 @@ mod tests {
         let stale = for_trunk(&h, A, &noise(), Some("c4a2b3c"));
         let problems = verify_with_decision(stale);
         assert!(
-            problems.iter().any(|p| p.contains("change c4a2b3c") && p.contains("seed 11")),
+            problems
+                .iter()
+                .any(|p| p.contains("change c4a2b3c") && p.contains("seed 11")),
             "{problems:?}"
         );
 

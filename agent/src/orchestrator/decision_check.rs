@@ -40,7 +40,10 @@ impl Recomputer {
                 return None; // not a session's event: nothing to check it against
             }
             let begun = SessionState::begin(event);
-            let failed = begun.as_ref().err().map(|e| Err(format!("session start: {e}")));
+            let failed = begun
+                .as_ref()
+                .err()
+                .map(|e| Err(format!("session start: {e}")));
             sessions.insert(event.session.clone(), begun.ok());
             return failed;
         };
