@@ -12,7 +12,8 @@ idle, and the idle slot-time is charged to
                     one-run-at-a-time screen, the smoke run, an odd calibration run), by the
                     stage of the run going,
   - "between runs": no run and no build: the loop's own work (proposer, policy, git, ledger,
-                    the decision), by the kind of the next event recorded.
+                    the decision), by the kind of the next event recorded ("before budget":
+                    the runs the end of the budget killed, which are not recorded).
 Usage: overhead.py EXPORT.jsonl STATUS.json
 """
 import json
@@ -73,6 +74,8 @@ def main(export, status_path):
     print(f"sweep:  training {training:.0f} slot-s of {slot_s:.0f} "
           f"({100 * (1 - training / slot_s):.1f} % not training)")
     for what, s in sorted(idle.items(), key=lambda kv: -kv[1]):
+        if s < 0.05:
+            continue
         print(f"  {100 * s / slot_s:5.1f} %  {s:7.1f} slot-s  {what}")
 
 

@@ -6,20 +6,28 @@
 # The clone is reused: between sessions its ledger and run directories are removed, and its
 # build worktree and build cache kept, so no session pays a cold compile of the trainer (the
 # Quick start's own `cargo build --release --workspace` is outside its budget too).
-# Each session's breakdown (agent/bench/overhead.py: slot time; run_costs.py: inside a run's
+# TRAINER_PROFILE=dev builds the trainer as the e2e tests do (set CARGO_TARGET_DIR to their
+# target/tmp/e2e-cargo-target to reuse its build). Each session's breakdown (agent/bench/overhead.py: slot time; run_costs.py: inside a run's
 # wall time) and `uptime` are printed.
 set -eu
 budget=$1
 shift
 here=$(cd "$(dirname "$0")/../.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$here/target}
-bin="$CARGO_TARGET_DIR/release/agentloop"
+bin=${AGENTLOOP_BIN:-$here/target/release/agentloop}
 work=${OVERHEAD_WORK:-/tmp/agentloop-overhead}
 if [ ! -d "$work/repo" ]; then
   mkdir -p "$work"
   git clone -q "$here" "$work/repo"
   git -C "$work/repo" config user.email bench@example.com
   git -C "$work/repo" config user.name bench
+  if [ "${TRAINER_PROFILE:-release}" = dev ]; then
+    # The e2e tests' trainer build (dev profile, dependencies at opt-level 3): for a machine
+    # where only that build is warm. agentloop.toml is read from the working tree.
+    sed -i 's|^command = "cargo build --release -p agentloop-trainer.*|command = "cargo build -p agentloop-trainer \&\& mkdir -p .agentloop-bin \&\& cp \\"$CARGO_TARGET_DIR/debug/agentloop-trainer\\" .agentloop-bin/"|' "$work/repo/agentloop.toml"
+  fi
+  # Warm-up, not measured: the trunk's first build in the clone's build worktree.
+  (cd "$work/repo" && "$bin" start --budget 10m --max-changes 1 --agent offline >/dev/null 2>"$work/warmup.log")
 fi
 i=0
 for w in "$@"; do

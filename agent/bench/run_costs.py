@@ -2,7 +2,7 @@
 """Where a training run's own wall time goes (all of it counts as training in `status`'s loop
 overhead), from the run directories of a session (`.agentloop/runs/*/*/run.log`) and its
 ledger export: the loop's wall_s of each run against the trainer's own JSON lines:
-  - training steps:   the last `step` line's elapsed_s (the training loop itself),
+  - training steps:   the last `step` line's tokens / tokens_per_s (the training loop itself),
   - train set-up:     the `trained` line's wall_s minus the steps (data, tokenizer, model init),
   - eval process:     the `done` line's wall_s minus the `trained` line's (the [eval] step:
                       a second process that loads the checkpoint and the split and scores it),
@@ -49,12 +49,12 @@ def main(runs_dir, export):
         if stage == "smoke":
             continue
         ls = lines(path)
-        steps = [l for l in ls if l.get("event") == "step" and "elapsed_s" in l]
+        steps = [l for l in ls if l.get("event") == "step" and l.get("tokens_per_s")]
         trained = next((l for l in ls if l.get("event") == "trained"), None)
         done = next((l for l in ls if l.get("event") == "done"), None)
         if not (steps and trained and done):
             continue
-        step_s = steps[-1]["elapsed_s"]
+        step_s = steps[-1]["tokens"] / steps[-1]["tokens_per_s"]
         parts["training steps"] += step_s
         parts["train set-up"] += trained["wall_s"] - step_s
         parts["eval process"] += done["wall_s"] - trained["wall_s"]
