@@ -14,8 +14,14 @@ idle, and the idle slot-time is charged to
   - "between runs": no run and no build: the loop's own work (proposer, policy, git, ledger,
                     the decision), by the kind of the next event recorded ("before budget":
                     the runs the end of the budget killed, which are not recorded).
-Usage: overhead.py EXPORT.jsonl STATUS.json
+A run's end is its event's time, except when RUNS_DIR is given: then the mtime of its
+run.log (matched by log_sha256), because the two arms of a pair are recorded together when
+both have ended, so the faster arm's event comes late; without RUNS_DIR such runs are placed
+late and the parts add up to more than the total (the total, from the runs' wall_s, is exact).
+Usage: overhead.py EXPORT.jsonl STATUS.json [RUNS_DIR]
 """
+import hashlib
+import os
 import json
 import sys
 from collections import defaultdict
@@ -26,7 +32,18 @@ def ts(e):
     return datetime.fromisoformat(e["ts"].replace("Z", "+00:00")).timestamp()
 
 
-def main(export, status_path):
+def log_ends(runs_dir):
+    """log_sha256 -> mtime of that run.log, for the run directories still on disk."""
+    ends = {}
+    for root, _, files in os.walk(runs_dir or "/nonexistent"):
+        if "run.log" in files:
+            path = os.path.join(root, "run.log")
+            sha = hashlib.sha256(open(path, "rb").read()).hexdigest()
+            ends[sha] = os.stat(path).st_mtime
+    return ends
+
+
+def main(export, status_path, runs_dir=None):
     events = [json.loads(line) for line in open(export) if line.strip()]
     status = json.load(open(status_path))
     slots = status["slots"]
@@ -35,10 +52,12 @@ def main(export, status_path):
     start = ts(events[0])
     end = ts(events[-1])
     runs, builds, marks = [], [], []
+    ends = log_ends(runs_dir)
     for e in events:
         p, t = e["payload"], ts(e)
         if e["kind"] == "run_result" and p.get("wall_s") is not None:
-            runs.append((t - p["wall_s"], t, p.get("stage", "?")))
+            end = min(ends.get(p.get("log_sha256"), t), t)
+            runs.append((end - p["wall_s"], end, p.get("stage", "?")))
         elif e["kind"] == "build" and p.get("duration_s") is not None:
             builds.append((t - p["duration_s"], t))
         marks.append((t, e["kind"]))
@@ -73,6 +92,8 @@ def main(export, status_path):
     print(f"status: loop overhead {100 * (status.get('overhead_share') or 0):.1f} % of slot time")
     print(f"sweep:  training {training:.0f} slot-s of {slot_s:.0f} "
           f"({100 * (1 - training / slot_s):.1f} % not training)")
+    print(f"parts below add up to {100 * sum(idle.values()) / slot_s:.1f} % "
+          f"({len([r for r in runs])} runs, {len(ends)} placed by their run.log)")
     for what, s in sorted(idle.items(), key=lambda kv: -kv[1]):
         if s < 0.05:
             continue
@@ -80,4 +101,4 @@ def main(export, status_path):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:4])

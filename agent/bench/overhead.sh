@@ -38,6 +38,6 @@ for w in "$@"; do
   (cd "$work/repo" && "$bin" status --json) >"$work/s$i.json"
   (cd "$work/repo" && "$bin" ledger export --format jsonl) >"$work/s$i.jsonl"
   echo "after: $(uptime)"
-  python3 "$here/agent/bench/overhead.py" "$work/s$i.jsonl" "$work/s$i.json"
+  python3 "$here/agent/bench/overhead.py" "$work/s$i.jsonl" "$work/s$i.json" "$work/repo/.agentloop/runs"
   python3 "$here/agent/bench/run_costs.py" "$work/repo/.agentloop/runs" "$work/s$i.jsonl"
 done
