@@ -331,6 +331,11 @@ fn agentloop_toml(ws: &Path, opts: &TargetOptions) -> Result<String> {
     train.insert("budget".into(), opts.run_budget.clone().into());
     train.insert("smoke_budget".into(), opts.smoke_budget.clone().into());
     train.insert("timeout".into(), opts.train_timeout.clone().into());
+    // One change at a time (the default is one per slot): scripted replies are consumed in
+    // the order the tests write them. A test that wants more passes --workers.
+    if let Some(executor) = doc.get_mut("executor").and_then(|e| e.as_table_mut()) {
+        executor.insert("workers".into(), 1.into());
+    }
     doc.remove("proposer");
     doc.remove("decision");
     let mut out = toml::to_string(&doc)?;

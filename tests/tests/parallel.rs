@@ -314,3 +314,131 @@ fn two_workers_killed_at_any_point_resume_and_settle_every_change_once() {
         );
     }
 }
+
+#[test]
+fn by_default_two_slots_screen_two_changes_at_once_each_against_its_own_trunk() {
+    // Rule v3 (the default rule), `[executor] slots = 2` and no --workers: a change per slot,
+    // so one change's one-run-at-a-time screen runs beside another change's runs.
+    let repo = TargetRepo::toy(&ToyOptions {
+        offline_values: vec![0.01, 1.0],
+        offline_weight_decay: vec![0.1],
+        run_sleep_s: 0.3,
+        noise_by_run: true,
+        decision: "min_baseline_seeds = 3\nmin_replays = 1\n\
+                   confirm = { looks = [{ pairs = 3, alpha = 0.01 }, { pairs = 6, alpha = 0.015 }], futility_t = 0.0 }\n"
+            .into(),
+        executor: "[executor]\nslots = 2\n".into(),
+        ..ToyOptions::default()
+    })
+    .unwrap();
+    start(&repo, &[]);
+    let summary = check::consistent(&repo, "main").unwrap();
+    let events = repo.events().unwrap();
+    assert_eq!(events[0].payload["workers"], 2, "{}", events[0].payload);
+
+    // A screening run of one change overlaps a run of another: the second slot is not idle.
+    let runs = run_intervals(&events);
+    let screens: Vec<&(String, String, f64, f64)> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::RunResult && e.payload["stage"] == "screen")
+        .filter_map(|e| {
+            let end = chrono::DateTime::parse_from_rfc3339(&e.ts)
+                .unwrap()
+                .timestamp_millis() as f64
+                / 1000.0;
+            runs.iter()
+                .find(|r| Some(&r.0) == e.change.as_ref() && (r.3 - end).abs() < 1e-6)
+        })
+        .collect();
+    assert!(!screens.is_empty(), "no screening run: {runs:?}");
+    let beside = screens.iter().any(|a| {
+        runs.iter()
+            .any(|b| a.0 != b.0 && a.2 < b.3 - 0.05 && b.2 < a.3 - 0.05)
+    });
+    assert!(
+        beside,
+        "no screening run overlapped another change's run: {runs:?}"
+    );
+
+    // Each decision came from its own pairs, against the trunk it was proposed on: every
+    // trunk (baseline) run a change made is on its base commit, even when another change
+    // merged meanwhile; an accept on a moved trunk was re-tested, not merged.
+    assert_eq!(
+        outcomes(&repo, &summary)
+            .get("optim.lr = 1")
+            .map(String::as_str),
+        Some("rejected")
+    );
+    for change in summary.decisions.keys() {
+        let base = events
+            .iter()
+            .find(|e| e.kind == EventKind::Propose && e.change.as_deref() == Some(change))
+            .unwrap()
+            .payload["parent_commit"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        for e in events.iter().filter(|e| {
+            e.kind == EventKind::RunResult
+                && e.change.as_deref() == Some(change)
+                && e.payload["arm"] == "baseline"
+        }) {
+            assert_eq!(e.payload["commit"], base.as_str(), "change {change}");
+        }
+    }
+    // The case that needs care happened: a change was decided after the trunk it was
+    // proposed on had moved (a merge between its proposal and its decision). Its decision
+    // stands for the trunk it was tested on: a rejection, or an accept that is re-tested on the
+    // new trunk (superseded), never merged.
+    let seq_of = |kind: EventKind, change: &str| {
+        events
+            .iter()
+            .find(|e| e.kind == kind && e.change.as_deref() == Some(change))
+            .map(|e| e.seq)
+    };
+    let moved: Vec<&str> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Decision)
+        .filter_map(|d| d.change.as_deref())
+        .filter(|change| {
+            let proposed = seq_of(EventKind::Propose, change);
+            let decided = seq_of(EventKind::Decision, change);
+            events.iter().any(|e| {
+                e.kind == EventKind::Merge && Some(e.seq) > proposed && Some(e.seq) < decided
+            })
+        })
+        .collect();
+    assert!(
+        !moved.is_empty(),
+        "no change was in flight across a merge: {events:?}"
+    );
+    for change in &moved {
+        assert!(
+            seq_of(EventKind::Merge, change).is_none(),
+            "change {change} merged on a trunk it was not tested on"
+        );
+    }
+    let mut trunk = events[0].payload["base_commit"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for e in events.iter().filter(|e| e.kind == EventKind::Merge) {
+        let commit = e.payload["commit"].as_str().unwrap();
+        let parent = repo.git(&["rev-parse", &format!("{commit}^")]).unwrap();
+        assert_eq!(parent.trim(), trunk, "merge {commit}");
+        let change = e.change.as_deref().unwrap();
+        let base = events
+            .iter()
+            .find(|p| p.kind == EventKind::Propose && p.change.as_deref() == Some(change))
+            .unwrap();
+        assert_eq!(
+            base.payload["parent_commit"],
+            trunk.as_str(),
+            "merged change {change} was tested on the trunk it merged onto"
+        );
+        trunk = commit.to_string();
+    }
+    // And `ledger verify` recomputes every decision, checking the trunk values each v3
+    // decision took from the ledger (its common control) against the runs that recorded them.
+    verify(&repo);
+}

@@ -117,10 +117,12 @@ pub fn run_to(
             (Some(repo), false) => Some(repo.clone()),
             (None, false) => default_repo(ledger_path),
         };
+        let recomputer = decision_check::Recomputer::default();
+        let hook = |e: &agentloop_ledger::Event| recomputer.recompute(e);
         let options = VerifyOptions {
             repo: repo.as_deref(),
             check_views: true,
-            recompute: Some(&decision_check::recompute),
+            recompute: Some(&hook),
         };
         // verify_path, not open: a damaged file still gets a report naming the first bad seq.
         let report = verify_path(ledger_path, &options)

@@ -4,6 +4,7 @@
 //! [executor]
 //! kind = "local"          # or "slurm"
 //! slots = 2               # runs at once (default 1, or one per GPU listed)
+//! workers = 2             # changes in flight at once (default: one per slot; --workers wins)
 //! gpus = [0, 1]           # local: slot i runs with CUDA_VISIBLE_DEVICES=gpus[i]
 //!
 //! [executor.slurm]
@@ -27,6 +28,8 @@ pub enum ExecutorKind {
 pub struct ExecutorConfig {
     pub kind: ExecutorKind,
     pub slots: usize,
+    /// Changes in flight at once (`None`: one per slot); `--workers` wins over it.
+    pub workers: Option<usize>,
     /// Local GPU ids, one slot each; empty: CPU slots.
     pub gpus: Vec<u32>,
     pub slurm: SlurmConfig,
@@ -37,6 +40,7 @@ impl Default for ExecutorConfig {
         ExecutorConfig {
             kind: ExecutorKind::Local,
             slots: 1,
+            workers: None,
             gpus: Vec::new(),
             slurm: SlurmConfig::default(),
         }
@@ -81,15 +85,22 @@ impl ExecutorConfig {
         Ok(self)
     }
 
-    /// Changes in flight when `--workers` is not given: one per two slots, because each
-    /// change's pair runs its baseline and candidate side by side.
+    /// Changes in flight when `--workers` is not given: `workers`, else one per slot (more
+    /// than `slots` raise the slots, as `--workers` does). Under rule v3 a change
+    /// spends most of its time in the screen, one run at a time (each screening run is paired
+    /// with the trunk's cached run on its seed), so one change per two slots left every other
+    /// slot idle; with one per slot, a change's build and screen overlap another's runs, and a
+    /// confirming change's pair takes both slots when they are free.
     pub fn default_workers(&self) -> usize {
-        self.slots.div_ceil(2).max(1)
+        self.workers.unwrap_or(self.slots).max(1)
     }
 
     fn check(&self) -> anyhow::Result<()> {
         if self.slots == 0 {
             anyhow::bail!("agentloop.toml [executor]: slots (or --workers) must be at least 1");
+        }
+        if self.workers == Some(0) {
+            anyhow::bail!("agentloop.toml [executor]: workers must be at least 1");
         }
         if self.kind == ExecutorKind::Local && !self.gpus.is_empty() && self.slots > self.gpus.len()
         {
@@ -152,17 +163,21 @@ mod tests {
     }
 
     #[test]
-    fn one_worker_per_two_slots_by_default_and_workers_never_shrink_slots() {
+    fn one_worker_per_slot_by_default_and_workers_never_shrink_slots() {
         assert_eq!(parse("").unwrap().default_workers(), 1);
         let two = parse("[executor]\nslots = 2\n").unwrap();
         assert_eq!(
             two.default_workers(),
-            1,
-            "one change, its pair side by side"
+            2,
+            "two changes, so the one-run-at-a-time screen leaves no slot idle"
         );
         assert_eq!(two.clone().with_workers(1).unwrap().slots, 2);
         assert_eq!(two.with_workers(3).unwrap().slots, 3);
         let gpus = parse("[executor]\ngpus = [0, 1, 2, 3, 4, 5, 6, 7]\n").unwrap();
-        assert_eq!(gpus.default_workers(), 4);
+        assert_eq!(gpus.default_workers(), 8);
+        let pinned = parse("[executor]\nslots = 2\nworkers = 1\n").unwrap();
+        assert_eq!((pinned.default_workers(), pinned.slots), (1, 2));
+        let e = parse("[executor]\nworkers = 0\n").unwrap_err().to_string();
+        assert!(e.contains("workers must be at least 1"), "{e}");
     }
 }

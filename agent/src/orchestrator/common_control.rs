@@ -25,20 +25,33 @@ pub fn for_trunk(
 ) -> CommonControl {
     let seeds: Vec<u64> = noise.baseline.iter().map(|(s, _)| *s).collect();
     let mut cached: Vec<(u64, f64)> = Vec::new();
-    let mut add = |seed: u64, value: f64| {
-        if seeds.contains(&seed) && !cached.iter().any(|(s, _)| *s == seed) && value.is_finite() {
+    // The first source of a seed wins (the order of the module's list).
+    for (seed, value) in sources(history, commit, &seeds, exclude) {
+        if !cached.iter().any(|(s, _)| *s == seed) {
             cached.push((seed, value));
         }
-    };
+    }
+    // In the order of the seeds, so the record reads the way the screen uses them.
+    cached.sort_by_key(|(s, _)| seeds.iter().position(|x| x == s));
+    CommonControl { seeds, cached }
+}
+
+/// Every recorded trunk run of `commit` on one of `seeds`, (seed, value), in the order of
+/// the module's list (a seed may appear more than once: two workers may both fill it).
+fn sources(
+    history: &SessionHistory,
+    commit: &str,
+    seeds: &[u64],
+    exclude: Option<&str>,
+) -> Vec<(u64, f64)> {
+    let mut found: Vec<(u64, f64)> = Vec::new();
     let calibrated_here = history
         .calibrations
         .iter()
         .rev()
         .find(|(_, c)| c.trunk_commit == commit);
     if let Some((_, c)) = calibrated_here {
-        for sv in &c.baseline {
-            add(sv.seed, sv.value);
-        }
+        found.extend(c.baseline.iter().map(|sv| (sv.seed, sv.value)));
     } else if let Some(merged) = history
         .changes
         .iter()
@@ -50,28 +63,61 @@ pub fn for_trunk(
             .as_ref()
             .and_then(|(_, d)| d.extra.get("process"))
             .and_then(|p| serde_json::from_value::<ProcessRecord>(p.clone()).ok());
-        for (seed, value) in record.map(|d| d.common_runs()).unwrap_or_default() {
-            add(seed, value);
-        }
+        found.extend(record.map(|d| d.common_runs()).unwrap_or_default());
     }
     for change in history
         .changes
         .iter()
         .filter(|c| Some(c.id.as_str()) != exclude)
     {
-        for r in change
+        let fills = change
             .runs
             .iter()
-            .filter(|r| r.stage == Stage::Screen && r.arm == Arm::Baseline && r.commit == commit)
-        {
-            if let Some(v) = value_of(r) {
-                add(r.seed, v);
-            }
+            .filter(|r| r.stage == Stage::Screen && r.arm == Arm::Baseline && r.commit == commit);
+        found.extend(fills.filter_map(|r| value_of(r).map(|v| (r.seed, v))));
+    }
+    found.retain(|(seed, value)| seeds.contains(seed) && value.is_finite());
+    found
+}
+
+/// `ledger verify`: every cached trunk value a v3 decision of `change` started from is the
+/// value of a trunk run recorded in `history` (the session as it stood just before the
+/// decision) for the trunk the change was tested on, on that seed: the calibration of that
+/// commit, the merged change's screening run, or another change's fill. A value carried into
+/// the decision by any other way (edited, or taken from another trunk) fails, naming the seed.
+pub fn check_cached(
+    history: &SessionHistory,
+    change: &str,
+    decision: &ProcessRecord,
+) -> Result<(), String> {
+    let Some(common) = &decision.common else {
+        return Ok(());
+    };
+    let commit = history
+        .change(change)
+        .and_then(|c| c.base_commit())
+        .ok_or_else(|| format!("change {change}: no proposal names the trunk it was tested on"))?;
+    let recorded = sources(history, commit, &common.seeds, Some(change));
+    for &(seed, value) in &common.cached {
+        let same = |v: f64| (v - value).abs() <= 1e-12 * value.abs().max(1.0);
+        if !recorded.iter().any(|&(s, v)| s == seed && same(v)) {
+            let short = &commit[..commit.len().min(10)];
+            let was: Vec<String> = recorded
+                .iter()
+                .filter(|(s, _)| *s == seed)
+                .map(|(_, v)| v.to_string())
+                .collect();
+            return Err(format!(
+                "change {change}: the trunk's cached value {value} on seed {seed} is not a run recorded for trunk {short} on that seed ({})",
+                if was.is_empty() {
+                    "none is recorded".to_string()
+                } else {
+                    format!("recorded: {}", was.join(", "))
+                }
+            ));
         }
     }
-    // In the order of the seeds, so the record reads the way the screen uses them.
-    cached.sort_by_key(|(s, _)| seeds.iter().position(|x| x == s));
-    CommonControl { seeds, cached }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -154,7 +200,8 @@ mod tests {
             (
                 EventKind::Propose,
                 Some("c1a2b3c"),
-                json!({"description": "d", "rationale": "r", "patch": "p", "patch_format": "search_replace"}),
+                json!({"description": "d", "rationale": "r", "patch": "p", "patch_format": "search_replace",
+                       "parent_commit": A}),
             ),
             (EventKind::Decision, Some("c1a2b3c"), merged_decision()),
             (
@@ -222,5 +269,107 @@ mod tests {
         );
         assert!(c.cached.is_empty());
         assert_eq!(c.seeds, vec![11, 12, 13]);
+    }
+
+    /// A null change's v3 decision made from `common` (every run 3.7: dropped at the screen).
+    fn null_decision(common: CommonControl) -> Value {
+        use agentloop_guardrails::process::{Arm as NeedArm, Request};
+        let mut p = DecisionProcess::with_common_control(rule(), noise(), common).unwrap();
+        loop {
+            let (arm, count) = match p.next_request() {
+                Request::Done(_) => break,
+                Request::NeedRuns { arm, count } => (arm, count),
+            };
+            for _ in 0..count {
+                let o = match arm {
+                    NeedArm::Common { seed, with_trunk } => Observation::Common {
+                        seed,
+                        trunk: with_trunk.then_some(RunValue::Ok(3.7)),
+                        candidate: RunValue::Ok(3.7),
+                    },
+                    NeedArm::Candidate => Observation::Candidate(RunValue::Ok(3.7)),
+                    NeedArm::Paired => Observation::Pair {
+                        baseline: RunValue::Ok(3.7),
+                        candidate: RunValue::Ok(3.7),
+                    },
+                };
+                p.add_result(o).unwrap();
+            }
+        }
+        serde_json::to_value(
+            crate::orchestrator::change::decision_record::decision_payload(p.decision().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// `ledger verify` (chain, views, recompute) on the fixture plus a change c4 proposed on
+    /// trunk B and decided from `common`; the problems it reports.
+    fn verify_with_decision(common: CommonControl) -> Vec<String> {
+        let (dir, _) = history();
+        let ledger = Ledger::open(dir.path().join("ledger.db")).unwrap();
+        for (kind, payload) in [
+            (
+                EventKind::Propose,
+                json!({"description": "a comment", "rationale": "r", "patch": "p",
+                       "patch_format": "search_replace", "parent_commit": B}),
+            ),
+            (EventKind::Decision, null_decision(common)),
+        ] {
+            ledger
+                .append(NewEvent {
+                    kind,
+                    session: "s1".into(),
+                    change: Some("c4a2b3c".into()),
+                    payload,
+                })
+                .unwrap();
+        }
+        let recomputer = crate::orchestrator::decision_check::Recomputer::default();
+        let hook = |e: &agentloop_ledger::Event| recomputer.recompute(e);
+        let options = agentloop_ledger::VerifyOptions {
+            repo: None,
+            check_views: true,
+            recompute: Some(&hook),
+        };
+        let report = ledger.verify_with(&options).unwrap();
+        assert_eq!(report.ok, report.problems.is_empty());
+        report.problems.iter().map(|p| p.message.clone()).collect()
+    }
+
+    #[test]
+    fn verify_fails_a_decision_whose_cached_trunk_values_are_not_the_recorded_runs() {
+        let (_dir, h) = history();
+        let honest = for_trunk(&h, B, &noise(), Some("c4a2b3c"));
+        assert_eq!(verify_with_decision(honest.clone()), Vec::<String>::new());
+
+        // One value made better for the trunk (so the candidate looks worse), as an edit of
+        // the ledger or of the loop that carries it would do; the decision itself recomputes.
+        let mut edited = honest.clone();
+        edited.cached[1].1 = 3.50;
+        let problems = verify_with_decision(edited);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("change c4a2b3c")
+                && problems[0].contains("seed 12")
+                && problems[0].contains("recorded: 3.62"),
+            "{problems:?}"
+        );
+
+        // The old trunk's values (calibration of A), for a change tested on B.
+        let stale = for_trunk(&h, A, &noise(), Some("c4a2b3c"));
+        let problems = verify_with_decision(stale);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("change c4a2b3c") && p.contains("seed 11")),
+            "{problems:?}"
+        );
+
+        // A value no run recorded at all (seed 13 has only c2's fill, 3.59).
+        let mut invented = honest;
+        invented.cached[2].1 = 3.0;
+        let problems = verify_with_decision(invented);
+        assert!(problems[0].contains("seed 13"), "{problems:?}");
     }
 }

@@ -1,16 +1,87 @@
 //! `ledger verify`'s recompute hook: re-runs each stored decision and checks that the event's
 //! headline (outcome, statistics) is what that decision gives.
 //!
-//! The ledger crate knows nothing of the decision engine; it calls [`recompute`] for every
-//! event through `VerifyOptions::recompute`.
+//! The ledger crate knows nothing of the decision engine; it calls [`Recomputer::recompute`]
+//! for every event, in seq order, through `VerifyOptions::recompute`. The recomputer folds each
+//! session as it goes, so a v3 decision's cached trunk values (the common control it started
+//! from) are checked against the runs the ledger recorded before it.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 
 use agentloop_guardrails::guards::{self, GuardResult};
 use agentloop_guardrails::process::{self, Decision as ProcessRecord};
+use agentloop_ledger::state::SessionState;
 use agentloop_ledger::{Event, EventKind};
 use serde_json::Value;
 
+/// `ledger verify`'s hook with memory: each session's state as of the event being checked
+/// (`None` once a session's events stop folding; that is reported once).
+#[derive(Default)]
+pub struct Recomputer {
+    sessions: RefCell<BTreeMap<String, Option<SessionState>>>,
+}
+
+impl Recomputer {
+    /// [`recompute`], plus the v3 common-control check on decision events.
+    pub fn recompute(&self, event: &Event) -> Option<Result<(), String>> {
+        let own = recompute(event);
+        let cached = self.fold(event);
+        match (own, cached) {
+            (Some(Err(e)), _) | (_, Some(Err(e))) => Some(Err(e)),
+            (own, cached) => own.or(cached),
+        }
+    }
+
+    /// Checks `event` against its session's state before it, then folds it in.
+    fn fold(&self, event: &Event) -> Option<Result<(), String>> {
+        let mut sessions = self.sessions.borrow_mut();
+        let Some(state) = sessions.get_mut(&event.session) else {
+            if event.kind != EventKind::SessionStart {
+                return None; // not a session's event: nothing to check it against
+            }
+            let begun = SessionState::begin(event);
+            let failed = begun
+                .as_ref()
+                .err()
+                .map(|e| Err(format!("session start: {e}")));
+            sessions.insert(event.session.clone(), begun.ok());
+            return failed;
+        };
+        let current = state.as_mut()?;
+        let checked = if event.kind == EventKind::Decision {
+            cached_values(current, event)
+        } else {
+            None
+        };
+        if let Err(e) = current.apply(event) {
+            *state = None;
+            return Some(Err(format!(
+                "session {} cannot be folded from here on, so its later v3 decisions are not checked against their trunk runs: {e}",
+                event.session
+            )));
+        }
+        checked
+    }
+}
+
+/// A v3 decision's cached trunk values against the runs recorded before it (`None`: not a v3
+/// decision; a record that does not parse is reported by [`recompute`]).
+fn cached_values(before: &SessionState, event: &Event) -> Option<Result<(), String>> {
+    let record = event.payload.get("process")?;
+    let decision: ProcessRecord = serde_json::from_value(record.clone()).ok()?;
+    decision.common.as_ref()?;
+    let Some(change) = event.change.as_deref() else {
+        return Some(Err("a v3 decision names no change".into()));
+    };
+    Some(super::common_control::check_cached(
+        before, change, &decision,
+    ))
+}
+
 /// `None` for events with nothing to recompute; for a decision event, whether its stored
-/// outcome and statistics reproduce from the engine record in its `process` field.
+/// outcome and statistics reproduce from the engine record in its `process` field (alone:
+/// [`Recomputer`] adds the checks that need the events before it).
 pub fn recompute(event: &Event) -> Option<Result<(), String>> {
     if event.kind == EventKind::Compare {
         return Some(super::compare::stats::recheck(&event.payload));

@@ -56,7 +56,7 @@ pub struct Options {
     pub sandbox: Value,
 }
 
-/// `--workers`, else what the session started with, else one per two `[executor] slots`.
+/// `--workers`, else what the session started with, else one per `[executor] slot`.
 pub(crate) fn workers_for(
     opts: &Options,
     history: &SessionState,
