@@ -367,6 +367,15 @@ impl SessionState {
         Ok(())
     }
 
+    /// The session's recorded final verdict (base vs final trunk), if any.
+    pub fn final_verdict(&self) -> Option<&Compare> {
+        self.compares
+            .iter()
+            .rev()
+            .map(|(_, c)| c)
+            .find(|c| c.is_final_verdict() && c.a_commit == self.start.base_commit)
+    }
+
     pub fn change(&self, id: &str) -> Option<&ChangeRecord> {
         self.index.get(id).map(|&i| &self.changes[i])
     }

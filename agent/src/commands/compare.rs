@@ -161,11 +161,11 @@ fn text(done: &Compared, wall_s: f64) -> String {
         s.mean_diff, c.metric, s.ci_low, s.ci_high, s.p_value
     );
     out += &match stats::verdict(s) {
-        "b_better" => format!("B is better: {}\n", stats::gain_line(c)),
-        "a_better" => format!("B is worse: {}\n", stats::gain_line(c)),
+        "b_better" => format!("B is better: {}\n", c.gain_line()),
+        "a_better" => format!("B is worse: {}\n", c.gain_line()),
         _ => format!(
             "no significant difference (the interval contains 0): {}\n",
-            stats::gain_line(c)
+            c.gain_line()
         ),
     };
     out += &format!(

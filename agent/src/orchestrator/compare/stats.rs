@@ -56,14 +56,6 @@ pub fn verdict(s: &Stats) -> &'static str {
     }
 }
 
-/// "holdout gain 0.031 val_bpb [0.024, 0.038] (8 pairs)": gain = A - B, positive = B better.
-pub fn gain_line(c: &Compare) -> String {
-    format!(
-        "{} gain {:.3} {} [{:.3}, {:.3}] ({} pairs)",
-        c.split, -c.mean_diff, c.metric, -c.ci_high, -c.ci_low, c.n
-    )
-}
-
 /// `ledger verify`'s check of a `compare` event: its headline statistics are what its pairs give.
 pub fn recheck(payload: &Value) -> Result<(), String> {
     let c: Compare =

@@ -11,9 +11,9 @@ use agentloop_ledger::payload::{Compare, ExitStatus, Stage};
 use agentloop_ledger::state::SessionState;
 use anyhow::Result;
 use git2::Oid;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map};
 
-use super::{measure, remove_worktrees, stats, Ctx, Request};
+use super::{measure, remove_worktrees, Ctx, Request};
 use crate::executor::budget::Stop;
 use crate::orchestrator::record::Recorder;
 
@@ -40,7 +40,7 @@ impl Verdict {
         match self {
             Verdict::Off => None,
             Verdict::NoMerges => Some(NO_MERGES.into()),
-            Verdict::Recorded(c) => Some(stats::gain_line(c)),
+            Verdict::Recorded(c) => Some(c.gain_line()),
             Verdict::Stopped => Some("not finished: stopped during the final comparison".into()),
             Verdict::Failed(why) => Some(format!("failed: {why}")),
         }
@@ -49,16 +49,7 @@ impl Verdict {
 
 /// The recorded final verdict of a session, if any.
 pub fn recorded(history: &SessionState) -> Option<&Compare> {
-    history
-        .compares
-        .iter()
-        .rev()
-        .map(|(_, c)| c)
-        .find(|c| is_final(c) && c.a_commit == history.start.base_commit)
-}
-
-pub fn is_final(c: &Compare) -> bool {
-    c.extra.get("final_verdict").and_then(Value::as_bool) == Some(true)
+    history.final_verdict()
 }
 
 /// Runs the verdict (or finds it recorded, after a resume). The worktrees go however it ends.

@@ -5,6 +5,7 @@
 //! time while `status` and `report` replay a whole session.
 
 mod change;
+mod headline;
 mod replay;
 #[cfg(test)]
 mod tests;
@@ -13,6 +14,7 @@ use agentloop_ledger::payload::Pause;
 use agentloop_ledger::{Event, EventKind, Ledger, LedgerError};
 use serde::Serialize;
 
+pub use headline::{guard_tag, Status};
 pub use replay::Replay;
 
 #[derive(Debug, thiserror::Error)]

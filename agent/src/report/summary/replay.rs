@@ -9,7 +9,7 @@ use agentloop_ledger::state::SessionState;
 use agentloop_ledger::{Event, EventKind};
 use serde::de::DeserializeOwned;
 
-use crate::report::status::Status;
+use super::headline::Status;
 
 use super::change::{candidate_mean, count, mean, stage_of, state_of, summarize_change, ChangeLog};
 use super::{
@@ -234,8 +234,8 @@ impl Replay {
     /// (no merges, or why it did not finish).
     fn verdict(&self) -> Option<String> {
         let fold = self.fold.as_ref()?;
-        if let Some(c) = crate::orchestrator::compare::verdict::recorded(fold) {
-            return Some(crate::orchestrator::compare::stats::gain_line(c));
+        if let Some(c) = fold.final_verdict() {
+            return Some(c.gain_line());
         }
         let said = self.end.as_ref()?.extra.get("verdict")?.as_str()?;
         Some(said.to_string())
@@ -331,7 +331,7 @@ impl Replay {
                     .changes
                     .iter()
                     .filter_map(|c| c.decision.as_ref()?.reason.as_deref())
-                    .filter_map(crate::report::status::guard_tag)
+                    .filter_map(super::headline::guard_tag)
                     .collect(),
                 last_seq: self.last_seq,
             }

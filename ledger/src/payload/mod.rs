@@ -25,6 +25,9 @@ macro_rules! payload_kind {
     };
 }
 
+mod compare;
+pub use compare::{Compare, ComparePair};
+
 /// Checks `payload` against the struct of `kind`; the error text names the offending field.
 pub fn validate(kind: EventKind, payload: &Value) -> Result<(), String> {
     fn check<T: DeserializeOwned>(payload: &Value) -> Result<(), String> {
@@ -415,39 +418,6 @@ pub struct SessionEnd {
     pub extra: Map<String, Value>,
 }
 payload_kind!(SessionEnd, EventKind::SessionEnd);
-
-/// One fresh seed of a comparison: both commits trained on it (the metric of each).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ComparePair {
-    pub seed: u64,
-    pub a: f64,
-    pub b: f64,
-}
-
-/// `agentloop compare A B` (or a session's final verdict, `extra.verdict = true`): a paired
-/// measurement on fresh seeds. `mean_diff` and its interval are B - A (the metric is
-/// minimized: negative = B better); `p_value` is the one-sided paired t-test of "B is
-/// better". `ledger verify` recomputes every statistic from `pairs`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Compare {
-    /// The revisions as the user named them, and the commits they resolved to.
-    pub a_rev: String,
-    pub b_rev: String,
-    pub a_commit: String,
-    pub b_commit: String,
-    pub split: String,
-    pub metric: String,
-    pub pairs: Vec<ComparePair>,
-    pub n: u32,
-    pub mean_diff: f64,
-    pub sd_diff: f64,
-    pub ci_low: f64,
-    pub ci_high: f64,
-    pub p_value: f64,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-payload_kind!(Compare, EventKind::Compare);
 
 /// The loop waiting instead of ending, as a session-level `error` event (a typed payload of
 /// an existing kind, so older readers and ledgers accept it). [`Pause::PROVIDER_WAIT`]: the
