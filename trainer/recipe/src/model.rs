@@ -149,12 +149,26 @@ impl Gpt {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let cos = self.cos.narrow(0, 0, t)?.to_dtype(c.dtype)?;
-        let sin = self.sin.narrow(0, 0, t)?.to_dtype(c.dtype)?;
-        let q = apply_rope(&rms_norm(&heads(&block.wq)?, c)?, &cos, &sin)?;
-        let k = apply_rope(&rms_norm(&heads(&block.wk)?, c)?, &cos, &sin)?;
+        let (q, k) = if c.fused {
+            // Head split, QK-norm and rotation in one op (and one backward).
+            let qk = |w: &Tensor| -> Result<Tensor> {
+                let x = linear(x, &w.to_dtype(c.dtype)?)?;
+                fused::norm_rope_heads(&x, h, &self.cos, &self.sin, NORM_EPS)
+            };
+            (qk(&block.wq)?, qk(&block.wk)?)
+        } else {
+            let cos = self.cos.narrow(0, 0, t)?.to_dtype(c.dtype)?;
+            let sin = self.sin.narrow(0, 0, t)?.to_dtype(c.dtype)?;
+            (
+                apply_rope(&rms_norm(&heads(&block.wq)?, c)?, &cos, &sin)?,
+                apply_rope(&rms_norm(&heads(&block.wk)?, c)?, &cos, &sin)?,
+            )
+        };
         let v = heads(&block.wv)?;
-        let scores = q.matmul(&k.t()?.contiguous()?)?;
+        // Training's matmul reads the transposed keys in place (no copy); the evaluation
+        // keeps its contiguous copy so that its arithmetic never changes.
+        let kt = if c.fused { k.t()? } else { k.t()?.contiguous()? };
+        let scores = q.matmul(&kt)?;
         let weights = causal_softmax(&scores, hd, c)?;
         let y = weights.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
         linear(&y, &block.wo.to_dtype(c.dtype)?)
