@@ -263,6 +263,19 @@ fn fused_norm_rope_heads_matches_the_composite_and_finite_differences() {
     assert!(err.to_string().contains("rotary tables"), "{err}");
 }
 
+#[test]
+fn fused_relu_sq_matches_the_composite_in_value_and_gradient_and_keeps_nan() {
+    let x = Var::from_tensor(&random(&[4, 6, 40], 3.0, 13)).unwrap();
+    let w = random(&[4, 6, 40], 1.0, 14);
+    let (y_ref, g_ref) = value_and_grad(&x, &w, |x| x.relu()?.sqr());
+    let (y, g) = value_and_grad(&x, &w, fused::relu_sq);
+    assert_close("relu_sq value", &y, &y_ref, 1e-6);
+    assert_close("relu_sq gradient", &g, &g_ref, 1e-6);
+    let nan = Tensor::new(&[f32::NAN, -1.0, 2.0], &Device::Cpu).unwrap();
+    let out = fused::relu_sq(&nan).unwrap().to_vec1::<f32>().unwrap();
+    assert!(out[0].is_nan() && out[1] == 0.0 && out[2] == 4.0, "{out:?}");
+}
+
 fn tiny_config() -> Config {
     let mut cfg = Config::parse(common::TINY_CONFIG, "tiny.toml").unwrap();
     cfg.model.depth = 2;

@@ -175,7 +175,12 @@ impl Gpt {
     }
 
     fn mlp(&self, block: &Block, x: &Tensor, c: Compute) -> Result<Tensor> {
-        let hidden = linear(x, &block.w_fc.to_dtype(c.dtype)?)?.relu()?.sqr()?;
+        let hidden = linear(x, &block.w_fc.to_dtype(c.dtype)?)?;
+        let hidden = if c.fused {
+            fused::relu_sq(&hidden)?
+        } else {
+            hidden.relu()?.sqr()?
+        };
         linear(&hidden, &block.w_proj.to_dtype(c.dtype)?)
     }
 

@@ -11,11 +11,13 @@ mod cross_entropy;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod norm_rope;
+mod relu_sq;
 mod rms_norm;
 mod softmax;
 
 pub use adamw::{adamw_step, AdamWStep};
 pub use cross_entropy::softcapped_cross_entropy;
 pub use norm_rope::norm_rope_heads;
+pub use relu_sq::relu_sq;
 pub use rms_norm::rms_norm;
 pub use softmax::causal_softmax;
