@@ -80,7 +80,7 @@ enum Command {
         /// moments) and f32 on CPU, which refuses bf16. The evaluation is always f32.
         #[arg(long, value_enum, default_value = "auto")]
         dtype: DtypeArg,
-        /// Fused kernels (RMSNorm, QK-norm with RoPE, causal softmax, cross-entropy, AdamW);
+        /// Fused kernels (RMSNorm, QK-norm with RoPE, causal softmax, ReLU^2, cross-entropy, AdamW);
         /// `auto` is on (CUDA and CPU); `off` is the composite candle ops.
         #[arg(long, value_enum, default_value = "auto")]
         fused: FusedArg,

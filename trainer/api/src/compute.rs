@@ -33,7 +33,8 @@ pub enum ComputeError {
 pub struct Compute {
     /// Activations and matmuls; norm, softmax and loss statistics are f32 regardless.
     pub dtype: DType,
-    /// Fused RMSNorm, causal softmax, soft-capped cross-entropy and AdamW.
+    /// Fused RMSNorm, QK-norm with RoPE, causal softmax, ReLU^2, soft-capped cross-entropy
+    /// and AdamW.
     pub fused: bool,
 }
 

@@ -5,7 +5,8 @@
 //! Every op here must have a backward pass: candle's fused `rms_norm`, `layer_norm`,
 //! `softmax_last_dim` and `rope` have none, so gradients would silently stop at them. The
 //! composite forms below are differentiable; `crate::fused` (the frozen api) has kernels with backward passes
-//! for the norm, the causal softmax and the loss, used when `Compute::fused` is on.
+//! for the norm, QK-norm with RoPE, the causal softmax, ReLU^2 and the loss, used when
+//! `Compute::fused` is on (the default on CPU and CUDA; the evaluation never uses them).
 //!
 //! Mixed precision: parameters are f32 and cast to the compute dtype where they are used,
 //! so gradients flow back to them in f32; norm and softmax statistics and the loss are f32.
@@ -165,9 +166,13 @@ impl Gpt {
             )
         };
         let v = heads(&block.wv)?;
-        // Training's matmul reads the transposed keys in place (no copy); the evaluation
-        // keeps its contiguous copy so that its arithmetic never changes.
-        let kt = if c.fused { k.t()? } else { k.t()?.contiguous()? };
+        // Training on CPU reads the transposed keys in place (no copy); the evaluation keeps
+        // its contiguous copy so that its arithmetic never changes (and CUDA as it was).
+        let kt = if c.fused && k.device().is_cpu() {
+            k.t()?
+        } else {
+            k.t()?.contiguous()?
+        };
         let scores = q.matmul(&kt)?;
         let weights = causal_softmax(&scores, hd, c)?;
         let y = weights.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;

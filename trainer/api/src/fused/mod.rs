@@ -3,7 +3,8 @@
 //! reference that the tests hold against the composite candle version (values and
 //! gradients through candle's autograd), and with the `cuda` feature a CUDA kernel from
 //! `kernels/fused.cu` that computes the same thing. Statistics (sums, maxima, log-sum-exp)
-//! are kept in f32 whatever the tensor dtype.
+//! are kept in f32 whatever the tensor dtype. `norm_rope_heads` and `relu_sq` have CPU kernels
+//! only: on other devices they run as the composite candle ops (with the fused RMSNorm).
 
 mod adamw;
 mod cpu;
