@@ -201,7 +201,11 @@ fn composite_norm_rope_heads(
 ) -> candle_core::Result<Tensor> {
     let (b, t, d) = x.dims3()?;
     let hd = d / heads;
-    let n = composite_rms_norm(&x.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous()?)?;
+    let n = composite_rms_norm(
+        &x.reshape((b, t, heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()?,
+    )?;
     let (cos, sin) = (cos.narrow(0, 0, t)?, sin.narrow(0, 0, t)?);
     let half = hd / 2;
     let n1 = n.narrow(D::Minus1, 0, half)?;
@@ -219,7 +223,8 @@ fn fused_norm_rope_heads_matches_the_composite_and_finite_differences() {
     let w = random(&[b, heads, t, hd], 1.0, 9);
     let cos = random(&[7, hd / 2], 1.0, 10);
     let sin = random(&[7, hd / 2], 1.0, 11);
-    let (y_ref, g_ref) = value_and_grad(&x, &w, |x| composite_norm_rope_heads(x, heads, &cos, &sin));
+    let (y_ref, g_ref) =
+        value_and_grad(&x, &w, |x| composite_norm_rope_heads(x, heads, &cos, &sin));
     let fused_op = |x: &Tensor| fused::norm_rope_heads(x, heads, &cos, &sin, 1e-6);
     let (y, g) = value_and_grad(&x, &w, fused_op);
     assert_eq!(y.dims(), [b, heads, t, hd]);

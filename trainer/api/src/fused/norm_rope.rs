@@ -11,7 +11,9 @@
 
 use super::cpu::{self, with_float_type};
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType, D};
+use candle_core::{
+    CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType, D,
+};
 
 /// `(b, t, heads * hd)` -> `(b, heads, t, hd)`, each head RMS-normalized (`eps`) and rotated
 /// by the tables `cos`, `sin` `(>= t, hd / 2)` (rows are positions).
@@ -63,7 +65,9 @@ fn composite(
     eps: f64,
 ) -> Result<Tensor> {
     let n = super::rms_norm(
-        &x.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous()?,
+        &x.reshape((b, t, heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()?,
         eps,
     )?;
     let (cos, sin) = (cos.to_dtype(x.dtype())?, sin.to_dtype(x.dtype())?);
@@ -97,7 +101,10 @@ fn inv_rms<T: WithDType>(v: &[T], eps: f32) -> f32 {
 /// Index of the first element of head `hi` at position `ti` of batch `bi`, in `x`'s
 /// `(b, t, h * hd)` layout and in the output's `(b, h, t, hd)` layout.
 fn offsets(bi: usize, ti: usize, hi: usize, t: usize, h: usize, hd: usize) -> (usize, usize) {
-    ((bi * t + ti) * h * hd + hi * hd, ((bi * h + hi) * t + ti) * hd)
+    (
+        (bi * t + ti) * h * hd + hi * hd,
+        ((bi * h + hi) * t + ti) * hd,
+    )
 }
 
 fn forward<T: WithDType>(
@@ -153,11 +160,7 @@ fn backward<T: WithDType>(
                     dn[j + half] = g2 * c[j] - g1 * s[j];
                 }
                 let r = inv_rms(xv, eps);
-                let dot: f32 = xv
-                    .iter()
-                    .zip(&dn)
-                    .map(|(a, d)| a.to_f64() as f32 * d)
-                    .sum();
+                let dot: f32 = xv.iter().zip(&dn).map(|(a, d)| a.to_f64() as f32 * d).sum();
                 let k = r * r * r * dot / hd as f32;
                 for ((out, a), d) in dx[xo..xo + hd].iter_mut().zip(xv).zip(&dn) {
                     *out = T::from_f64(f64::from(r * d - k * a.to_f64() as f32));
@@ -195,7 +198,9 @@ impl CustomOp3 for NormRopeHeads {
         let sin = cpu::contiguous::<f32>(s3, l3, "norm_rope_heads sin")?;
         let out = with_float_type!(self.name(), s1.dtype(), |T| {
             let x = cpu::contiguous::<T>(s1, l1, "norm_rope_heads input")?;
-            Ok(T::to_cpu_storage_owned(forward(x, cos, sin, dims, self.eps)))
+            Ok(T::to_cpu_storage_owned(forward(
+                x, cos, sin, dims, self.eps,
+            )))
         })?;
         let (b, t, h, hd) = dims;
         Ok((out, Shape::from((b, h, t, hd))))

@@ -50,7 +50,9 @@ impl CustomOp1 for ReluSq {
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let grad = grad.to_dtype(x.dtype())?.contiguous()?;
-        Ok(Some(x.contiguous()?.apply_op2_no_bwd(&grad, &ReluSqBackward)?))
+        Ok(Some(
+            x.contiguous()?.apply_op2_no_bwd(&grad, &ReluSqBackward)?,
+        ))
     }
 }
 

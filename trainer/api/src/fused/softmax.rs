@@ -30,7 +30,11 @@ struct CausalSoftmaxBackward {
 fn forward_rows<T: WithDType>(s: &[T], cols: usize, scale: f32) -> Vec<T> {
     let mut y = vec![T::zero(); s.len()];
     let mut z = vec![0f32; cols];
-    for (row, (sr, yr)) in s.chunks_exact(cols).zip(y.chunks_exact_mut(cols)).enumerate() {
+    for (row, (sr, yr)) in s
+        .chunks_exact(cols)
+        .zip(y.chunks_exact_mut(cols))
+        .enumerate()
+    {
         let visible = row % cols + 1;
         let z = &mut z[..visible];
         for (z, v) in z.iter_mut().zip(sr) {
