@@ -192,6 +192,95 @@ fn fused_softcapped_cross_entropy_matches_the_composite_in_value_and_gradient() 
     assert!(err.contains("target 99") && err.contains("37"), "{err}");
 }
 
+/// The head split, QK-norm and rotation of `model.rs` as plain candle ops.
+fn composite_norm_rope_heads(
+    x: &Tensor,
+    heads: usize,
+    cos: &Tensor,
+    sin: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let (b, t, d) = x.dims3()?;
+    let hd = d / heads;
+    let n = composite_rms_norm(
+        &x.reshape((b, t, heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()?,
+    )?;
+    let (cos, sin) = (cos.narrow(0, 0, t)?, sin.narrow(0, 0, t)?);
+    let half = hd / 2;
+    let n1 = n.narrow(D::Minus1, 0, half)?;
+    let n2 = n.narrow(D::Minus1, half, half)?;
+    let y1 = (n1.broadcast_mul(&cos)? - n2.broadcast_mul(&sin)?)?;
+    let y2 = (n1.broadcast_mul(&sin)? + n2.broadcast_mul(&cos)?)?;
+    Tensor::cat(&[y1, y2], D::Minus1)
+}
+
+#[test]
+fn fused_norm_rope_heads_matches_the_composite_and_finite_differences() {
+    // (b, t, heads * hd) with rotary tables longer than t, as the model passes them.
+    let (b, t, heads, hd) = (2, 5, 3, 8);
+    let x = Var::from_tensor(&random(&[b, t, heads * hd], 2.0, 8)).unwrap();
+    let w = random(&[b, heads, t, hd], 1.0, 9);
+    let cos = random(&[7, hd / 2], 1.0, 10);
+    let sin = random(&[7, hd / 2], 1.0, 11);
+    let (y_ref, g_ref) =
+        value_and_grad(&x, &w, |x| composite_norm_rope_heads(x, heads, &cos, &sin));
+    let fused_op = |x: &Tensor| fused::norm_rope_heads(x, heads, &cos, &sin, 1e-6);
+    let (y, g) = value_and_grad(&x, &w, fused_op);
+    assert_eq!(y.dims(), [b, heads, t, hd]);
+    assert_close("norm_rope_heads value", &y, &y_ref, 1e-5);
+    assert_close("norm_rope_heads gradient", &g, &g_ref, 1e-4);
+
+    // Central differences of sum(y * w) in f64 arithmetic of the f32 op, on a few inputs.
+    let base: Vec<f32> = x.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+    let objective = |v: &[f32]| -> f64 {
+        let xt = Tensor::from_vec(v.to_vec(), (b, t, heads * hd), &Device::Cpu).unwrap();
+        let y = fused_op(&xt).unwrap();
+        let p: Vec<f32> = (y * &w).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        p.iter().map(|&a| f64::from(a)).sum()
+    };
+    let analytic: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
+    for i in [0, 7, 31, 64, base.len() - 1] {
+        let h = 1e-2f32;
+        let (mut up, mut down) = (base.clone(), base.clone());
+        up[i] += h;
+        down[i] -= h;
+        let numeric = (objective(&up) - objective(&down)) / (2.0 * f64::from(h));
+        let a = f64::from(analytic[i]);
+        assert!(
+            (numeric - a).abs() < 2e-2 * a.abs().max(0.1),
+            "input {i}: analytic {a} vs finite difference {numeric}"
+        );
+    }
+
+    // Half precision keeps f32 statistics: within f16 rounding of the f32 result.
+    let (y16, g16) = value_and_grad(&x, &w, |x| {
+        fused::norm_rope_heads(&x.to_dtype(DType::F16)?, heads, &cos, &sin, 1e-6)
+    });
+    assert_eq!(y16.dtype(), DType::F16);
+    assert_close("norm_rope_heads f16 value", &y16, &y_ref, 1e-2);
+    assert_close("norm_rope_heads f16 gradient", &g16, &g_ref, 3e-2);
+
+    let err = fused::norm_rope_heads(x.as_tensor(), 5, &cos, &sin, 1e-6).unwrap_err();
+    assert!(err.to_string().contains("heads"), "{err}");
+    let short = random(&[4, hd / 2], 1.0, 12);
+    let err = fused::norm_rope_heads(x.as_tensor(), heads, &short, &short, 1e-6).unwrap_err();
+    assert!(err.to_string().contains("rotary tables"), "{err}");
+}
+
+#[test]
+fn fused_relu_sq_matches_the_composite_in_value_and_gradient_and_keeps_nan() {
+    let x = Var::from_tensor(&random(&[4, 6, 40], 3.0, 13)).unwrap();
+    let w = random(&[4, 6, 40], 1.0, 14);
+    let (y_ref, g_ref) = value_and_grad(&x, &w, |x| x.relu()?.sqr());
+    let (y, g) = value_and_grad(&x, &w, fused::relu_sq);
+    assert_close("relu_sq value", &y, &y_ref, 1e-6);
+    assert_close("relu_sq gradient", &g, &g_ref, 1e-6);
+    let nan = Tensor::new(&[f32::NAN, -1.0, 2.0], &Device::Cpu).unwrap();
+    let out = fused::relu_sq(&nan).unwrap().to_vec1::<f32>().unwrap();
+    assert!(out[0].is_nan() && out[1] == 0.0 && out[2] == 4.0, "{out:?}");
+}
+
 fn tiny_config() -> Config {
     let mut cfg = Config::parse(common::TINY_CONFIG, "tiny.toml").unwrap();
     cfg.model.depth = 2;

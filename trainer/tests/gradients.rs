@@ -35,8 +35,23 @@ fn every_parameter_of_the_default_model_gets_a_nonzero_gradient() {
     let initial = loss.to_scalar::<f32>().unwrap();
     // A fresh model is near uniform over 257 tokens (ln 257 = 5.55).
     assert!((4.5..6.5).contains(&initial), "initial loss {initial}");
-    let grads = loss.backward().unwrap();
     assert!(params.vars().len() >= 2 + 6 * cfg.model.depth);
+    assert!(agentloop_trainer::compute::Compute::for_device(&device).fused);
+    // Both the evaluation's forward pass and the training loss under the default CPU
+    // computation (the fused kernels since issue 21) must reach every parameter.
+    let train_loss = model.loss(&batch.inputs, &batch.targets).unwrap();
+    let train_value = train_loss.to_scalar::<f32>().unwrap();
+    assert!(
+        (train_value - initial).abs() < 1e-4 * initial,
+        "training loss {train_value} vs evaluation loss {initial}"
+    );
+    for loss in [loss, train_loss] {
+        assert_every_parameter_has_a_gradient(&params, &loss);
+    }
+}
+
+fn assert_every_parameter_has_a_gradient(params: &ParamStore, loss: &candle_core::Tensor) {
+    let grads = loss.backward().unwrap();
     for (name, var) in params.vars() {
         let grad = grads
             .get(var.as_tensor())

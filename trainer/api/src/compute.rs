@@ -14,7 +14,7 @@ pub enum Precision {
     Bf16,
 }
 
-/// `--fused`: the fused kernels; `auto` is on for CUDA and off on CPU.
+/// `--fused`: the fused kernels; `auto` is on (CUDA and CPU, f32 or lower precision).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FusedChoice {
     #[default]
@@ -33,12 +33,14 @@ pub enum ComputeError {
 pub struct Compute {
     /// Activations and matmuls; norm, softmax and loss statistics are f32 regardless.
     pub dtype: DType,
-    /// Fused RMSNorm, causal softmax, soft-capped cross-entropy and AdamW.
+    /// Fused RMSNorm, QK-norm with RoPE, causal softmax, ReLU^2, soft-capped cross-entropy
+    /// and AdamW.
     pub fused: bool,
 }
 
 impl Compute {
-    /// The default for `device`: bf16 and fused kernels on CUDA, f32 composite ops on CPU.
+    /// The default for `device`: bf16 and fused kernels on CUDA, f32 and fused kernels on CPU
+    /// (on the default CPU config they make a step about 1.5x faster than the composite ops).
     pub fn for_device(device: &Device) -> Self {
         Self::resolve(device, Precision::Auto, FusedChoice::Auto)
             .expect("the automatic choice is valid on every device")
@@ -57,7 +59,7 @@ impl Compute {
             Precision::Bf16 => return Err(ComputeError::Bf16OnCpu),
         };
         let fused = match fused {
-            FusedChoice::Auto => cuda,
+            FusedChoice::Auto => true,
             FusedChoice::On => true,
             FusedChoice::Off => false,
         };
@@ -70,15 +72,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cpu_defaults_to_f32_composite_and_refuses_bf16_with_a_clear_error() {
+    fn cpu_defaults_to_f32_fused_and_refuses_bf16_with_a_clear_error() {
         let cpu = Device::Cpu;
         assert_eq!(
             Compute::for_device(&cpu),
             Compute {
                 dtype: DType::F32,
-                fused: false
+                fused: true
             }
         );
+        let off = Compute::resolve(&cpu, Precision::Auto, FusedChoice::Off).unwrap();
+        assert!(!off.fused && off.dtype == DType::F32);
         let err = Compute::resolve(&cpu, Precision::Bf16, FusedChoice::Auto).unwrap_err();
         assert_eq!(err, ComputeError::Bf16OnCpu);
         assert!(err.to_string().contains("--dtype bf16 needs --device cuda"));

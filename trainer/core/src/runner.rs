@@ -60,7 +60,7 @@ pub struct RunArgs {
     pub device: DeviceKind,
     /// `--dtype`: the training compute dtype (auto: bf16 on CUDA, f32 on CPU).
     pub precision: Precision,
-    /// `--fused`: the fused kernels (auto: on for CUDA).
+    /// `--fused`: the fused kernels (auto: on, CUDA and CPU).
     pub fused: FusedChoice,
 }
 

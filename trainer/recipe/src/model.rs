@@ -5,7 +5,8 @@
 //! Every op here must have a backward pass: candle's fused `rms_norm`, `layer_norm`,
 //! `softmax_last_dim` and `rope` have none, so gradients would silently stop at them. The
 //! composite forms below are differentiable; `crate::fused` (the frozen api) has kernels with backward passes
-//! for the norm, the causal softmax and the loss, used when `Compute::fused` is on.
+//! for the norm, QK-norm with RoPE, the causal softmax, ReLU^2 and the loss, used when
+//! `Compute::fused` is on (the default on CPU and CUDA; the evaluation never uses them).
 //!
 //! Mixed precision: parameters are f32 and cast to the compute dtype where they are used,
 //! so gradients flow back to them in f32; norm and softmax statistics and the loss are f32.
@@ -149,19 +150,42 @@ impl Gpt {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let cos = self.cos.narrow(0, 0, t)?.to_dtype(c.dtype)?;
-        let sin = self.sin.narrow(0, 0, t)?.to_dtype(c.dtype)?;
-        let q = apply_rope(&rms_norm(&heads(&block.wq)?, c)?, &cos, &sin)?;
-        let k = apply_rope(&rms_norm(&heads(&block.wk)?, c)?, &cos, &sin)?;
+        let (q, k) = if c.fused {
+            // Head split, QK-norm and rotation in one op (and one backward).
+            let qk = |w: &Tensor| -> Result<Tensor> {
+                let x = linear(x, &w.to_dtype(c.dtype)?)?;
+                fused::norm_rope_heads(&x, h, &self.cos, &self.sin, NORM_EPS)
+            };
+            (qk(&block.wq)?, qk(&block.wk)?)
+        } else {
+            let cos = self.cos.narrow(0, 0, t)?.to_dtype(c.dtype)?;
+            let sin = self.sin.narrow(0, 0, t)?.to_dtype(c.dtype)?;
+            (
+                apply_rope(&rms_norm(&heads(&block.wq)?, c)?, &cos, &sin)?,
+                apply_rope(&rms_norm(&heads(&block.wk)?, c)?, &cos, &sin)?,
+            )
+        };
         let v = heads(&block.wv)?;
-        let scores = q.matmul(&k.t()?.contiguous()?)?;
+        // Training on CPU reads the transposed keys in place (no copy); the evaluation keeps
+        // its contiguous copy so that its arithmetic never changes (and CUDA as it was).
+        let kt = if c.fused && k.device().is_cpu() {
+            k.t()?
+        } else {
+            k.t()?.contiguous()?
+        };
+        let scores = q.matmul(&kt)?;
         let weights = causal_softmax(&scores, hd, c)?;
         let y = weights.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
         linear(&y, &block.wo.to_dtype(c.dtype)?)
     }
 
     fn mlp(&self, block: &Block, x: &Tensor, c: Compute) -> Result<Tensor> {
-        let hidden = linear(x, &block.w_fc.to_dtype(c.dtype)?)?.relu()?.sqr()?;
+        let hidden = linear(x, &block.w_fc.to_dtype(c.dtype)?)?;
+        let hidden = if c.fused {
+            fused::relu_sq(&hidden)?
+        } else {
+            hidden.relu()?.sqr()?
+        };
         linear(&hidden, &block.w_proj.to_dtype(c.dtype)?)
     }
 

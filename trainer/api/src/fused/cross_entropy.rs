@@ -36,23 +36,23 @@ struct CrossEntropyBackward {
 
 fn capped(l: f32, cap: f32) -> f32 {
     if cap > 0.0 {
-        cap * (l / cap).tanh()
+        cap * cpu::tanh(l / cap)
     } else {
         l
     }
 }
 
-/// `(max, sum of exp(z - max))` of a row of capped logits.
-fn row_logsumexp<T: WithDType>(row: &[T], cap: f32) -> (f32, f32) {
-    let max = row
-        .iter()
-        .map(|l| capped(l.to_f64() as f32, cap))
-        .fold(f32::NEG_INFINITY, f32::max);
-    let sum = row
-        .iter()
-        .map(|l| (capped(l.to_f64() as f32, cap) - max).exp())
-        .sum();
-    (max, sum)
+/// Fills `z` with the capped logits of `row` and `e` with `exp(z - max)`; returns the sum
+/// of `e` (one tanh and one exp per logit, in loops that vectorize).
+fn row_softmax<T: WithDType>(row: &[T], cap: f32, z: &mut [f32], e: &mut [f32]) -> f32 {
+    for (z, l) in z.iter_mut().zip(row) {
+        *z = capped(l.to_f64() as f32, cap);
+    }
+    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for (e, z) in e.iter_mut().zip(z.iter()) {
+        *e = cpu::exp(z - max);
+    }
+    e.iter().sum()
 }
 
 fn target_index(target: u32, vocab: usize) -> Result<usize> {
@@ -69,13 +69,15 @@ fn forward_rows<T: WithDType>(
     cols: usize,
     cap: f32,
 ) -> Result<Vec<f32>> {
+    let (mut z, mut e) = (vec![0f32; cols], vec![0f32; cols]);
     logits
         .chunks_exact(cols)
         .zip(targets)
         .map(|(row, &t)| {
             let t = target_index(t, cols)?;
-            let (max, sum) = row_logsumexp(row, cap);
-            Ok(max + sum.ln() - capped(row[t].to_f64() as f32, cap))
+            let sum = row_softmax(row, cap, &mut z, &mut e);
+            let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            Ok(max + sum.ln() - z[t])
         })
         .collect()
 }
@@ -88,15 +90,15 @@ fn backward_rows<T: WithDType>(
     cap: f32,
 ) -> Result<Vec<T>> {
     let mut dl = Vec::with_capacity(logits.len());
+    let (mut z, mut e) = (vec![0f32; cols], vec![0f32; cols]);
     for ((row, &t), &g) in logits.chunks_exact(cols).zip(targets).zip(grad) {
         let t = target_index(t, cols)?;
-        let (max, sum) = row_logsumexp(row, cap);
-        dl.extend(row.iter().enumerate().map(|(j, l)| {
-            let z = capped(l.to_f64() as f32, cap);
-            let onehot = if j == t { 1.0 } else { 0.0 };
-            let mut d = g * ((z - max).exp() / sum - onehot);
+        let scale = g / row_softmax(row, cap, &mut z, &mut e);
+        dl.extend(z.iter().zip(&e).enumerate().map(|(j, (&z, &e))| {
+            let onehot = if j == t { g } else { 0.0 };
+            let mut d = e * scale - onehot;
             if cap > 0.0 {
-                d *= 1.0 - (z / cap).powi(2);
+                d *= 1.0 - (z / cap) * (z / cap);
             }
             T::from_f64(f64::from(d))
         }));

@@ -28,20 +28,26 @@ struct CausalSoftmaxBackward {
 }
 
 fn forward_rows<T: WithDType>(s: &[T], cols: usize, scale: f32) -> Vec<T> {
-    let mut y = Vec::with_capacity(s.len());
-    for (row, sr) in s.chunks_exact(cols).enumerate() {
+    let mut y = vec![T::zero(); s.len()];
+    let mut z = vec![0f32; cols];
+    for (row, (sr, yr)) in s
+        .chunks_exact(cols)
+        .zip(y.chunks_exact_mut(cols))
+        .enumerate()
+    {
         let visible = row % cols + 1;
-        let z: Vec<f32> = sr[..visible]
-            .iter()
-            .map(|v| v.to_f64() as f32 * scale)
-            .collect();
+        let z = &mut z[..visible];
+        for (z, v) in z.iter_mut().zip(sr) {
+            *z = v.to_f64() as f32 * scale;
+        }
         let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let sum: f32 = z.iter().map(|v| (v - max).exp()).sum();
-        y.extend(
-            z.iter()
-                .map(|v| T::from_f64(f64::from((v - max).exp() / sum))),
-        );
-        y.extend((visible..cols).map(|_| T::zero()));
+        for z in z.iter_mut() {
+            *z = cpu::exp(*z - max);
+        }
+        let inv = 1.0 / z.iter().sum::<f32>();
+        for (y, z) in yr.iter_mut().zip(z.iter()) {
+            *y = T::from_f64(f64::from(z * inv));
+        }
     }
     y
 }
