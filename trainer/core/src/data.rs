@@ -9,7 +9,7 @@
 //! can create, so editable code cannot read them.
 
 use crate::prepare::manifest::{self, Manifest, ManifestError};
-use crate::runner::EvalAccess;
+use crate::runner::access::EvalAccess;
 use crate::shards::{ShardError, ShardSet};
 use crate::tokenizer::spec::SpecError;
 use crate::tokenizer::{ByteTokenizer, Tokenizer};

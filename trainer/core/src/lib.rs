@@ -9,8 +9,8 @@
 //! - this crate (frozen), which depends on neither the recipe nor the binary: the recipe's
 //!   training code comes in as a [`runner::BuildTraining`] function, so a patch to the recipe
 //!   recompiles neither this crate nor its dependencies. Its validation and holdout tokens
-//!   further need a [`runner::EvalAccess`] only the runner creates, and the evaluation reaches
-//!   the model only through [`eval::LanguageModel`].
+//!   further need a [`runner::access::EvalAccess`] only the runner creates, and the evaluation
+//!   reaches the model only through [`eval::LanguageModel`].
 //! - `agentloop-trainer` (`trainer/`, frozen): the binary, which hands the recipe to the runner.
 
 pub mod checkpoint;
