@@ -141,12 +141,12 @@ pub fn probe(exe: &Path, dir: &Path) -> Result<(i64, NetMode)> {
     std::fs::create_dir_all(dir)?;
     let policy = Policy {
         enforce: true,
-        read: super::system_read_paths(),
+        read: super::step_policy::system_read_paths(),
         write: Vec::new(),
         hide: None,
         env: env::EnvPolicy::default(),
     };
-    let file = super::write_policy(dir, &policy)?;
+    let file = super::step_policy::write_policy(dir, &policy)?;
     let out = Command::new(exe)
         .args(["sandbox-exec", "--policy"])
         .arg(&file)
