@@ -260,6 +260,28 @@ pub fn kinds(events: &[Event], kind: EventKind) -> Vec<&Event> {
     events.iter().filter(|e| e.kind == kind).collect()
 }
 
+/// Every event on one line (seq, kind, change, payload): what a failed assertion prints.
+pub fn timeline(events: &[Event]) -> String {
+    events
+        .iter()
+        .map(|e| format!("{} {:?} {:?} {}", e.seq, e.kind, e.change, e.payload))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The changes in the order they first appear in the ledger.
+pub fn change_order(events: &[Event]) -> Vec<String> {
+    let mut order: Vec<String> = Vec::new();
+    for e in events {
+        if let Some(c) = &e.change {
+            if !order.contains(c) {
+                order.push(c.clone());
+            }
+        }
+    }
+    order
+}
+
 fn init_repo(root: &Path) -> Result<()> {
     git(root, &["init", "-q", "-b", "main"])?;
     git(root, &["config", "user.email", "user@example.com"])?;

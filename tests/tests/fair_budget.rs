@@ -119,13 +119,7 @@ fn flops_budget_charges_width_and_guards_reject_memory_and_hidden_compute() {
     ))
     .unwrap();
     let events = repo.events().unwrap();
-    let timeline = || {
-        events
-            .iter()
-            .map(|e| format!("{} {:?} {:?} {}", e.seq, e.kind, e.change, e.payload))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let timeline = || agentloop_tests::timeline(&events);
     assert!(
         out.status.success(),
         "agentloop failed:\n{}\n{}",
@@ -134,14 +128,7 @@ fn flops_budget_charges_width_and_guards_reject_memory_and_hidden_compute() {
     );
     let summary = check::consistent(&repo, "main").unwrap();
     repo.verify_with_cli(BIN.as_ref(), &target_dir()).unwrap();
-    let mut order: Vec<String> = Vec::new();
-    for e in &events {
-        if let Some(c) = &e.change {
-            if !order.contains(c) {
-                order.push(c.clone());
-            }
-        }
-    }
+    let order = agentloop_tests::change_order(&events);
     assert_eq!(order.len(), 3, "{}", timeline());
     let runs = |id: Option<&str>| -> Vec<RunResult> {
         events

@@ -79,13 +79,7 @@ fn after_a_merge_a_comment_only_change_is_rejected_on_the_new_trunks_cached_runs
     ))
     .unwrap();
     let events = repo.events().unwrap();
-    let timeline = || {
-        events
-            .iter()
-            .map(|e| format!("{} {:?} {:?} {}", e.seq, e.kind, e.change, e.payload))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let timeline = || agentloop_tests::timeline(&events);
     assert!(
         out.status.success(),
         "agentloop failed:\n{}\n{}",
@@ -94,14 +88,7 @@ fn after_a_merge_a_comment_only_change_is_rejected_on_the_new_trunks_cached_runs
     );
     let summary = check::consistent(&repo, "main").unwrap();
     repo.verify_with_cli(BIN.as_ref(), &target_dir()).unwrap();
-    let mut order: Vec<String> = Vec::new();
-    for e in &events {
-        if let Some(c) = &e.change {
-            if !order.contains(c) {
-                order.push(c.clone());
-            }
-        }
-    }
+    let order = agentloop_tests::change_order(&events);
     assert_eq!(order.len(), 2, "{}", timeline());
     let record = |id: &str| -> ProcessRecord {
         serde_json::from_value(summary.decisions[id].extra["process"].clone()).unwrap()

@@ -94,13 +94,7 @@ fn a_patch_reading_the_val_split_through_the_data_module_is_never_accepted() {
     ))
     .unwrap();
     let events = repo.events().unwrap();
-    let timeline = || {
-        events
-            .iter()
-            .map(|e| format!("{} {:?} {:?} {}", e.seq, e.kind, e.change, e.payload))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let timeline = || agentloop_tests::timeline(&events);
     assert!(
         out.status.success(),
         "agentloop failed:\n{}\nledger:\n{}",
