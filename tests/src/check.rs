@@ -169,7 +169,11 @@ fn three_readers_agree(ledger: &agentloop_ledger::Ledger, session: &str) -> Resu
     let report: BTreeMap<String, String> = summary
         .changes
         .iter()
-        .map(|c| (c.id.clone(), c.state.as_str().to_string()))
+        // The report names an undecided change "in_flight"; the table and the fold "proposed".
+        .map(|c| match c.state.as_str() {
+            "in_flight" => (c.id.clone(), "proposed".to_string()),
+            other => (c.id.clone(), other.to_string()),
+        })
         .collect();
     let folded: BTreeMap<String, String> = fold
         .changes
