@@ -278,7 +278,7 @@ fn the_default_target_ships_guards_and_bad_guards_name_their_key() {
     assert_eq!(
         guards,
         vec![
-            ("flops_per_s", GuardBound::MinRatio(0.90)),
+            ("flops_per_s", GuardBound::MinRatio(0.70)),
             ("peak_mem_bytes", GuardBound::MaxRatio(1.10)),
         ]
     );
