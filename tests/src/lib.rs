@@ -179,6 +179,42 @@ impl TargetRepo {
         ))
     }
 
+    /// One session driven by a scripted OpenAI-compatible server at `base_url`, with at most
+    /// `max_changes` changes; its events, or an error with stderr and the whole timeline when
+    /// `agentloop start` fails.
+    pub fn start_scripted(
+        &self,
+        bin: &Path,
+        target_dir: &Path,
+        base_url: &str,
+        max_changes: usize,
+    ) -> Result<Vec<Event>> {
+        let max = max_changes.to_string();
+        let args = [
+            "start",
+            "--budget",
+            "20m",
+            "--max-changes",
+            &max,
+            "--agent",
+            "openai",
+            "--model",
+            "scripted",
+            "--base-url",
+            base_url,
+        ];
+        let out = output(self.agentloop(bin, target_dir, &args))?;
+        let events = self.events()?;
+        if !out.status.success() {
+            bail!(
+                "agentloop failed:\n{}\nledger:\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                timeline(&events)
+            );
+        }
+        Ok(events)
+    }
+
     /// `agentloop ledger verify` as a user runs it (chain, derived tables, git trailers, every
     /// decision recomputed); an error carrying its output when it fails.
     pub fn verify_with_cli(&self, bin: &Path, target_dir: &Path) -> Result<()> {

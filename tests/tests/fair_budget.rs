@@ -17,7 +17,7 @@ use agentloop::testing::{CannedReply, ScriptedServer};
 use agentloop_guardrails::process::{Decision as ProcessRecord, Verdict};
 use agentloop_ledger::payload::{Arm, DecisionOutcome, RunResult};
 use agentloop_ledger::EventKind;
-use agentloop_tests::{check, output, TargetOptions, TargetRepo};
+use agentloop_tests::{check, TargetOptions, TargetRepo};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
 const BUDGET_FLOPS: f64 = 1.0e9;
@@ -100,32 +100,10 @@ fn flops_budget_charges_width_and_guards_reject_memory_and_hidden_compute() {
         ),
     ])
     .unwrap();
-    let out = output(repo.agentloop(
-        BIN.as_ref(),
-        &target_dir(),
-        &[
-            "start",
-            "--budget",
-            "20m",
-            "--max-changes",
-            "3",
-            "--agent",
-            "openai",
-            "--model",
-            "scripted",
-            "--base-url",
-            &server.openai_base_url(),
-        ],
-    ))
-    .unwrap();
-    let events = repo.events().unwrap();
+    let events = repo
+        .start_scripted(BIN.as_ref(), &target_dir(), &server.openai_base_url(), 3)
+        .unwrap();
     let timeline = || agentloop_tests::timeline(&events);
-    assert!(
-        out.status.success(),
-        "agentloop failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        timeline()
-    );
     let summary = check::consistent(&repo, "main").unwrap();
     repo.verify_with_cli(BIN.as_ref(), &target_dir()).unwrap();
     let order = agentloop_tests::change_order(&events);

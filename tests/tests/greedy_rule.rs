@@ -23,27 +23,31 @@ fn run(repo: &TargetRepo, args: &[&str]) -> (i32, String, String) {
         .unwrap()
 }
 
-#[test]
-fn greedy_keeps_the_lower_run_on_its_fixed_seed_and_verify_recomputes_it() {
+/// A toy target's offline session of three changes under `rule`; it must end cleanly.
+fn offline_session(rule: &str) -> TargetRepo {
     let repo = TargetRepo::toy(&ToyOptions {
-        // lr 0.1 -> 0.01 is the toy's optimum: kept; then 0.03 and 0.003 are higher: dropped.
-        decision: "rule = \"greedy\"\n".into(),
+        decision: format!("rule = \"{rule}\"\n"),
         ..ToyOptions::default()
     })
     .unwrap();
-    let (code, _, err) = run(
-        &repo,
-        &[
-            "start",
-            "--budget",
-            "5m",
-            "--max-changes",
-            "3",
-            "--agent",
-            "offline",
-        ],
-    );
+    let args = [
+        "start",
+        "--budget",
+        "5m",
+        "--max-changes",
+        "3",
+        "--agent",
+        "offline",
+    ];
+    let (code, _, err) = run(&repo, &args);
     assert_eq!(code, 0, "{err}");
+    repo
+}
+
+#[test]
+fn greedy_keeps_the_lower_run_on_its_fixed_seed_and_verify_recomputes_it() {
+    // lr 0.1 -> 0.01 is the toy's optimum: kept; then 0.03 and 0.003 are higher: dropped.
+    let repo = offline_session("greedy");
     let l = repo.ledger().unwrap();
     let events = l.events().unwrap();
 
@@ -155,24 +159,7 @@ fn greedy_keeps_the_lower_run_on_its_fixed_seed_and_verify_recomputes_it() {
 
 #[test]
 fn greedy_fresh_runs_each_change_on_its_own_seed_against_the_trunks_last_value() {
-    let repo = TargetRepo::toy(&ToyOptions {
-        decision: "rule = \"greedy-fresh\"\n".into(),
-        ..ToyOptions::default()
-    })
-    .unwrap();
-    let (code, _, err) = run(
-        &repo,
-        &[
-            "start",
-            "--budget",
-            "5m",
-            "--max-changes",
-            "3",
-            "--agent",
-            "offline",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
+    let repo = offline_session("greedy-fresh");
     let l = repo.ledger().unwrap();
     let decisions: Vec<_> = l
         .events()

@@ -9,7 +9,7 @@ use agentloop::testing::{CannedReply, ScriptedServer};
 use agentloop_guardrails::process::Decision as ProcessRecord;
 use agentloop_ledger::payload::DecisionOutcome;
 use agentloop_ledger::EventKind;
-use agentloop_tests::{check, output, TargetOptions, TargetRepo};
+use agentloop_tests::{check, TargetOptions, TargetRepo};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
 
@@ -60,32 +60,10 @@ fn after_a_merge_a_comment_only_change_is_rejected_on_the_new_trunks_cached_runs
         ),
     ])
     .unwrap();
-    let out = output(repo.agentloop(
-        BIN.as_ref(),
-        &target_dir(),
-        &[
-            "start",
-            "--budget",
-            "20m",
-            "--max-changes",
-            "2",
-            "--agent",
-            "openai",
-            "--model",
-            "scripted",
-            "--base-url",
-            &server.openai_base_url(),
-        ],
-    ))
-    .unwrap();
-    let events = repo.events().unwrap();
+    let events = repo
+        .start_scripted(BIN.as_ref(), &target_dir(), &server.openai_base_url(), 2)
+        .unwrap();
     let timeline = || agentloop_tests::timeline(&events);
-    assert!(
-        out.status.success(),
-        "agentloop failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        timeline()
-    );
     let summary = check::consistent(&repo, "main").unwrap();
     repo.verify_with_cli(BIN.as_ref(), &target_dir()).unwrap();
     let order = agentloop_tests::change_order(&events);

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use agentloop::testing::{CannedReply, ScriptedServer};
 use agentloop_ledger::payload::DecisionOutcome;
-use agentloop_tests::{check, output, TargetOptions, TargetRepo};
+use agentloop_tests::{check, TargetOptions, TargetRepo};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
 const TRAIN: &str = "trainer/recipe/src/train.rs";
@@ -75,43 +75,14 @@ fn a_patch_reading_the_val_split_through_the_data_module_is_never_accepted() {
     }
     let server = ScriptedServer::start(replies).unwrap();
 
-    let out = output(repo.agentloop(
-        BIN.as_ref(),
-        &target_dir(),
-        &[
-            "start",
-            "--budget",
-            "20m",
-            "--max-changes",
-            "2",
-            "--agent",
-            "openai",
-            "--model",
-            "scripted",
-            "--base-url",
-            &server.openai_base_url(),
-        ],
-    ))
-    .unwrap();
-    let events = repo.events().unwrap();
+    let events = repo
+        .start_scripted(BIN.as_ref(), &target_dir(), &server.openai_base_url(), 2)
+        .unwrap();
     let timeline = || agentloop_tests::timeline(&events);
-    assert!(
-        out.status.success(),
-        "agentloop failed:\n{}\nledger:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        timeline()
-    );
 
     let summary = check::consistent(&repo, "main").unwrap();
     assert!(summary.merged.is_empty(), "merged {:?}", summary.merged);
-    let mut changes: Vec<String> = Vec::new();
-    for e in &events {
-        if let Some(c) = &e.change {
-            if !changes.contains(c) {
-                changes.push(c.clone());
-            }
-        }
-    }
+    let changes = agentloop_tests::change_order(&events);
     assert_eq!(changes.len(), 2, "{}", timeline());
     for change in &changes {
         let decision = &summary.decisions[change];
