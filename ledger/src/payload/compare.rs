@@ -15,7 +15,7 @@ pub struct ComparePair {
     pub b: f64,
 }
 
-/// `agentloop compare A B` (or a session's final verdict, `extra.verdict = true`): a paired
+/// `agentloop compare A B` (or a session's final verdict, `extra.final_verdict = true`): a paired
 /// measurement on fresh seeds. `mean_diff` and its interval are B - A (the metric is
 /// minimized: negative = B better); `p_value` is the one-sided paired t-test of "B is
 /// better". `ledger verify` recomputes every statistic from `pairs`.

@@ -47,11 +47,6 @@ impl Verdict {
     }
 }
 
-/// The recorded final verdict of a session, if any.
-pub fn recorded(history: &SessionState) -> Option<&Compare> {
-    history.final_verdict()
-}
-
 /// Runs the verdict (or finds it recorded, after a resume). The worktrees go however it ends.
 pub fn run(
     ctx: &Ctx,
@@ -67,7 +62,7 @@ pub fn run(
     if base == trunk {
         return Ok(Verdict::NoMerges);
     }
-    if let Some(c) = recorded(history).filter(|c| &c.b_commit == trunk) {
+    if let Some(c) = history.final_verdict().filter(|c| &c.b_commit == trunk) {
         return Ok(Verdict::Recorded(Box::new(c.clone())));
     }
     let mut extra = Map::new();
