@@ -101,6 +101,7 @@ fn rejected(id: usize, p: &Proposal) -> HistoryItem {
         effect: Some(-0.001),
         ci_low: Some(-0.003),
         ci_high: Some(0.001),
+        on_current_trunk: true,
     }
 }
 
@@ -145,6 +146,7 @@ async fn proposals_never_repeat_and_each_changes_exactly_one_value() {
     let original = std::fs::read_to_string(dir.path().join(CONFIG_PATH)).unwrap();
     let mut history = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
+    let mut order: Vec<String> = Vec::new();
     loop {
         // A fresh proposer sees only the history (as after a resume) and agrees.
         let fresh = OfflineProposer::new(space.clone(), 42)
@@ -158,6 +160,7 @@ async fn proposals_never_repeat_and_each_changes_exactly_one_value() {
                     "repeated {}",
                     p.description
                 );
+                order.push(format!("{} | {}", p.description, p.rationale));
                 let (before, after) = apply_on_disk(dir.path(), &p);
                 let changed: Vec<_> = leaves(&before)
                     .into_iter()
@@ -191,9 +194,20 @@ async fn proposals_never_repeat_and_each_changes_exactly_one_value() {
             }
             Err(ProposeError::Exhausted { tried }) => {
                 assert!(matches!(fresh, Err(ProposeError::Exhausted { .. })));
-                // 4 + 3 + 3 values, minus the 3 current ones.
-                assert_eq!(seen.len(), 7);
-                assert_eq!(tried, 7);
+                // First the grid: 4 + 3 + 3 values, minus the 3 current ones.
+                let grid: Vec<&String> = order.iter().take(7).collect();
+                assert!(grid.iter().all(|d| !d.contains("halfway")), "{order:#?}");
+                // Then finer steps of the float settings (not of the integer `depth`), until
+                // none is worth a run.
+                let finer = &order[7..];
+                assert!(finer.len() >= 4, "{order:#?}");
+                assert!(
+                    finer
+                        .iter()
+                        .all(|d| d.contains("halfway") && !d.contains("depth")),
+                    "{finer:#?}"
+                );
+                assert_eq!(tried, seen.len());
                 break;
             }
             Err(e) => panic!("unexpected error: {e}"),
@@ -236,6 +250,7 @@ async fn history_mentions_of_the_same_key_reach_the_rationale() {
         effect: Some(-0.0021),
         ci_low: None,
         ci_high: None,
+        on_current_trunk: true,
     }];
     let p = OfflineProposer::new(only_lr, 0)
         .propose(&ctx(dir.path(), history))
@@ -356,5 +371,54 @@ def schedule(step):\n\
             "learning_rate = 0.001 # with baby networks can afford to go a bit higher",
             "n_embd = 128"
         ]
+    );
+}
+
+#[tokio::test]
+async fn a_merge_opens_the_grid_again_except_the_value_it_replaced() {
+    let (dir, space) = target();
+    let mut proposer = OfflineProposer::new(space, 5);
+    let mut history: Vec<HistoryItem> = Vec::new();
+    let original = std::fs::read_to_string(dir.path().join(CONFIG_PATH)).unwrap();
+    // Everything on the first trunk is rejected until nothing is left.
+    let mut first_trunk = Vec::new();
+    while let Ok(p) = proposer.propose(&ctx(dir.path(), history.clone())).await {
+        history.push(rejected(history.len(), &p));
+        first_trunk.push(p.description);
+    }
+    assert!(first_trunk.contains(&"set optim.lr = 0.004 (was 0.002)".to_string()));
+    // Then one of them is merged (as a re-test would be): the trunk moves, and everything
+    // tried so far belongs to an earlier trunk.
+    let depth = first_trunk
+        .iter()
+        .position(|d| d == "set model.depth = 6 (was 4)")
+        .unwrap();
+    for h in &mut history {
+        h.on_current_trunk = false;
+    }
+    history[depth].outcome = "accepted".into();
+    std::fs::write(
+        dir.path().join(CONFIG_PATH),
+        original.replace("depth = 4", "depth = 6"),
+    )
+    .unwrap();
+    let mut second_trunk = Vec::new();
+    while let Ok(p) = proposer.propose(&ctx(dir.path(), history.clone())).await {
+        let mut item = rejected(history.len(), &p);
+        item.on_current_trunk = true;
+        history.push(item);
+        second_trunk.push(p.description);
+    }
+    // The learning rate's grid is worth trying again on the new trunk...
+    assert!(
+        second_trunk.contains(&"set optim.lr = 0.004 (was 0.002)".to_string()),
+        "{second_trunk:#?}"
+    );
+    // ...but not the depth the merge showed to be worse.
+    assert!(
+        !second_trunk
+            .iter()
+            .any(|d| d.starts_with("set model.depth = 4 ")),
+        "{second_trunk:#?}"
     );
 }

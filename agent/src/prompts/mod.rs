@@ -242,8 +242,13 @@ fn render_history(history: &[HistoryItem]) -> String {
                 (Some(e), _, _) => format!("gain {e:+.5}"),
                 _ => "not measured".to_string(),
             };
+            let when = if h.on_current_trunk {
+                ""
+            } else {
+                " (on an earlier trunk)"
+            };
             format!(
-                "- {} [{}] {}: {}",
+                "- {} [{}] {}: {}{when}",
                 h.change_id, h.outcome, h.description, effect
             )
         })
@@ -299,6 +304,7 @@ mod tests {
                 effect: Some(-0.0012),
                 ci_low: Some(-0.003),
                 ci_high: Some(0.0004),
+                on_current_trunk: true,
             }],
             noise_floor: Some(0.0021),
             budget_left: Duration::from_secs(3 * 3600 + 61),

@@ -6,6 +6,7 @@ mod config;
 mod llm_proposer;
 mod null_change;
 mod offline;
+mod refine;
 mod space;
 pub(crate) mod toml_edit;
 
@@ -57,6 +58,14 @@ pub struct HistoryItem {
     pub effect: Option<f64>,
     pub ci_low: Option<f64>,
     pub ci_high: Option<f64>,
+    /// Tested against the trunk the new proposal is for (or still in flight). A change tried
+    /// on an earlier trunk may be worth trying again once other changes have moved it.
+    #[serde(default = "on_this_trunk")]
+    pub on_current_trunk: bool,
+}
+
+fn on_this_trunk() -> bool {
+    true
 }
 
 /// What the loop asks for.

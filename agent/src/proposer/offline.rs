@@ -4,13 +4,19 @@
 //!
 //! Strategy: among settings not yet tried on this trunk, prefer those nearest the current
 //! value in their grid (a local search); ties are broken by a RNG seeded from the seed and the
-//! number of settings tried, so the same seed and history give the same proposal.
+//! number of settings tried, so the same seed and history give the same proposal. A merge
+//! opens the grid again (the best value of one setting can move when another changes), and
+//! once the grid is used up on a trunk, float settings are refined between the current value
+//! and its nearest tried neighbours (`refine`), so a session ends only when no step is left
+//! that is worth a run.
 
 use std::collections::BTreeSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::refine::refinements;
 use super::space::OfflineSpace;
 use super::toml_edit::{as_f64, find_value_line, format_value, lookup, parse_value, same_value};
 use super::{HistoryItem, Proposal, ProposalContext, ProposeError, Proposer, Request};
@@ -23,8 +29,9 @@ pub const OFFLINE_MODEL: &str = "offline-grid";
 pub struct OfflineProposer {
     space: OfflineSpace,
     seed: u64,
-    /// Settings proposed by this instance, in case the history does not list them yet.
-    proposed: BTreeSet<(String, String)>,
+    /// Settings proposed by this instance, in case the history does not list them yet, with
+    /// the hash of the config file they were proposed against (that is, their trunk).
+    proposed: BTreeSet<(u64, String, String)>,
     /// Proposals made by this instance (settings and null changes).
     issued: u64,
 }
@@ -38,6 +45,8 @@ struct Candidate {
     /// Steps from the current value in the grid (1 = neighbour).
     distance: usize,
     grid: Vec<toml::Value>,
+    /// `Some(known value beyond it)` for a refinement between grid values.
+    refines_towards: Option<f64>,
 }
 
 impl OfflineProposer {
@@ -88,8 +97,12 @@ impl OfflineProposer {
             })?;
         let doc = config_table(file, content)?;
 
-        let tried = self.tried(&ctx.history);
-        let candidates = self.candidates(&doc, &tried)?;
+        let trunk = content_hash(content);
+        let tried = self.tried(&ctx.history, trunk);
+        let mut candidates = self.candidates(&doc, &tried)?;
+        if candidates.is_empty() {
+            candidates = self.refinement_candidates(&doc, &tried);
+        }
         let Some(best) = candidates.iter().map(|c| c.distance).min() else {
             return Err(ProposeError::Exhausted { tried: tried.len() });
         };
@@ -112,7 +125,7 @@ impl OfflineProposer {
 
         let reply_text = self.reply(content, &pick, &ctx.history)?;
         self.proposed
-            .insert((pick.key.clone(), format_value(&pick.value)));
+            .insert((trunk, pick.key.clone(), format_value(&pick.value)));
         self.proposal(reply_text)
     }
 
@@ -137,16 +150,70 @@ impl OfflineProposer {
         })
     }
 
-    /// `(key, formatted value)` pairs already tried: from the history's descriptions and
-    /// from this instance's own proposals.
-    fn tried(&self, history: &[HistoryItem]) -> BTreeSet<(String, String)> {
-        let mut tried = self.proposed.clone();
-        for h in history {
+    /// `(key, formatted value)` pairs already tried on this trunk (or in flight): from the
+    /// history's descriptions and from this instance's own proposals.
+    fn tried(&self, history: &[HistoryItem], trunk: u64) -> BTreeSet<(String, String)> {
+        let mut tried: BTreeSet<(String, String)> = self
+            .proposed
+            .iter()
+            .filter(|(t, _, _)| *t == trunk)
+            .map(|(_, k, v)| (k.clone(), v.clone()))
+            .collect();
+        for h in history.iter().filter(|h| h.on_current_trunk) {
             if let Some(setting) = parse_description(&h.description) {
                 tried.insert(setting);
             }
         }
+        // A merged change showed its old value to be worse: not worth going straight back.
+        for h in history.iter().filter(|h| h.outcome == "accepted") {
+            if let Some(setting) = parse_replaced(&h.description) {
+                tried.insert(setting);
+            }
+        }
         tried
+    }
+
+    /// Once the grid is used up on this trunk: the finer steps of `refine`, coarsest first
+    /// (their `distance` ranks them by step size).
+    fn refinement_candidates(
+        &self,
+        doc: &toml::Table,
+        tried: &BTreeSet<(String, String)>,
+    ) -> Vec<Candidate> {
+        let mut found: Vec<(f64, Candidate)> = Vec::new();
+        for p in &self.space.space {
+            let Some(toml::Value::Float(current)) = lookup(doc, &p.key) else {
+                continue;
+            };
+            if !p.values.iter().all(toml::Value::is_float) {
+                continue;
+            }
+            let tried_here: BTreeSet<String> = tried
+                .iter()
+                .filter(|(k, _)| *k == p.key)
+                .map(|(_, v)| v.clone())
+                .collect();
+            for r in refinements(&p.values, *current, &tried_here) {
+                let candidate = Candidate {
+                    key: p.key.clone(),
+                    value: toml::Value::Float(r.value),
+                    current: toml::Value::Float(*current),
+                    distance: 0,
+                    grid: p.values.clone(),
+                    refines_towards: Some(r.towards),
+                };
+                found.push((r.step, candidate));
+            }
+        }
+        // Rank by halvings below the coarsest step, so steps of a similar size tie.
+        let coarsest = found.iter().map(|(s, _)| *s).fold(0.0, f64::max);
+        found
+            .into_iter()
+            .map(|(step, mut c)| {
+                c.distance = (coarsest / step).log2().floor().max(0.0) as usize;
+                c
+            })
+            .collect()
     }
 
     fn candidates(
@@ -170,6 +237,7 @@ impl OfflineProposer {
                     current: current.clone(),
                     distance,
                     grid: p.values.clone(),
+                    refines_towards: None,
                 });
             }
         }
@@ -252,6 +320,15 @@ fn parse_description(description: &str) -> Option<(String, String)> {
     Some((key.trim().to_string(), format_value(&value)))
 }
 
+/// `set optim.lr = 0.004 (was 0.002)` -> `("optim.lr", "0.002")`.
+fn parse_replaced(description: &str) -> Option<(String, String)> {
+    let rest = description.trim().strip_prefix("set ")?;
+    let (key, rest) = rest.split_once(" = ")?;
+    let was = rest.split_once(" (was ")?.1.strip_suffix(')')?;
+    let value = parse_value(was.trim())?;
+    Some((key.trim().to_string(), format_value(&value)))
+}
+
 /// How many grid steps each value is from the current one. When the current value is off
 /// the grid, numeric closeness ranks the values instead.
 fn grid_distances(values: &[toml::Value], current: &toml::Value) -> Vec<usize> {
@@ -271,6 +348,13 @@ fn grid_distances(values: &[toml::Value], current: &toml::Value) -> Vec<usize> {
     distances
 }
 
+/// Identifies the trunk by its config file: the only file this proposer changes.
+fn content_hash(content: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    content.hash(&mut h);
+    h.finish()
+}
+
 fn occurrences(lines: &[&str], block: &[&str]) -> usize {
     lines.windows(block.len()).filter(|w| *w == block).count()
 }
@@ -284,19 +368,29 @@ fn rationale(c: &Candidate, history: &[HistoryItem]) -> String {
         _ => "change",
     };
     let grid: Vec<String> = c.grid.iter().map(format_value).collect();
+    let place = match c.refines_towards {
+        Some(towards) => format!(
+            "halfway towards {}, since every value of its grid [{}] was tried on this trunk",
+            format_value(&toml::Value::Float(towards)),
+            grid.join(", ")
+        ),
+        None if c.distance == 1 => {
+            format!("the nearest untried step on its grid [{}]", grid.join(", "))
+        }
+        None => format!(
+            "{} steps away, the nearest untried on its grid [{}]",
+            c.distance,
+            grid.join(", ")
+        ),
+    };
     let mut text = format!(
-        "{direction} {} from {from} to {to}: {} on its grid [{}]; {}",
+        "{direction} {} from {from} to {to}: {place}; {}",
         c.key,
-        if c.distance == 1 {
-            "the nearest untried step".to_string()
-        } else {
-            format!("{} steps away, the nearest untried", c.distance)
-        },
-        grid.join(", "),
         mechanism(&c.key, direction)
     );
     let earlier: Vec<String> = history
         .iter()
+        .filter(|h| h.on_current_trunk)
         .filter_map(|h| {
             let (key, value) = parse_description(&h.description)?;
             (key == c.key).then(|| match h.effect {
@@ -387,6 +481,10 @@ mod tests {
             parse_description(&d),
             Some(("optim.lr".into(), "0.004".into()))
         );
+        assert_eq!(
+            parse_replaced(&d),
+            Some(("optim.lr".into(), "0.002".into()))
+        );
         assert_eq!(parse_description("use rotary embeddings"), None);
     }
 
@@ -438,8 +536,9 @@ mod tests {
         };
         let a = stream(7);
         assert_eq!(a, stream(7), "the same seed gives the same stream");
-        // The three real settings are each proposed once, then the space is exhausted.
-        assert_eq!(a.iter().filter(|n| !**n).count(), 3);
+        // The three grid settings, then the refinements between them, then the space ends.
+        let settings = a.iter().filter(|n| !**n).count();
+        assert!((6..20).contains(&settings), "{settings} settings");
         let mut long = OfflineProposer::new(
             OfflineSpace {
                 space: vec![super::super::space::SpaceParam {

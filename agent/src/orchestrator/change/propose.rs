@@ -153,6 +153,7 @@ impl<'a> ChangeRunner<'a> {
                         effect: None,
                         ci_low: None,
                         ci_high: None,
+                        on_current_trunk: true,
                     });
                 }
                 let d = c.counted_decision()?;
@@ -163,6 +164,7 @@ impl<'a> ChangeRunner<'a> {
                     effect: d.mean_diff,
                     ci_low: d.ci_low,
                     ci_high: d.ci_high,
+                    on_current_trunk: c.base_commit() == Some(base.to_string().as_str()),
                 })
             })
             .collect();
