@@ -65,6 +65,7 @@ fn context() -> ProposalContext {
         editable_files: vec![("trainer/config/default.toml".into(), CONFIG.into())],
         history: vec![],
         noise_floor: Some(0.002),
+        min_gain: None,
         budget_left: Duration::from_secs(3600),
         metric: "val_bpb".into(),
         request: Request::New,

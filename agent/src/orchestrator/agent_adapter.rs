@@ -92,6 +92,7 @@ impl Proposals for AgentProposals {
             editable_files: ctx.editable_files.clone(),
             history: ctx.history.clone(),
             noise_floor: ctx.noise_floor,
+            min_gain: ctx.min_gain,
             budget_left: ctx.budget_left,
             metric: self.metric.clone(),
             request: ctx.ask.clone(),

@@ -12,6 +12,7 @@ pub struct Context {
     pub editable_files: Vec<(String, String)>,
     pub history: Vec<HistoryItem>,
     pub noise_floor: Option<f64>,
+    pub min_gain: Option<f64>,
     pub budget_left: Duration,
     pub ask: Ask,
     /// What kept failing before the circuit breaker paused the loop, told to the agent once

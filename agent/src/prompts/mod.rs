@@ -109,7 +109,7 @@ impl Templates {
                 ("metric", ctx.metric.clone()),
                 (
                     "noise_floor",
-                    render_noise_floor(ctx.noise_floor, &ctx.metric),
+                    render_noise_floor(ctx.noise_floor, ctx.min_gain, &ctx.metric),
                 ),
                 ("budget_left", render_budget(ctx.budget_left)),
                 ("history", render_history(&ctx.history)),
@@ -256,12 +256,13 @@ fn render_history(history: &[HistoryItem]) -> String {
         .join("\n")
 }
 
-fn render_noise_floor(noise_floor: Option<f64>, metric: &str) -> String {
-    match noise_floor {
-        Some(sd) => format!(
-            "run-to-run standard deviation of {metric} is {sd:.5}; a gain smaller than that cannot be accepted."
+fn render_noise_floor(noise_floor: Option<f64>, min_gain: Option<f64>, metric: &str) -> String {
+    match (noise_floor, min_gain) {
+        (Some(sd), Some(min)) if min > 0.0 => format!(
+            "run-to-run standard deviation of {metric} is {sd:.5}, but changes are compared with the trunk on the same seeds, so much smaller gains are measurable: a change is accepted when its gain is statistically clear and at least {min:.5}."
         ),
-        None => "not calibrated yet; assume small gains are indistinguishable from noise.".into(),
+        (Some(sd), _) => format!("run-to-run standard deviation of {metric} is {sd:.5}."),
+        (None, _) => "not calibrated yet; assume small gains are indistinguishable from noise.".into(),
     }
 }
 
@@ -307,6 +308,7 @@ mod tests {
                 on_current_trunk: true,
             }],
             noise_floor: Some(0.0021),
+            min_gain: Some(0.001),
             budget_left: Duration::from_secs(3 * 3600 + 61),
             metric: "val_bpb".into(),
             request,
@@ -327,6 +329,11 @@ mod tests {
             "- c1a2b3c [rejected] set optim.lr = 0.004 (was 0.002): gain -0.00120 (95% CI -0.00300 .. +0.00040)"
         ));
         assert!(user.contains("run-to-run standard deviation of val_bpb is 0.00210"));
+        // The rule's real floor, not the run-to-run spread, bounds what can be accepted.
+        assert!(
+            user.contains("statistically clear and at least 0.00100"),
+            "{user}"
+        );
         assert!(user.contains("3h 1m 1s"));
         assert!(user.contains("DESCRIPTION:"), "patch format is included");
         let without_file = user.replace("println!(\"{{}}\")", "");

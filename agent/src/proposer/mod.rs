@@ -38,6 +38,10 @@ pub struct ProposalContext {
     pub history: Vec<HistoryItem>,
     /// Run-to-run standard deviation of the metric, once calibrated.
     pub noise_floor: Option<f64>,
+    /// The smallest mean gain the decision rule can accept (v3's `min_effect`), once
+    /// calibrated: with paired seeds it is far below the run-to-run spread.
+    #[serde(default)]
+    pub min_gain: Option<f64>,
     pub budget_left: Duration,
     /// The metric being minimized (the target's `metric`, e.g. `val_bpb`).
     pub metric: String,

@@ -521,6 +521,7 @@ mod tests {
             editable_files: vec![("config.toml".into(), "[optim]\nlr = 0.1\n".into())],
             history: Vec::new(),
             noise_floor: None,
+            min_gain: None,
             budget_left: std::time::Duration::from_secs(60),
             metric: "val_bpb".into(),
             request: Request::New,

@@ -172,6 +172,7 @@ impl<'a> ChangeRunner<'a> {
             editable_files,
             history: history_items,
             noise_floor: Some(ready.noise.run_sd),
+            min_gain: Some(ready.noise.min_effect(&self.target.decision)),
             budget_left: self.stop.time_left().unwrap_or_default(),
             ask,
             notice: breaker_notice(&history),
