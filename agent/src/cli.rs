@@ -88,6 +88,10 @@ pub struct SimulateArgs {
     /// --session: sd of a change's validation-set-specific effect (metric units).
     #[arg(long)]
     pub val_sd: Option<f64>,
+    /// --session: mean sd of a change's per-seed effect (metric units; default 0.01, measured
+    /// on the default target; 0 for the model without it).
+    #[arg(long)]
+    pub interaction_sd: Option<f64>,
 }
 
 #[derive(Debug, Args)]

@@ -57,6 +57,12 @@ fn session(args: &SimulateArgs, rule: &DecisionRule) -> Result<i32> {
         }
         config.val_sd = v;
     }
+    if let Some(v) = args.interaction_sd {
+        if !(v.is_finite() && v >= 0.0) {
+            anyhow::bail!("--interaction-sd {v} must be a number >= 0");
+        }
+        config.interaction_sd = v;
+    }
     let rigorous = if rule.is_greedy() {
         DecisionRule::default()
     } else {
