@@ -445,6 +445,7 @@ fn run_cell(
 }
 
 mod session;
+mod session_table;
 mod table;
 
 pub use session::*;
