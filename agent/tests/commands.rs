@@ -93,6 +93,7 @@ fn simulate_refuses_a_seed_correlation_outside_0_1_and_runs_at_a_valid_one() {
         budget_runs: 500,
         mix: "issue".into(),
         val_sd: None,
+        interaction_sd: None,
     };
     let err = agentloop::commands::simulate::run(Some(dir.path()), &args(1.5)).unwrap_err();
     assert!(err.to_string().contains("--rho 1.5"), "{err}");
@@ -116,6 +117,7 @@ fn simulate_session_names_an_unknown_mix_and_runs_a_small_one() {
         budget_runs: 40,
         mix: mix.into(),
         val_sd,
+        interaction_sd: None,
     };
     let run = |a: &SimulateArgs| agentloop::commands::simulate::run(Some(dir.path()), a);
     let err = run(&args("keep-all", None)).unwrap_err();
@@ -125,5 +127,11 @@ fn simulate_session_names_an_unknown_mix_and_runs_a_small_one() {
     );
     let err = run(&args("issue", Some(-1.0))).unwrap_err();
     assert!(err.to_string().contains("--val-sd -1"), "{err}");
+    let bad = SimulateArgs {
+        interaction_sd: Some(f64::NAN),
+        ..args("issue", None)
+    };
+    let err = run(&bad).unwrap_err();
+    assert!(err.to_string().contains("--interaction-sd NaN"), "{err}");
     assert_eq!(run(&args("heavy-tail", Some(0.0))).unwrap(), 0);
 }
