@@ -424,3 +424,54 @@ async fn a_merge_opens_the_grid_again_except_the_value_it_replaced() {
         "{second_trunk:#?}"
     );
 }
+
+#[tokio::test]
+async fn a_setting_the_audit_rolled_back_is_not_proposed_again_on_a_later_trunk() {
+    let (dir, space) = target();
+    let only_lr = OfflineSpace {
+        space: space
+            .space
+            .into_iter()
+            .filter(|p| p.key == "optim.lr")
+            .collect(),
+        ..space
+    };
+    let item = |description: &str, outcome: &str| HistoryItem {
+        change_id: "c000001".into(),
+        description: description.into(),
+        outcome: outcome.into(),
+        effect: Some(0.001),
+        ci_low: None,
+        ci_high: None,
+        on_current_trunk: false,
+    };
+    let mut proposer = OfflineProposer::new(only_lr, 1);
+    let mut history = vec![item("set optim.lr = 0.001 (was 0.002)", "rolled_back")];
+    let mut proposed = Vec::new();
+    while let Ok(p) = proposer.propose(&ctx(dir.path(), history.clone())).await {
+        let mut tried = rejected(history.len(), &p);
+        tried.on_current_trunk = true;
+        history.push(tried);
+        proposed.push(p.description);
+    }
+    assert!(
+        !proposed
+            .iter()
+            .any(|d| d.starts_with("set optim.lr = 0.001 ")),
+        "{proposed:#?}"
+    );
+    // A change merely rejected on an earlier trunk is worth another try.
+    let mut proposer = OfflineProposer::new(proposer.space().clone(), 1);
+    let mut history = vec![item("set optim.lr = 0.001 (was 0.002)", "rejected")];
+    let mut again = Vec::new();
+    while let Ok(p) = proposer.propose(&ctx(dir.path(), history.clone())).await {
+        let mut tried = rejected(history.len(), &p);
+        tried.on_current_trunk = true;
+        history.push(tried);
+        again.push(p.description);
+    }
+    assert!(
+        again.iter().any(|d| d.starts_with("set optim.lr = 0.001 ")),
+        "{again:#?}"
+    );
+}

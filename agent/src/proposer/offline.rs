@@ -159,7 +159,12 @@ impl OfflineProposer {
             .filter(|(t, _, _)| *t == trunk)
             .map(|(_, k, v)| (k.clone(), v.clone()))
             .collect();
-        for h in history.iter().filter(|h| h.on_current_trunk) {
+        // Tried on this trunk, or rolled back (by an audit or a user) on any: a setting that
+        // did not hold up is not proposed again.
+        for h in history
+            .iter()
+            .filter(|h| h.on_current_trunk || h.outcome == "rolled_back")
+        {
             if let Some(setting) = parse_description(&h.description) {
                 tried.insert(setting);
             }

@@ -157,10 +157,15 @@ impl<'a> ChangeRunner<'a> {
                     });
                 }
                 let d = c.counted_decision()?;
+                // An accepted change the holdout audit took back is not a success to build on.
+                let outcome = match c.rollback {
+                    Some(_) => "rolled_back",
+                    None => d.outcome.as_str(),
+                };
                 Some(HistoryItem {
                     change_id: c.id.clone(),
                     description: c.description(),
-                    outcome: d.outcome.as_str().to_string(),
+                    outcome: outcome.to_string(),
                     effect: d.mean_diff,
                     ci_low: d.ci_low,
                     ci_high: d.ci_high,
