@@ -180,16 +180,22 @@ mod tests {
     }
 
     fn history() -> (tempfile::TempDir, SessionHistory) {
+        history_declaring(None)
+    }
+
+    /// The fixture; its session start declares `guards` when given (sessions before guards
+    /// were recorded there declare none).
+    fn history_declaring(guards: Option<Value>) -> (tempfile::TempDir, SessionHistory) {
         let dir = tempfile::tempdir().unwrap();
         let ledger = Ledger::open(dir.path().join("ledger.db")).unwrap();
         let n = noise();
+        let mut start = json!({"budget_s": 600.0, "repo": "/r", "trunk_branch": "agentloop/s1",
+                               "base_commit": A, "agent": {"kind": "offline"}});
+        if let Some(g) = guards {
+            start["guards"] = g;
+        }
         let events: Vec<(EventKind, Option<&str>, Value)> = vec![
-            (
-                EventKind::SessionStart,
-                None,
-                json!({"budget_s": 600.0, "repo": "/r", "trunk_branch": "agentloop/s1",
-                       "base_commit": A, "agent": {"kind": "offline"}}),
-            ),
+            (EventKind::SessionStart, None, start),
             (
                 EventKind::Calibration,
                 None,
@@ -325,6 +331,11 @@ mod tests {
                 })
                 .unwrap();
         }
+        verify_problems(&ledger)
+    }
+
+    /// `ledger verify`'s problems (chain, views, recompute), as messages.
+    fn verify_problems(ledger: &Ledger) -> Vec<String> {
         let recomputer = crate::orchestrator::decision_check::Recomputer::default();
         let hook = |e: &agentloop_ledger::Event| recomputer.recompute(e);
         let options = agentloop_ledger::VerifyOptions {
@@ -371,5 +382,30 @@ mod tests {
         invented.cached[2].1 = 3.0;
         let problems = verify_with_decision(invented);
         assert!(problems[0].contains("seed 13"), "{problems:?}");
+    }
+
+    #[test]
+    fn verify_fails_an_accept_that_records_no_result_for_a_guard_the_session_declared() {
+        use agentloop_guardrails::guards::{Guard, GuardBound};
+        let declared = vec![Guard {
+            metric: "peak_mem_bytes".into(),
+            bound: GuardBound::MaxRatio(1.10),
+        }];
+        // c1 was accepted by the rule and merged, with no guards recorded: fine while the
+        // session declared none...
+        let (dir, _) = history_declaring(None);
+        let ledger = Ledger::open(dir.path().join("ledger.db")).unwrap();
+        assert_eq!(verify_problems(&ledger), Vec::<String>::new());
+        // ...but a loop that drops a declared guard (or records it with a looser bound) is
+        // caught, though every result it did record recomputes.
+        let (dir, _) = history_declaring(Some(serde_json::to_value(&declared).unwrap()));
+        let ledger = Ledger::open(dir.path().join("ledger.db")).unwrap();
+        let problems = verify_problems(&ledger);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("change c1a2b3c")
+                && problems[0].contains("peak_mem_bytes MaxRatio(1.1)"),
+            "{problems:?}"
+        );
     }
 }

@@ -9,8 +9,8 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use agentloop_guardrails::guards::{self, GuardResult};
-use agentloop_guardrails::process::{self, Decision as ProcessRecord};
+use agentloop_guardrails::guards::{self, Guard, GuardResult};
+use agentloop_guardrails::process::{self, Decision as ProcessRecord, Verdict};
 use agentloop_ledger::state::SessionState;
 use agentloop_ledger::{Event, EventKind};
 use serde_json::Value;
@@ -50,7 +50,13 @@ impl Recomputer {
         };
         let current = state.as_mut()?;
         let checked = if event.kind == EventKind::Decision {
-            cached_values(current, event)
+            match (
+                cached_values(current, event),
+                declared_guards(current, event),
+            ) {
+                (Some(Err(e)), _) | (_, Some(Err(e))) => Some(Err(e)),
+                (cached, guards) => cached.or(guards),
+            }
         } else {
             None
         };
@@ -77,6 +83,55 @@ fn cached_values(before: &SessionState, event: &Event) -> Option<Result<(), Stri
     Some(super::common_control::check_cached(
         before, change, &decision,
     ))
+}
+
+/// Whether a decision the statistical rule accepted carries a result for every guard its
+/// session declared at start, with the declared bound (`None`: nothing to check: no guards
+/// declared, as in sessions recorded before they were, a greedy rule, or no accept). Without
+/// this a loop could drop a guard, or loosen its bound, and every recorded result would still
+/// recompute.
+fn declared_guards(state: &SessionState, event: &Event) -> Option<Result<(), String>> {
+    let declared: Vec<Guard> =
+        match serde_json::from_value(state.start.extra.get("guards")?.clone()) {
+            Ok(d) => d,
+            Err(e) => {
+                return Some(Err(format!(
+                    "session start: `guards` is not a list of guards: {e}"
+                )))
+            }
+        };
+    if declared.is_empty() {
+        return None;
+    }
+    let decision: ProcessRecord =
+        serde_json::from_value(event.payload.get("process")?.clone()).ok()?;
+    if decision.verdict != Verdict::Accept || decision.rule.is_greedy() {
+        return None;
+    }
+    let change = event.change.as_deref().unwrap_or("?");
+    let recorded: Vec<GuardResult> = match event.payload.get("guards") {
+        Some(v) => match serde_json::from_value(v.clone()) {
+            Ok(r) => r,
+            Err(e) => return Some(Err(format!("change {change}: not a guards record: {e}"))),
+        },
+        None => Vec::new(),
+    };
+    let missing: Vec<String> = declared
+        .iter()
+        .filter(|g| {
+            !recorded
+                .iter()
+                .any(|r| r.metric == g.metric && r.bound == g.bound)
+        })
+        .map(|g| format!("{} {:?}", g.metric, g.bound))
+        .collect();
+    if missing.is_empty() {
+        return Some(Ok(()));
+    }
+    Some(Err(format!(
+        "change {change}: the rule accepted it, but its decision records no result for the guard(s) the session declared: {}",
+        missing.join(", ")
+    )))
 }
 
 /// `None` for events with nothing to recompute; for a decision event, whether its stored

@@ -266,6 +266,8 @@ fn begin(
                 "slots": run_config.slots,
                 "sandbox": opts.sandbox,
                 "inputs": inputs,
+                // Pre-registered with the rule: `ledger verify` checks every accept tested them.
+                "guards": target.guards,
             })
             .as_object()
             .cloned()
