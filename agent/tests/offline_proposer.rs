@@ -94,6 +94,33 @@ fn leaves(t: &toml::Table) -> Vec<(String, toml::Value)> {
     out
 }
 
+/// The space cut down to the learning rate.
+fn only_lr(space: OfflineSpace) -> OfflineSpace {
+    OfflineSpace {
+        space: space
+            .space
+            .into_iter()
+            .filter(|p| p.key == "optim.lr")
+            .collect(),
+        ..space
+    }
+}
+
+/// Proposes until the space is used up on this trunk, each proposal rejected on it; their
+/// descriptions in order.
+async fn propose_until_exhausted(
+    proposer: &mut OfflineProposer,
+    root: &Path,
+    history: &mut Vec<HistoryItem>,
+) -> Vec<String> {
+    let mut proposed = Vec::new();
+    while let Ok(p) = proposer.propose(&ctx(root, history.clone())).await {
+        history.push(rejected(history.len(), &p));
+        proposed.push(p.description);
+    }
+    proposed
+}
+
 fn rejected(id: usize, p: &Proposal) -> HistoryItem {
     HistoryItem {
         change_id: format!("c{id:06x}"),
@@ -236,14 +263,7 @@ async fn an_accepted_change_moves_the_search_to_the_new_value() {
 #[tokio::test]
 async fn history_mentions_of_the_same_key_reach_the_rationale() {
     let (dir, space) = target();
-    let only_lr = OfflineSpace {
-        space: space
-            .space
-            .into_iter()
-            .filter(|p| p.key == "optim.lr")
-            .collect(),
-        ..space
-    };
+    let only_lr = only_lr(space);
     let history = vec![HistoryItem {
         change_id: "c000001".into(),
         description: "set optim.lr = 0.004 (was 0.002)".into(),
@@ -383,11 +403,7 @@ async fn a_merge_opens_the_grid_again_except_the_value_it_replaced() {
     let mut history: Vec<HistoryItem> = Vec::new();
     let original = std::fs::read_to_string(dir.path().join(CONFIG_PATH)).unwrap();
     // Everything on the first trunk is rejected until nothing is left.
-    let mut first_trunk = Vec::new();
-    while let Ok(p) = proposer.propose(&ctx(dir.path(), history.clone())).await {
-        history.push(rejected(history.len(), &p));
-        first_trunk.push(p.description);
-    }
+    let first_trunk = propose_until_exhausted(&mut proposer, dir.path(), &mut history).await;
     assert!(first_trunk.contains(&"set optim.lr = 0.004 (was 0.002)".to_string()));
     // Then one of them is merged (as a re-test would be): the trunk moves, and everything
     // tried so far belongs to an earlier trunk.
@@ -404,13 +420,7 @@ async fn a_merge_opens_the_grid_again_except_the_value_it_replaced() {
         original.replace("depth = 4", "depth = 6"),
     )
     .unwrap();
-    let mut second_trunk = Vec::new();
-    while let Ok(p) = proposer.propose(&ctx(dir.path(), history.clone())).await {
-        let mut item = rejected(history.len(), &p);
-        item.on_current_trunk = true;
-        history.push(item);
-        second_trunk.push(p.description);
-    }
+    let second_trunk = propose_until_exhausted(&mut proposer, dir.path(), &mut history).await;
     // The learning rate's grid is worth trying again on the new trunk...
     assert!(
         second_trunk.contains(&"set optim.lr = 0.004 (was 0.002)".to_string()),
@@ -428,14 +438,7 @@ async fn a_merge_opens_the_grid_again_except_the_value_it_replaced() {
 #[tokio::test]
 async fn a_setting_the_audit_rolled_back_is_not_proposed_again_on_a_later_trunk() {
     let (dir, space) = target();
-    let only_lr = OfflineSpace {
-        space: space
-            .space
-            .into_iter()
-            .filter(|p| p.key == "optim.lr")
-            .collect(),
-        ..space
-    };
+    let only_lr = only_lr(space);
     let item = |description: &str, outcome: &str| HistoryItem {
         change_id: "c000001".into(),
         description: description.into(),
@@ -447,13 +450,7 @@ async fn a_setting_the_audit_rolled_back_is_not_proposed_again_on_a_later_trunk(
     };
     let mut proposer = OfflineProposer::new(only_lr, 1);
     let mut history = vec![item("set optim.lr = 0.001 (was 0.002)", "rolled_back")];
-    let mut proposed = Vec::new();
-    while let Ok(p) = proposer.propose(&ctx(dir.path(), history.clone())).await {
-        let mut tried = rejected(history.len(), &p);
-        tried.on_current_trunk = true;
-        history.push(tried);
-        proposed.push(p.description);
-    }
+    let proposed = propose_until_exhausted(&mut proposer, dir.path(), &mut history).await;
     assert!(
         !proposed
             .iter()
@@ -463,13 +460,7 @@ async fn a_setting_the_audit_rolled_back_is_not_proposed_again_on_a_later_trunk(
     // A change merely rejected on an earlier trunk is worth another try.
     let mut proposer = OfflineProposer::new(proposer.space().clone(), 1);
     let mut history = vec![item("set optim.lr = 0.001 (was 0.002)", "rejected")];
-    let mut again = Vec::new();
-    while let Ok(p) = proposer.propose(&ctx(dir.path(), history.clone())).await {
-        let mut tried = rejected(history.len(), &p);
-        tried.on_current_trunk = true;
-        history.push(tried);
-        again.push(p.description);
-    }
+    let again = propose_until_exhausted(&mut proposer, dir.path(), &mut history).await;
     assert!(
         again.iter().any(|d| d.starts_with("set optim.lr = 0.001 ")),
         "{again:#?}"
