@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use agentloop_ledger::{Event, EventKind, Ledger};
 
 pub mod check;
+pub mod replies;
 pub mod slurm;
 pub mod toy;
 use anyhow::{bail, Context, Result};

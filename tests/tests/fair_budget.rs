@@ -17,6 +17,7 @@ use agentloop::testing::{CannedReply, ScriptedServer};
 use agentloop_guardrails::process::{Decision as ProcessRecord, Verdict};
 use agentloop_ledger::payload::{Arm, DecisionOutcome, RunResult};
 use agentloop_ledger::EventKind;
+use agentloop_tests::replies::{self, block};
 use agentloop_tests::{check, TargetOptions, TargetRepo};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
@@ -26,16 +27,9 @@ fn target_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
 }
 
+/// A scripted reply with a fixed rationale.
 fn reply(description: &str, blocks: &str) -> CannedReply {
-    CannedReply::openai_chat(
-        &format!("DESCRIPTION: {description}\nRATIONALE: scripted.\n\n{blocks}"),
-        900,
-        120,
-    )
-}
-
-fn block(path: &str, search: &str, replace: &str) -> String {
-    format!("{path}\n<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\n")
+    replies::reply(description, "scripted.", blocks)
 }
 
 fn metric(r: &RunResult, key: &str) -> f64 {

@@ -9,24 +9,13 @@ use std::path::PathBuf;
 
 use agentloop::testing::{CannedReply, ScriptedServer};
 use agentloop_ledger::payload::DecisionOutcome;
+use agentloop_tests::replies::{block, reply};
 use agentloop_tests::{check, output, TargetOptions, TargetRepo};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
 
 fn target_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
-}
-
-fn reply(description: &str, rationale: &str, blocks: &str) -> CannedReply {
-    CannedReply::openai_chat(
-        &format!("DESCRIPTION: {description}\nRATIONALE: {rationale}\n\n{blocks}"),
-        900,
-        120,
-    )
-}
-
-fn block(path: &str, search: &str, replace: &str) -> String {
-    format!("{path}\n<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\n")
 }
 
 /// The first line of a file that occurs exactly once in it (a safe SEARCH anchor).

@@ -103,20 +103,7 @@ pub(super) fn train_and_evaluate(
             None => false,
         };
         if due && looped.budget_used() < 1.0 {
-            let saved = training
-                .state()
-                .map_err(|e| e.to_string())
-                .and_then(|state| {
-                    checkpoint::save(
-                        &args.out,
-                        args.seed,
-                        &looped.fingerprint,
-                        &looped.progress,
-                        state,
-                    )
-                    .map_err(|e| e.to_string())
-                });
-            if let Err(e) = saved {
+            if let Err(e) = save_checkpoint(training.as_ref(), looped) {
                 return crashed(format!("checkpoint failed: {e}"));
             }
             last_checkpoint = Instant::now();
@@ -124,20 +111,7 @@ pub(super) fn train_and_evaluate(
     }
     let (Some(split), Some(tokens)) = (args.split, prepared.eval_tokens.as_ref()) else {
         // Train only: the final state, for `eval` to score in its own process.
-        let saved = training
-            .state()
-            .map_err(|e| e.to_string())
-            .and_then(|state| {
-                checkpoint::save(
-                    &args.out,
-                    args.seed,
-                    &looped.fingerprint,
-                    &looped.progress,
-                    state,
-                )
-                .map_err(|e| e.to_string())
-            });
-        return match saved {
+        return match save_checkpoint(training.as_ref(), looped) {
             Ok(()) => Outcome {
                 status: Status::Ok,
                 val_bpb: None,
@@ -153,4 +127,18 @@ pub(super) fn train_and_evaluate(
         prepared.tokenizer.as_ref(),
         &prepared.device,
     )
+}
+
+/// The model's state and the loop's progress, saved where `eval` and a resume look for them.
+fn save_checkpoint(training: &dyn Training, looped: &Loop<'_>) -> Result<(), String> {
+    let args = looped.args;
+    let state = training.state().map_err(|e| e.to_string())?;
+    checkpoint::save(
+        &args.out,
+        args.seed,
+        &looped.fingerprint,
+        &looped.progress,
+        state,
+    )
+    .map_err(|e| e.to_string())
 }
