@@ -131,6 +131,14 @@ fn outcomes(repo: &TargetRepo, session: &str) -> Vec<(String, String, DecisionOu
             continue;
         }
         let id = e.change.clone().unwrap();
+        // A change superseded by its re-test on a newer trunk is decided by the re-test (with
+        // two changes in flight, one may be accepted while the other merges).
+        let superseded = kinds(&events, EventKind::Discard).into_iter().any(|d| {
+            d.change.as_deref() == Some(id.as_str()) && !d.payload["superseded_by"].is_null()
+        });
+        if superseded {
+            continue;
+        }
         let description = e.payload["description"].as_str().unwrap_or("").to_string();
         let decided = kinds(&events, EventKind::Decision)
             .into_iter()
