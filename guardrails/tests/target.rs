@@ -365,3 +365,24 @@ metric_regex = 'val_bpb:\s*([0-9.eE+-]+)'
     let e = common::load_err(&byo.replace(" --out {out}", ""));
     assert!(e.contains("train.command") && e.contains("{out}"), "{e}");
 }
+
+#[test]
+fn build_runtime_only_globs_parse_and_a_bad_one_is_named() {
+    let (_dir, t) = common::target();
+    assert!(t.build.runtime_only.is_empty());
+    assert!(!t.is_runtime_only("trainer/config/default.toml"));
+    let text = common::TARGET_TOML.replace(
+        "timeout  = \"20m\"",
+        "timeout  = \"20m\"\nruntime_only = [\"trainer/config/*.toml\"]",
+    );
+    let (_dir, t) = common::target_from(&text);
+    assert!(t.is_runtime_only("trainer/config/default.toml"));
+    // `*` stays within one directory, as everywhere in agentloop.toml.
+    assert!(!t.is_runtime_only("trainer/config/sub/x.toml"));
+    assert!(!t.is_runtime_only("trainer/src/model.rs"));
+    let bad = common::TARGET_TOML.replace(
+        "timeout  = \"20m\"",
+        "timeout  = \"20m\"\nruntime_only = [\"a/[\"]",
+    );
+    assert!(common::load_err(&bad).contains("build.runtime_only"));
+}

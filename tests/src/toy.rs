@@ -51,7 +51,12 @@ pub struct ToyOptions {
     pub audit: String,
     /// `[loop] verdict_pairs`: the final verdict's pairs (0, the toy's default: none).
     pub verdict_pairs: u32,
+    /// Body of `[build]` (the default copies train.sh into `.agentloop-bin/`).
+    pub build: String,
 }
+
+/// The toy's build: the train script copied to where runs start it.
+pub const BUILD: &str = "command = \"mkdir -p .agentloop-bin && cp train.sh .agentloop-bin/train && chmod +x .agentloop-bin/train\"\ntimeout = \"1m\"\n";
 
 impl Default for ToyOptions {
     fn default() -> Self {
@@ -64,6 +69,7 @@ impl Default for ToyOptions {
             executor: String::new(),
             audit: String::new(),
             verdict_pairs: 0,
+            build: BUILD.into(),
         }
     }
 }
@@ -120,8 +126,7 @@ frozen = ["train.sh", "agentloop.toml", ".gitignore"]
 metric = "val_bpb"
 
 [build]
-command = "mkdir -p .agentloop-bin && cp train.sh .agentloop-bin/train && chmod +x .agentloop-bin/train"
-timeout = "1m"
+{build}
 
 [train]
 command = "sh .agentloop-bin/train {{seed}} {{split}} {{budget}} {{out}}"
@@ -145,6 +150,7 @@ values = [{values}]
         decision = opts.decision,
         values = list(&opts.offline_values),
         executor = executor,
+        build = opts.build,
     );
     std::fs::write(root.join("agentloop.toml"), toml)?;
     Ok(())

@@ -79,9 +79,8 @@ pub fn rollback(
     stop.on_signals();
     let cache = BuildCache::new(&ws.state);
     let exec = crate::executor::for_target(target)?;
-    let tree = git.tree_of(revert)?.to_string();
-    let mean = match ensure_built(ws, target, &cache, &env, &stop, &worktree, &tree)? {
-        BuildState::Ready => measure(
+    let mean = match ensure_built(ws, target, &cache, &env, &stop, &worktree, revert)? {
+        BuildState::Ready { .. } => measure(
             ws,
             target,
             &rec,

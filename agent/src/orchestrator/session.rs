@@ -45,7 +45,15 @@ pub fn run(
     let ledger = Ledger::open(ws.ledger_path())
         .with_context(|| format!("opening the ledger {}", ws.ledger_path().display()))?;
     let config = ExecutorConfig::from_target_extra(&target.extra)?;
-    let (history, resumed) = begin(ws, target, ledger, opts, &config)?;
+    let env = vec![(
+        "CARGO_TARGET_DIR".to_string(),
+        opts.target_dir.to_string_lossy().into_owned(),
+    )];
+    let setup = Stop::new();
+    if stop_on_signals {
+        setup.on_signals();
+    }
+    let (history, resumed) = begin(ws, target, ledger, opts, &config, (&env, &setup))?;
     let workers = workers_for(opts, &history, &config);
     let session = history.session.clone();
     let left = (history.start.budget_s - history.spent_s).max(0.0);
@@ -60,10 +68,6 @@ pub fn run(
     let verdict_pairs = super::pause::LoopConfig::from_target(target)?.verdict_pairs;
     let rec = Recorder::new(Ledger::open(ws.ledger_path())?, &session)
         .with_progress(crate::progress::Progress::new(opts.progress))?;
-    let env = vec![(
-        "CARGO_TARGET_DIR".to_string(),
-        opts.target_dir.to_string_lossy().into_owned(),
-    )];
     let exec = crate::executor::from_config(&config.with_workers(workers)?)?;
     tracing::info!(
         "training runs execute on: {} ({workers} change(s) at once)",
@@ -197,13 +201,15 @@ pub fn run(
     Ok(outcome)
 }
 
-/// The session to work on: the last one if it can be resumed, else a new one.
+/// The session to work on: the last one if it can be resumed, else a new one, its base commit
+/// built before its clock starts (`build` holds the builds' environment and the Ctrl-C stop).
 fn begin(
     ws: &Workspace,
     target: &TargetSpec,
     ledger: Ledger,
     opts: &Options,
     config: &ExecutorConfig,
+    build: (&[(String, String)], &Stop),
 ) -> Result<(SessionState, bool)> {
     // A missing input is refused here, named, before anything is recorded.
     let inputs = crate::inputs::fingerprint_target(target)?;
@@ -237,6 +243,10 @@ fn begin(
     let suffix = &agentloop_ledger::new_change_id()[1..5];
     let session = format!("s{}-{suffix}", chrono::Utc::now().format("%Y%m%d-%H%M%S"));
     let base = ws.git.head_commit()?;
+    // Set-up, like the user's first `cargo build`: the budget pays for experiments, and the
+    // first build at the build worktree's path would leave every slot idle. Timed in the ledger.
+    tracing::info!("building the base commit {base} before the budget starts");
+    let base_build_s = super::build::prebuild(ws, target, build.0, build.1, base)?;
     let trunk = trunk_branch(&session);
     let workers = opts.workers.unwrap_or(config.default_workers()).max(1);
     let run_config = config.clone().with_workers(workers)?;
@@ -268,6 +278,7 @@ fn begin(
                 "inputs": inputs,
                 // Pre-registered with the rule: `ledger verify` checks every accept tested them.
                 "guards": target.guards,
+                "base_build_s": base_build_s,
             })
             .as_object()
             .cloned()

@@ -150,7 +150,6 @@ impl<'a> Trunk<'a> {
     pub fn ready(&mut self, history: &SessionState) -> Result<Option<Ready>> {
         let commit = Oid::from_str(&history.trunk_commit)?;
         let worktree = self.checkout(commit)?;
-        let tree = self.ws.git.tree_of(commit)?.to_string();
         match ensure_built(
             self.ws,
             self.target,
@@ -158,7 +157,7 @@ impl<'a> Trunk<'a> {
             &self.env,
             &self.stop,
             &worktree,
-            &tree,
+            commit,
         )? {
             BuildState::Stopped => return Ok(None),
             BuildState::Failed(f) => bail!(
@@ -166,7 +165,7 @@ impl<'a> Trunk<'a> {
                 f.log.display(),
                 runs::tail_lines(&f.tail, 30)
             ),
-            BuildState::Ready => {}
+            BuildState::Ready { .. } => {}
         }
         let noise = match calibrate::current(history, commit, &self.target.decision)? {
             Some(n) => n,

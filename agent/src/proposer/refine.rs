@@ -166,7 +166,7 @@ mod tests {
         assert_eq!(round_significant(0.014142135, 3), 0.0141);
         assert_eq!(round_significant(12345.0, 3), 12300.0);
         assert_eq!(
-            format_value(&toml::Value::Float(round_significant(0.7071, 3))),
+            format_value(&toml::Value::Float(round_significant(0.70749, 3))),
             "0.707"
         );
     }

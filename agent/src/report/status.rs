@@ -143,6 +143,12 @@ pub fn text(s: &Status) -> String {
             c.prompt_tokens, c.completion_tokens, c.cost_usd
         ),
     ];
+    if c.base_build_s > 0.0 {
+        out.push(format!(
+            "setup     {} building the base commit, before the budget started",
+            format_duration(c.base_build_s)
+        ));
+    }
     if let (Some(o), Some(d)) = (s.overhead_share, s.decisions_per_hour) {
         out.push(format!(
             "pace      {d:.1} decisions/hour; loop overhead {:.1}% of wall time",

@@ -47,7 +47,9 @@ fn run(policy_file: &Path, timeout: Option<Duration>, argv: &[String]) -> Result
         return supervise(cmd, timeout, || Ok(()));
     }
     let hidden = match &policy.hide {
-        Some(h) => h.resolve().context("finding the eval_data files to hide")?,
+        Some(h) => h
+            .resolve()
+            .context("finding the files to hide (eval_data, runtime_only)")?,
         None => Vec::new(),
     };
     let net = match netns::enter() {

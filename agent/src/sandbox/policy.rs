@@ -60,7 +60,7 @@ impl Hide {
             let glob = globset::GlobBuilder::new(g)
                 .literal_separator(true)
                 .build()
-                .map_err(|e| std::io::Error::other(format!("bad eval_data glob {g:?}: {e}")))?;
+                .map_err(|e| std::io::Error::other(format!("bad glob {g:?}: {e}")))?;
             builder.add(glob);
         }
         let set = builder.build().map_err(std::io::Error::other)?;

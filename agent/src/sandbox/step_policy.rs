@@ -100,13 +100,19 @@ pub fn policy_for(
         write.extend(cargo_home);
     }
     // The eval step reads everything; the others too when no separate eval step exists.
-    let hide =
-        (step != Step::Eval && target.eval.is_some() && !target.eval_data.is_empty()).then(|| {
-            Hide {
-                root: worktree.to_path_buf(),
-                globs: target.eval_data.clone(),
-            }
-        });
+    let mut hidden = Vec::new();
+    if step != Step::Eval && target.eval.is_some() {
+        hidden.extend(target.eval_data.iter().cloned());
+    }
+    if step == Step::Build {
+        // Declared unread by the build (its outputs are reused across changes to them): a
+        // build that reads one anyway fails here instead of leaving stale outputs.
+        hidden.extend(target.build.runtime_only.iter().cloned());
+    }
+    let hide = (!hidden.is_empty()).then(|| Hide {
+        root: worktree.to_path_buf(),
+        globs: hidden,
+    });
     let mut set = std::collections::BTreeMap::new();
     set.insert("TMPDIR".to_string(), tmp.to_string_lossy().into_owned());
     set.insert(

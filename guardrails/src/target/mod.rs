@@ -38,6 +38,10 @@ pub enum TargetError {
 pub struct BuildSpec {
     pub command: String,
     pub timeout: Duration,
+    /// `runtime_only`: globs of files only training reads, never the build (a runtime config).
+    /// A change to nothing else reuses its parent's build; the build's sandbox hides them, so a
+    /// build that does read one fails rather than going stale.
+    pub runtime_only: Vec<String>,
 }
 
 /// How to train the target; `command` holds `{seed} {split} {budget} {out}` placeholders.
@@ -102,6 +106,7 @@ pub struct TargetSpec {
     editable_set: GlobSet,
     frozen_set: GlobSet,
     eval_data_set: GlobSet,
+    runtime_only_set: GlobSet,
 }
 
 const KNOWN_TABLES: [&str; 7] = [
@@ -142,7 +147,9 @@ impl TargetSpec {
         let build = BuildSpec {
             command: keys.string("build", "command")?,
             timeout: keys.duration("build", "timeout")?,
+            runtime_only: keys.string_list_or("build", "runtime_only", Vec::new())?,
         };
+        let runtime_only_set = keys.globs("build.runtime_only", &build.runtime_only)?;
         let train = TrainSpec {
             command: keys.string("train", "command")?,
             budget: keys.string("train", "budget")?,
@@ -230,6 +237,7 @@ impl TargetSpec {
             editable_set,
             frozen_set,
             eval_data_set,
+            runtime_only_set,
         })
     }
 
@@ -257,6 +265,11 @@ impl TargetSpec {
     /// True when `path` (relative to the root, `/`-separated) matches an `eval_data` glob.
     pub fn is_eval_data(&self, path: &str) -> bool {
         self.eval_data_set.is_match(path)
+    }
+
+    /// True when `path` matches a `[build] runtime_only` glob: the build never reads it.
+    pub fn is_runtime_only(&self, path: &str) -> bool {
+        self.runtime_only_set.is_match(path)
     }
 
     /// The train command for one run, placeholders substituted and shell-quoted.

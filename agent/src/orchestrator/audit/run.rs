@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use agentloop_guardrails::audit::{assess, AuditOutcome, AuditRule, Bisection, OnFlag};
+use agentloop_guardrails::target::TargetSpec;
 use agentloop_ledger::payload::{Arm, Audit, RunResult, Stage};
 use agentloop_ledger::state::SessionState;
 use anyhow::{bail, Context, Result};
@@ -13,6 +14,8 @@ use serde_json::{json, Map, Value};
 
 use super::schedule::{seeds, steps_of};
 use super::{AuditStep, Merged, AUDITED_WORKTREE, REFERENCE_WORKTREE, SPLIT};
+use crate::executor::budget::Stop;
+use crate::executor::Executor;
 use crate::orchestrator::build::{ensure_built, BuildState};
 use crate::orchestrator::rollback::{revert_recorded, RollbackError};
 use crate::orchestrator::runs::{self, value_of, RunSpec};
@@ -38,25 +41,21 @@ pub(super) fn audit(
     };
     let mut pairs = Vec::new();
     for seed in seeds(trunk, rule, number) {
-        let arms = [
-            (Arm::Baseline, reference, &reference_wt),
-            (Arm::Candidate, audited.as_str(), &audited_wt),
+        let arm = |arm, commit, worktree| Holdout {
+            commit,
+            seed,
+            arm,
+            worktree,
+            tag: &tag,
+        };
+        let pair = [
+            arm(Arm::Baseline, reference, &reference_wt),
+            arm(Arm::Candidate, audited.as_str(), &audited_wt),
         ];
-        let mut values = [0.0; 2];
-        for (slot, (arm, commit, worktree)) in arms.into_iter().enumerate() {
-            let run = Holdout {
-                commit,
-                seed,
-                arm,
-                worktree,
-                tag: &tag,
-            };
-            match run.value(trunk, history, number)? {
-                Some(v) => values[slot] = v,
-                None => return Ok(AuditStep::Stopped),
-            }
+        match side_by_side(trunk, history, number, &pair)? {
+            Some([reference_value, audited_value]) => pairs.push((reference_value, audited_value)),
+            None => return Ok(AuditStep::Stopped),
         }
-        pairs.push((values[0], values[1]));
     }
     let claimed: f64 = merges.iter().map(|m| m.claimed_gain).sum();
     let outcome = assess(rule, claimed, &pairs)
@@ -238,6 +237,27 @@ pub(super) fn resolve(
     Ok(AuditStep::Done)
 }
 
+/// What a holdout run needs of the trunk: the parts that may be shared between threads.
+struct Runner<'a> {
+    target: &'a TargetSpec,
+    env: &'a [(String, String)],
+    exec: &'a dyn Executor,
+    stop: &'a Stop,
+    runs_dir: PathBuf,
+}
+
+impl<'a> Runner<'a> {
+    fn of(trunk: &'a Trunk) -> Runner<'a> {
+        Runner {
+            target: trunk.target,
+            env: &trunk.env,
+            exec: trunk.exec,
+            stop: &trunk.stop,
+            runs_dir: trunk.ws.state.join("runs").join(&trunk.session),
+        }
+    }
+}
+
 /// One holdout run of `commit` on `seed`, reused when recorded.
 struct Holdout<'a> {
     commit: &'a str,
@@ -248,14 +268,62 @@ struct Holdout<'a> {
     tag: &'a Value,
 }
 
+/// The two arms of an audit pair run at once (each slot busy, both under the same load), their
+/// runs recorded afterwards in arm order; `None` when the loop was stopped.
+fn side_by_side(
+    trunk: &Trunk,
+    history: &SessionState,
+    number: u64,
+    pair: &[Holdout; 2],
+) -> Result<Option<[f64; 2]>> {
+    let runner = Runner::of(trunk);
+    let [a, b] = std::thread::scope(|s| {
+        let other = s.spawn(|| pair[1].attempts(&runner, history, number));
+        let first = pair[0].attempts(&runner, history, number);
+        let second = other
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("an audit run's thread panicked")));
+        [first, second]
+    });
+    let mut values = [0.0; 2];
+    for (slot, attempts) in [a?, b?].into_iter().enumerate() {
+        let Some((runs, value)) = attempts else {
+            return Ok(None);
+        };
+        for r in &runs {
+            trunk.rec.append(None, r)?;
+        }
+        values[slot] = pair[slot].or_failed(value, trunk)?;
+    }
+    Ok(Some(values))
+}
+
 impl Holdout<'_> {
     /// The metric value; `None` when the loop was stopped. A run that fails is retried on the
     /// same seed (each attempt recorded), as calibration does.
     fn value(&self, trunk: &Trunk, history: &SessionState, number: u64) -> Result<Option<f64>> {
-        if let Some(v) = recorded_value(history, self.commit, self.seed) {
-            return Ok(Some(v));
+        let Some((runs, value)) = self.attempts(&Runner::of(trunk), history, number)? else {
+            return Ok(None);
+        };
+        for r in &runs {
+            trunk.rec.append(None, r)?;
         }
-        let target = trunk.target;
+        self.or_failed(value, trunk).map(Some)
+    }
+
+    /// The recorded value, or up to three runs (unrecorded) until one gives a value; `None`
+    /// when the loop was stopped.
+    fn attempts(
+        &self,
+        runner: &Runner,
+        history: &SessionState,
+        number: u64,
+    ) -> Result<Option<(Vec<RunResult>, Option<f64>)>> {
+        if let Some(v) = recorded_value(history, self.commit, self.seed) {
+            return Ok(Some((Vec::new(), Some(v))));
+        }
+        let target = runner.target;
+        let mut runs = Vec::new();
         for _ in 0..3 {
             let spec = RunSpec {
                 arm: self.arm,
@@ -265,34 +333,39 @@ impl Holdout<'_> {
                 split: SPLIT,
                 budget: &target.train.budget,
                 worktree: self.worktree,
-                out: trunk
-                    .ws
-                    .state
-                    .join("runs")
-                    .join(&trunk.session)
-                    .join(format!(
-                        "audit-{number}-{}-{}",
-                        &self.commit[..10.min(self.commit.len())],
-                        self.seed
-                    )),
+                out: runner.runs_dir.join(format!(
+                    "audit-{number}-{}-{}",
+                    &self.commit[..10.min(self.commit.len())],
+                    self.seed
+                )),
             };
-            let Some(mut r) = runs::run(target, &spec, &trunk.env, trunk.exec, &trunk.stop)? else {
+            let Some(mut r) = runs::run(target, &spec, runner.env, runner.exec, runner.stop)?
+            else {
                 return Ok(None);
             };
             if let Value::Object(tag) = self.tag {
                 r.extra.extend(tag.clone());
             }
-            trunk.rec.append(None, &r)?;
-            if let Some(v) = value_of(&r) {
-                return Ok(Some(v));
+            let value = value_of(&r);
+            runs.push(r);
+            if value.is_some() {
+                return Ok(Some((runs, value)));
             }
         }
-        bail!(
-            "holdout run of {} (seed {}) failed 3 times; see the run logs under {}",
-            self.commit,
-            self.seed,
-            trunk.ws.state.join("runs").join(&trunk.session).display()
-        )
+        Ok(Some((runs, None)))
+    }
+
+    /// The value, or the error naming a run that failed all three attempts.
+    fn or_failed(&self, value: Option<f64>, trunk: &Trunk) -> Result<f64> {
+        let Some(v) = value else {
+            bail!(
+                "holdout run of {} (seed {}) failed 3 times; see the run logs under {}",
+                self.commit,
+                self.seed,
+                trunk.ws.state.join("runs").join(&trunk.session).display()
+            )
+        };
+        Ok(v)
     }
 }
 
@@ -316,7 +389,6 @@ fn checkout(trunk: &Trunk, name: &str, commit: &str) -> Result<Option<PathBuf>> 
     } else {
         git.add_worktree(name, &branch)?;
     }
-    let tree = git.tree_of(oid)?.to_string();
     let env = &trunk.env;
     match ensure_built(
         trunk.ws,
@@ -325,9 +397,9 @@ fn checkout(trunk: &Trunk, name: &str, commit: &str) -> Result<Option<PathBuf>> 
         env,
         &trunk.stop,
         &path,
-        &tree,
+        oid,
     )? {
-        BuildState::Ready => Ok(Some(path)),
+        BuildState::Ready { .. } => Ok(Some(path)),
         BuildState::Stopped => Ok(None),
         BuildState::Failed(f) => bail!(
             "commit {commit} does not build for the holdout audit (log {}):\n{}",

@@ -82,7 +82,6 @@ impl<'a> ChangeRunner<'a> {
         git.set_branch(&branch, commit, "agentloop: apply change")?;
         let worktree = self.change_worktree(id, &branch, commit)?;
         // Build
-        let tree = git.tree_of(commit)?.to_string();
         let cache = BuildCache::new(&self.ws.state);
         let build = match recorded_build {
             Some(b) => {
@@ -95,7 +94,7 @@ impl<'a> ChangeRunner<'a> {
                         self.env,
                         self.stop,
                         &worktree,
-                        &tree,
+                        commit,
                     )? {
                         return Ok(Next::End(ChangeEnd::Stopped));
                     }
@@ -111,11 +110,16 @@ impl<'a> ChangeRunner<'a> {
                     self.env,
                     self.stop,
                     &worktree,
-                    &tree,
+                    commit,
                 )?;
+                let mut extra = Map::new();
                 let (ok, tail, log) = match state {
                     BuildState::Stopped => return Ok(Next::End(ChangeEnd::Stopped)),
-                    BuildState::Ready => (true, String::new(), None),
+                    BuildState::Ready { cached } => {
+                        // Nothing was compiled: the same build inputs were built before.
+                        extra.insert("cached".into(), cached.into());
+                        (true, String::new(), None)
+                    }
                     BuildState::Failed(f) => (false, f.tail.clone(), Some(f.log.clone())),
                 };
                 let b = Build {
@@ -125,7 +129,7 @@ impl<'a> ChangeRunner<'a> {
                     duration_s: Some(started.elapsed().as_secs_f64()),
                     log_tail: (!ok).then(|| runs::tail_lines(&tail, 40)),
                     log_sha256: log.as_deref().and_then(runs::file_sha256),
-                    extra: Map::new(),
+                    extra,
                 };
                 self.rec.append(Some(id), &b)?;
                 b

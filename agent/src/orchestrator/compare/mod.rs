@@ -272,10 +272,9 @@ fn checkout(ctx: &Ctx, name: &str, commit: Oid) -> Result<Option<PathBuf>> {
     } else {
         git.add_worktree(name, &branch)?;
     }
-    let tree = git.tree_of(commit)?.to_string();
     let cache = BuildCache::new(&ctx.ws.state);
-    match ensure_built(ctx.ws, ctx.target, &cache, ctx.env, ctx.stop, &path, &tree)? {
-        BuildState::Ready => Ok(Some(path)),
+    match ensure_built(ctx.ws, ctx.target, &cache, ctx.env, ctx.stop, &path, commit)? {
+        BuildState::Ready { .. } => Ok(Some(path)),
         BuildState::Stopped => Ok(None),
         BuildState::Failed(f) => bail!(
             "does not build (log {}):\n{}",

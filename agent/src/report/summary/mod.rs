@@ -130,6 +130,9 @@ pub struct Costs {
     /// Wall time of every training run (calibration, smoke, screen, confirm, audit).
     pub training_s: f64,
     pub build_s: f64,
+    /// The base commit's build before the session's clock started (set-up, outside the budget
+    /// and the overhead share; 0 when the cache had it or the session predates it).
+    pub base_build_s: f64,
     /// Runs that crashed, diverged or timed out, plus the runs of changes that ended crashed.
     pub crash_lost_s: f64,
     pub runs: usize,

@@ -404,6 +404,11 @@ impl Replay {
                 .flat_map(|c| c.builds.iter())
                 .filter_map(|b| b.duration_s)
                 .sum(),
+            base_build_s: self
+                .start
+                .as_ref()
+                .and_then(|(start, _)| start.extra.get("base_build_s")?.as_f64())
+                .unwrap_or(0.0),
             crash_lost_s: failed_run_s + crashed_change_ok_s,
             runs: all_runs().count(),
             prompt_tokens: proposals().filter_map(|p| p.prompt_tokens).sum(),
