@@ -184,7 +184,10 @@ fn cargo_commands(t: &mut String) {
          # binary into the checkout: runs use the checkout's copy.\n\
          # EDIT: your binary's name.\n\
          command = \"cargo build --release && mkdir -p .agentloop-bin && cp \\\"$CARGO_TARGET_DIR/release/trainer\\\" .agentloop-bin/\"\n\
-         timeout = \"20m\"\n\n\
+         timeout = \"20m\"\n\
+         # Files the binary reads when it runs, never compiles in (a config): a change to only\n\
+         # these reuses its parent's build. The build cannot read them (its sandbox hides them).\n\
+         # runtime_only = [\"config/*.toml\"]\n\n\
          [train]\n\
          # EDIT: one training run. It trains for {{budget}}, takes {{seed}} (or AGENTLOOP_SEED),\n\
          # and writes {{out}}/metrics.json with the metric's key (or see metric_regex below).\n\

@@ -46,16 +46,15 @@ pub fn ensure_built(
 ) -> Result<BuildState> {
     let _one_build_at_a_time = hold(&BUILD_LOCK);
     let key = build_key(ws.git.repo(), target, commit)?;
-    if !cache.contains(&key) {
+    let cached = cache.contains(&key);
+    if !cached {
         match build_into_cache(ws, target, cache, env, stop, commit, &key)? {
             BuildState::Ready { .. } => {}
             not_built => return Ok(not_built),
         }
-        cache.restore(&key, worktree)?;
-        return Ok(BuildState::Ready { cached: false });
     }
     cache.restore(&key, worktree)?;
-    Ok(BuildState::Ready { cached: true })
+    Ok(BuildState::Ready { cached })
 }
 
 /// Builds the session's base commit before its budget starts (a set-up step, like the user's
