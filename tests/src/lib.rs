@@ -249,6 +249,20 @@ impl TargetRepo {
 }
 
 /// Runs to completion, with the output kept for assertions.
+/// `agentloop start` as most toy tests run it: the offline proposer, a 5-minute budget (the
+/// change limit ends the session first) and at most `max_changes` changes.
+pub fn offline_start(max_changes: &str) -> [&str; 7] {
+    [
+        "start",
+        "--budget",
+        "5m",
+        "--max-changes",
+        max_changes,
+        "--agent",
+        "offline",
+    ]
+}
+
 pub fn output(mut c: Command) -> Result<Output> {
     Ok(c.stdin(Stdio::null()).output()?)
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use agentloop_ledger::EventKind;
 use agentloop_tests::toy::{ToyOptions, BUILD};
-use agentloop_tests::{check, kinds, TargetRepo};
+use agentloop_tests::{check, kinds, offline_start, TargetRepo};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
 
@@ -40,19 +40,7 @@ fn build_logs(repo: &TargetRepo) -> Vec<String> {
 fn config_only_changes_reuse_the_base_build_which_is_timed_before_the_budget() {
     let repo = toy_with_build(&format!("{BUILD}runtime_only = [\"config.toml\"]\n"));
     let (code, out, err) = repo
-        .run_agentloop(
-            BIN.as_ref(),
-            &target_dir(),
-            &[
-                "start",
-                "--budget",
-                "5m",
-                "--max-changes",
-                "3",
-                "--agent",
-                "offline",
-            ],
-        )
+        .run_agentloop(BIN.as_ref(), &target_dir(), &offline_start("3"))
         .unwrap();
     assert_eq!(code, 0, "{err}");
     let events = repo.events().unwrap();
@@ -97,15 +85,7 @@ fn a_build_that_reads_a_runtime_only_file_fails_before_anything_is_recorded() {
     // The same build reads config.toml (as a build that bakes it into the binary would).
     let reads_config = BUILD.replace("command = \"", "command = \"cat config.toml >/dev/null && ");
     let honest = toy_with_build(&reads_config);
-    let args = [
-        "start",
-        "--budget",
-        "5m",
-        "--max-changes",
-        "1",
-        "--agent",
-        "offline",
-    ];
+    let args = offline_start("1");
     let (code, _, err) = honest
         .run_agentloop(BIN.as_ref(), &target_dir(), &args)
         .unwrap();

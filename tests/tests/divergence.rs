@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use agentloop_ledger::EventKind;
 use agentloop_tests::toy::ToyOptions;
-use agentloop_tests::{check, kinds, TargetRepo};
+use agentloop_tests::{check, kinds, offline_start, TargetRepo};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
 
@@ -22,19 +22,7 @@ fn a_run_streaming_a_nan_loss_then_hanging_is_killed_and_recorded_diverged() {
     })
     .unwrap();
     let (code, _, err) = repo
-        .run_agentloop(
-            BIN.as_ref(),
-            &target_dir(),
-            &[
-                "start",
-                "--budget",
-                "5m",
-                "--max-changes",
-                "1",
-                "--agent",
-                "offline",
-            ],
-        )
+        .run_agentloop(BIN.as_ref(), &target_dir(), &offline_start("1"))
         .unwrap();
     assert_eq!(code, 0, "{err}");
     let summary = check::consistent(&repo, "main").unwrap();

@@ -10,7 +10,7 @@ use agentloop_guardrails::process::Decision as ProcessRecord;
 use agentloop_ledger::payload::Stage;
 use agentloop_ledger::{EventKind, NewEvent};
 use agentloop_tests::toy::ToyOptions;
-use agentloop_tests::TargetRepo;
+use agentloop_tests::{offline_start, TargetRepo};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
 
@@ -30,15 +30,7 @@ fn offline_session(rule: &str) -> TargetRepo {
         ..ToyOptions::default()
     })
     .unwrap();
-    let args = [
-        "start",
-        "--budget",
-        "5m",
-        "--max-changes",
-        "3",
-        "--agent",
-        "offline",
-    ];
+    let args = offline_start("3");
     let (code, _, err) = run(&repo, &args);
     assert_eq!(code, 0, "{err}");
     repo

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use agentloop_ledger::payload::DecisionOutcome;
 use agentloop_tests::toy::ToyOptions;
-use agentloop_tests::TargetRepo;
+use agentloop_tests::{offline_start, TargetRepo};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
 
@@ -21,18 +21,7 @@ fn run(repo: &TargetRepo, args: &[&str]) -> (i32, String, String) {
 #[test]
 fn progress_lines_then_a_report_of_what_the_ledger_holds() {
     let repo = TargetRepo::toy(&ToyOptions::default()).unwrap();
-    let (code, out, err) = run(
-        &repo,
-        &[
-            "start",
-            "--budget",
-            "5m",
-            "--max-changes",
-            "3",
-            "--agent",
-            "offline",
-        ],
-    );
+    let (code, out, err) = run(&repo, &offline_start("3"));
     assert_eq!(code, 0, "{err}");
     let ledger = repo.ledger().unwrap();
     let changes = ledger.changes(None).unwrap();
