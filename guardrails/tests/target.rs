@@ -386,3 +386,22 @@ fn build_runtime_only_globs_parse_and_a_bad_one_is_named() {
     );
     assert!(common::load_err(&bad).contains("build.runtime_only"));
 }
+
+#[test]
+fn a_misspelt_key_is_refused_not_dropped() {
+    // Dropped silently, `eval_dta` would leave the validation data readable by training.
+    let typo = common::TARGET_TOML.replace(
+        "metric   =",
+        "eval_dta = [\"trainer/data/val/**\"]\nmetric =",
+    );
+    let err = common::load_err(&typo);
+    assert!(
+        err.contains("target.eval_dta") && err.contains("eval_data"),
+        "{err}"
+    );
+    let typo =
+        common::TARGET_TOML.replace("timeout  = \"20m\"", "timeout  = \"20m\"\nruntime_onl = []");
+    assert!(common::load_err(&typo).contains("build.runtime_onl"));
+    let typo = common::TARGET_TOML.replace("smoke_budget", "smoke_budgett");
+    assert!(common::load_err(&typo).contains("train.smoke_budgett"));
+}

@@ -312,6 +312,10 @@ fn budget(h: &mut String, s: &SessionSummary) {
             format!("{} in {} runs", format_duration(c.training_s), c.runs),
         ),
         ("builds", format_duration(c.build_s)),
+        (
+            "base build, before the budget",
+            format_duration(c.base_build_s),
+        ),
         ("lost to crashes", format_duration(c.crash_lost_s)),
         (
             "LLM tokens",

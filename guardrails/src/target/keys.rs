@@ -17,6 +17,21 @@ impl Keys<'_> {
         }
     }
 
+    /// Refuses a key of `table` that is not in `known`: a misspelt optional key (`eval_dta`)
+    /// would otherwise be dropped without a word, and with it what the key protects.
+    pub(super) fn closed(&self, table: &str, known: &[&str]) -> Result<(), TargetError> {
+        let Some(toml::Value::Table(t)) = self.doc.get(table) else {
+            return Ok(());
+        };
+        match t.keys().find(|k| !known.contains(&k.as_str())) {
+            None => Ok(()),
+            Some(k) => Err(self.invalid(
+                &format!("{table}.{k}"),
+                format!("unknown key; [{table}] takes {}", known.join(", ")),
+            )),
+        }
+    }
+
     pub(super) fn get(&self, table: &str, key: &str) -> Result<Option<&toml::Value>, TargetError> {
         match self.doc.get(table) {
             None => Ok(None),

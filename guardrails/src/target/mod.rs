@@ -113,6 +113,30 @@ const KNOWN_TABLES: [&str; 7] = [
     "target", "build", "train", "eval", "sandbox", "decision", "policy",
 ];
 
+/// The keys of the tables this crate reads (`[decision]` and `[policy]` are closed by their
+/// types; other tables belong to the loop).
+const KNOWN_KEYS: [(&str, &[&str]); 5] = [
+    (
+        "target",
+        &["editable", "frozen", "metric", "eval_data", "inputs", "env"],
+    ),
+    ("build", &["command", "timeout", "runtime_only"]),
+    (
+        "train",
+        &[
+            "command",
+            "budget",
+            "smoke_budget",
+            "timeout",
+            "memory_limit",
+            "divergence_loss_ratio",
+            "metric_regex",
+        ],
+    ),
+    ("eval", &["command", "timeout"]),
+    ("sandbox", &["read", "write"]),
+];
+
 impl TargetSpec {
     /// Reads and parses `<repo_root>/agentloop.toml`.
     pub fn load(repo_root: &Path) -> Result<TargetSpec, TargetError> {
@@ -138,6 +162,9 @@ impl TargetSpec {
             _ => None,
         };
         let keys = Keys { file, doc: &doc };
+        for (table, known) in KNOWN_KEYS {
+            keys.closed(table, known)?;
+        }
         let guards = keys.guards(guard_table)?;
         let editable = keys.string_list("target", "editable")?;
         let frozen = keys.string_list_or("target", "frozen", Vec::new())?;
