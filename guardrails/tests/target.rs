@@ -405,3 +405,19 @@ fn a_misspelt_key_is_refused_not_dropped() {
     let typo = common::TARGET_TOML.replace("smoke_budget", "smoke_budgett");
     assert!(common::load_err(&typo).contains("train.smoke_budgett"));
 }
+
+#[test]
+fn a_misspelt_table_is_refused_not_dropped() {
+    let typo = format!(
+        "{}\n[sandbx]\nread = [\"/opt/venv\"]\n",
+        common::TARGET_TOML
+    );
+    let err = common::load_err(&typo);
+    assert!(err.contains("sandbx") && err.contains("[sandbox]"), "{err}");
+    // The loop's own tables pass through.
+    let loop_tables = format!(
+        "{}\n[executor]\nslots = 2\n[loop]\nverdict_pairs = 0\n[agent]\nprovider = \"offline\"\n",
+        common::TARGET_TOML
+    );
+    common::target_from(&loop_tables);
+}

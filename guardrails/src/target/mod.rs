@@ -113,6 +113,9 @@ const KNOWN_TABLES: [&str; 7] = [
     "target", "build", "train", "eval", "sandbox", "decision", "policy",
 ];
 
+/// The tables the loop reads itself (passed through as `extra`).
+const LOOP_TABLES: [&str; 5] = ["executor", "proposer", "loop", "agent", "ledger"];
+
 /// The keys of the tables this crate reads (`[decision]` and `[policy]` are closed by their
 /// types; other tables belong to the loop).
 const KNOWN_KEYS: [(&str, &[&str]); 5] = [
@@ -162,6 +165,20 @@ impl TargetSpec {
             _ => None,
         };
         let keys = Keys { file, doc: &doc };
+        if let Some(name) = doc
+            .keys()
+            .find(|k| !KNOWN_TABLES.contains(&k.as_str()) && !LOOP_TABLES.contains(&k.as_str()))
+        {
+            let all: Vec<String> = KNOWN_TABLES
+                .iter()
+                .chain(&LOOP_TABLES)
+                .map(|t| format!("[{t}]"))
+                .collect();
+            return Err(keys.invalid(
+                name,
+                format!("unknown table; agentloop.toml takes {}", all.join(", ")),
+            ));
+        }
         for (table, known) in KNOWN_KEYS {
             keys.closed(table, known)?;
         }
