@@ -249,6 +249,20 @@ impl TargetRepo {
 }
 
 /// Runs to completion, with the output kept for assertions.
+/// The two paths every e2e test file needs, defined in the calling test crate (where cargo sets
+/// `CARGO_BIN_EXE_*` and `CARGO_TARGET_TMPDIR`): `BIN`, the `agentloop-e2e` binary, and
+/// `target_dir()`, the cargo target directory the tests' trainer builds share.
+#[macro_export]
+macro_rules! e2e_paths {
+    () => {
+        const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
+
+        fn target_dir() -> std::path::PathBuf {
+            std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
+        }
+    };
+}
+
 /// `agentloop start` as most toy tests run it: the offline proposer, a 5-minute budget (the
 /// change limit ends the session first) and at most `max_changes` changes.
 pub fn offline_start(max_changes: &str) -> [&str; 7] {

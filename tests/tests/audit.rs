@@ -4,7 +4,6 @@
 //! middle of an audit resumes without repeating a recorded audit run and ends the same way.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use agentloop::testing::{CannedReply, ScriptedServer};
@@ -12,7 +11,7 @@ use agentloop_ledger::{Event, EventKind};
 use agentloop_tests::toy::ToyOptions;
 use agentloop_tests::{check, kill_group, kinds, output, spawn_group, TargetRepo};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
+agentloop_tests::e2e_paths!();
 const ARGS: [&str; 7] = [
     "start",
     "--budget",
@@ -22,10 +21,6 @@ const ARGS: [&str; 7] = [
     "--agent",
     "offline",
 ];
-
-fn target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
-}
 
 /// lr 0.1 -> 0.01 helps both splits; weight decay 0.5 -> 0.1 helps validation only.
 fn overfitting() -> ToyOptions {

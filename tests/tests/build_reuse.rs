@@ -2,17 +2,11 @@
 //! and a change to `[build] runtime_only` files alone reuses its parent's build. A build that
 //! reads such a file anyway fails in its sandbox, so the reuse can never go stale unseen.
 
-use std::path::PathBuf;
-
 use agentloop_ledger::EventKind;
 use agentloop_tests::toy::{ToyOptions, BUILD};
 use agentloop_tests::{check, kinds, offline_start, TargetRepo};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
-
-fn target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
-}
+agentloop_tests::e2e_paths!();
 
 fn toy_with_build(build: &str) -> TargetRepo {
     TargetRepo::toy(&ToyOptions {

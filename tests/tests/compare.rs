@@ -4,7 +4,6 @@
 //! crashes are named and leave no comparison in the ledger; no worktree is left behind.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 use agentloop_ledger::payload::Compare;
 use agentloop_ledger::EventKind;
@@ -12,11 +11,7 @@ use agentloop_tests::toy::ToyOptions;
 use agentloop_tests::{kinds, TargetRepo};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
-
-fn target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
-}
+agentloop_tests::e2e_paths!();
 
 fn run(repo: &TargetRepo, args: &[&str]) -> (i32, String, String) {
     repo.run_agentloop(BIN.as_ref(), &target_dir(), args)

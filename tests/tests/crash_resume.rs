@@ -3,13 +3,12 @@
 //! ledger, the trunk and the worktrees must agree, with no decision lost or made twice.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use agentloop_tests::toy::ToyOptions;
 use agentloop_tests::{check, kill_group, output, spawn_group, wait_for_events, TargetRepo};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
+agentloop_tests::e2e_paths!();
 const ARGS: [&str; 7] = [
     "start",
     "--budget",
@@ -19,10 +18,6 @@ const ARGS: [&str; 7] = [
     "--agent",
     "offline",
 ];
-
-fn target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
-}
 
 fn finish(repo: &TargetRepo) {
     let out = output(repo.agentloop(BIN.as_ref(), &target_dir(), &ARGS)).unwrap();

@@ -13,12 +13,8 @@ use agentloop_ledger::{Event, EventKind};
 use agentloop_tests::toy::ToyOptions;
 use agentloop_tests::{check, kill_group, output, spawn_group, TargetRepo};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
+agentloop_tests::e2e_paths!();
 const ARGS: [&str; 6] = ["start", "--budget", "10m", "--max-changes", "3", "--agent"];
-
-fn target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
-}
 
 fn args() -> Vec<&'static str> {
     let mut a = ARGS.to_vec();

@@ -1,17 +1,11 @@
 //! The loop's runs are under the divergence watch: a training run that streams a NaN loss and
 //! then hangs is killed at once and recorded `diverged`, not left to reach its timeout.
 
-use std::path::PathBuf;
-
 use agentloop_ledger::EventKind;
 use agentloop_tests::toy::ToyOptions;
 use agentloop_tests::{check, kinds, offline_start, TargetRepo};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
-
-fn target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
-}
+agentloop_tests::e2e_paths!();
 
 #[test]
 fn a_run_streaming_a_nan_loss_then_hanging_is_killed_and_recorded_diverged() {

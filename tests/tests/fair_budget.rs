@@ -11,8 +11,6 @@
 //!
 //! `ledger verify` then recomputes every decision and guard.
 
-use std::path::PathBuf;
-
 use agentloop::testing::{CannedReply, ScriptedServer};
 use agentloop_guardrails::process::{Decision as ProcessRecord, Verdict};
 use agentloop_ledger::payload::{Arm, DecisionOutcome, RunResult};
@@ -20,12 +18,8 @@ use agentloop_ledger::EventKind;
 use agentloop_tests::replies::{self, block};
 use agentloop_tests::{check, TargetOptions, TargetRepo};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
+agentloop_tests::e2e_paths!();
 const BUDGET_FLOPS: f64 = 1.0e9;
-
-fn target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
-}
 
 /// A scripted reply with a fixed rationale.
 fn reply(description: &str, blocks: &str) -> CannedReply {

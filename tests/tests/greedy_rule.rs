@@ -3,8 +3,6 @@
 //! change's run becomes the trunk's value; the decisions say "no statistical test" in the
 //! ledger, `ledger show` and the report; `ledger verify` recomputes them and names a forged one.
 
-use std::path::PathBuf;
-
 use agentloop_guardrails::decision::GREEDY_SEED;
 use agentloop_guardrails::process::Decision as ProcessRecord;
 use agentloop_ledger::payload::Stage;
@@ -12,11 +10,7 @@ use agentloop_ledger::{EventKind, NewEvent};
 use agentloop_tests::toy::ToyOptions;
 use agentloop_tests::{offline_start, TargetRepo};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
-
-fn target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
-}
+agentloop_tests::e2e_paths!();
 
 fn run(repo: &TargetRepo, args: &[&str]) -> (i32, String, String) {
     repo.run_agentloop(BIN.as_ref(), &target_dir(), args)

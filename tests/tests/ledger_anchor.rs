@@ -4,18 +4,12 @@
 //! the database at every decision and at session end, and `agentloop ledger verify` names
 //! the truncation. The user's `[ledger] anchor_command` got every anchored head too.
 
-use std::path::PathBuf;
-
 use agentloop_ledger::head_ref::HEAD_REF;
 use agentloop_ledger::EventKind;
 use agentloop_tests::toy::ToyOptions;
 use agentloop_tests::TargetRepo;
 
-const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
-
-fn target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
-}
+agentloop_tests::e2e_paths!();
 
 fn run(repo: &TargetRepo, args: &[&str]) -> (i32, String, String) {
     repo.run_agentloop(BIN.as_ref(), &target_dir(), args)

@@ -1,18 +1,12 @@
 //! `agentloop ledger list|show|verify|export` on a ledger the loop itself wrote (a toy-target
 //! session of three changes: two accepted, one rejected), through the real binary.
 
-use std::path::PathBuf;
-
 use agentloop_ledger::{EventKind, NewEvent};
 use agentloop_tests::toy::ToyOptions;
 use agentloop_tests::TargetRepo;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
-
-fn target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
-}
+agentloop_tests::e2e_paths!();
 
 fn run(repo: &TargetRepo, args: &[&str]) -> (i32, String, String) {
     repo.run_agentloop(BIN.as_ref(), &target_dir(), args)

@@ -2,17 +2,12 @@
 //! configuration: the session ends by itself within the budget (plus a small grace for the
 //! run in flight), records decisions, and leaves a ledger that verifies.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use agentloop_ledger::EventKind;
 use agentloop_tests::{check, output, TargetOptions, TargetRepo};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
-
-fn target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
-}
+agentloop_tests::e2e_paths!();
 
 #[test]
 fn three_minute_offline_session_on_a_fresh_clone() {

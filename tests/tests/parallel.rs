@@ -3,7 +3,6 @@
 //! and survive a kill.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use agentloop_ledger::payload::DecisionOutcome;
@@ -11,11 +10,7 @@ use agentloop_ledger::{Event, EventKind};
 use agentloop_tests::toy::ToyOptions;
 use agentloop_tests::{check, kill_group, spawn_group, wait_for_events, TargetRepo};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
-
-fn target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
-}
+agentloop_tests::e2e_paths!();
 
 /// Runs overlap measurably (0.3 s each), and a run's value depends only on the config and the
 /// run's role and index, not on the session's seeds: two sessions can be compared.

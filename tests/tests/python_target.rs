@@ -9,7 +9,7 @@
 //! crashed run whose output tail (redacted) is in the ledger; `init` refuses to overwrite, and
 //! the contract it writes for the example, committed, passes `init --check` unchanged.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -18,11 +18,7 @@ use agentloop_ledger::payload::DecisionOutcome;
 use agentloop_ledger::EventKind;
 use agentloop_tests::{kill_group, kinds, spawn_group, workspace_root, TargetRepo};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
-
-fn target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
-}
+agentloop_tests::e2e_paths!();
 
 /// The system python3 with numpy (the sandbox reads /usr; a pyenv or venv python would need
 /// `[sandbox] read`). .ci/run installs Debian's python3-numpy.

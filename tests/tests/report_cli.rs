@@ -1,17 +1,11 @@
 //! `agentloop start` shows its progress as plain lines when stdout is not a terminal, and
 //! `agentloop report` / `status --json` describe the session the ledger recorded.
 
-use std::path::PathBuf;
-
 use agentloop_ledger::payload::DecisionOutcome;
 use agentloop_tests::toy::ToyOptions;
 use agentloop_tests::{offline_start, TargetRepo};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
-
-fn target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
-}
+agentloop_tests::e2e_paths!();
 
 fn run(repo: &TargetRepo, args: &[&str]) -> (i32, String, String) {
     repo.run_agentloop(BIN.as_ref(), &target_dir(), args)

@@ -3,19 +3,13 @@
 //! change is refused, naming it, and changes nothing; rolling back a rejected or an already
 //! rolled-back change is a clear error.
 
-use std::path::PathBuf;
-
 use agentloop::testing::{CannedReply, ScriptedServer};
 use agentloop_ledger::payload::DecisionOutcome;
 use agentloop_ledger::EventKind;
 use agentloop_tests::toy::ToyOptions;
 use agentloop_tests::{check, TargetRepo};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
-
-fn target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
-}
+agentloop_tests::e2e_paths!();
 
 fn edit(description: &str, search: &str, replace: &str) -> CannedReply {
     CannedReply::openai_chat(

@@ -3,8 +3,6 @@
 //! change is rejected on those cached runs with at most 4 training runs, read from the ledger,
 //! and `ledger verify` recomputes both v3 decisions.
 
-use std::path::PathBuf;
-
 use agentloop::testing::{CannedReply, ScriptedServer};
 use agentloop_guardrails::process::Decision as ProcessRecord;
 use agentloop_ledger::payload::DecisionOutcome;
@@ -12,11 +10,7 @@ use agentloop_ledger::EventKind;
 use agentloop_tests::replies::{self, block};
 use agentloop_tests::{check, TargetOptions, TargetRepo};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
-
-fn target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
-}
+agentloop_tests::e2e_paths!();
 
 /// A scripted reply with a fixed rationale.
 fn reply(description: &str, blocks: &str) -> CannedReply {

@@ -5,18 +5,12 @@
 //! rejected with the right reason; the ledger verifies; the trunk holds exactly the accepted
 //! change; the user's checkout is untouched.
 
-use std::path::PathBuf;
-
 use agentloop::testing::{CannedReply, ScriptedServer};
 use agentloop_ledger::payload::DecisionOutcome;
 use agentloop_tests::replies::{block, reply};
 use agentloop_tests::{check, output, TargetOptions, TargetRepo};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
-
-fn target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
-}
+agentloop_tests::e2e_paths!();
 
 /// The first line of a file that occurs exactly once in it (a safe SEARCH anchor).
 fn unique_line(text: &str) -> String {

@@ -6,7 +6,7 @@
 //!
 //! One cluster serves every check, in sequence, in one test.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -21,11 +21,7 @@ use agentloop_tests::slurm::{Cluster, QueuedJob};
 use agentloop_tests::toy::ToyOptions;
 use agentloop_tests::{check, kill_group, kinds, TargetRepo};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
-
-fn target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
-}
+agentloop_tests::e2e_paths!();
 
 /// One check, run against the shared cluster in a directory of its own.
 type Step = fn(&Cluster, &Path);

@@ -6,18 +6,12 @@
 //! The real loop runs on a copy of the real trainer, with the patches served by a scripted
 //! OpenAI-compatible endpoint.
 
-use std::path::PathBuf;
-
 use agentloop::testing::{CannedReply, ScriptedServer};
 use agentloop_ledger::payload::DecisionOutcome;
 use agentloop_tests::{check, TargetOptions, TargetRepo};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
+agentloop_tests::e2e_paths!();
 const TRAIN: &str = "trainer/recipe/src/train.rs";
-
-fn target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
-}
 
 fn reply(description: &str, patch: &str) -> CannedReply {
     CannedReply::openai_chat(

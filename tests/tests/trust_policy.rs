@@ -3,18 +3,12 @@
 //! under another name. The policy refuses each before anything is built, and the ledger
 //! records them as policy-rejected with the construct named.
 
-use std::path::PathBuf;
-
 use agentloop::testing::{CannedReply, ScriptedServer};
 use agentloop_ledger::payload::DecisionOutcome;
 use agentloop_tests::toy::ToyOptions;
 use agentloop_tests::{check, output, TargetRepo};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
-
-fn target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
-}
+agentloop_tests::e2e_paths!();
 
 const MODEL: &str = "pub fn width() -> usize {\n    64\n}\n";
 

@@ -24,14 +24,10 @@ use agentloop_ledger::EventKind;
 use agentloop_tests::toy::ToyOptions;
 use agentloop_tests::{check, kinds, output, TargetRepo};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
+agentloop_tests::e2e_paths!();
 const KEY_ENV: &str = "RAYON_PROVIDER_AUTH";
 const KEY: &str = "zq7-test-provider-key-5f0c2e9a81";
 const VAL_DOC: &str = "the validation document, which no training run may read\n";
-
-fn target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
-}
 
 /// Probes every way out it can think of, records each in `$out/attack.txt`, prints every
 /// environment value it can see (its own and every visible process's) in four encodings, and,

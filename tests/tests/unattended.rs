@@ -8,7 +8,6 @@
 //! the setting to fix. Around the disk: worktrees and build outputs deleted between runs are
 //! rebuilt, and a run directory that fills up ends in a recorded crash.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use agentloop::testing::{CannedReply, ScriptedServer};
@@ -17,11 +16,7 @@ use agentloop_ledger::{Event, EventKind};
 use agentloop_tests::toy::ToyOptions;
 use agentloop_tests::{check, kill_group, output, spawn_group, TargetRepo};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
-
-fn target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
-}
+agentloop_tests::e2e_paths!();
 
 /// Seeded and reproducible (xorshift64*): the failures and the kill moments.
 struct Rng(u64);

@@ -2,7 +2,6 @@
 //! finishes it, reusing the runs already recorded; a session whose budget runs out keeps the
 //! verdict's time and still ends on time, with the verdict recorded; `ledger verify` passes.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use agentloop_ledger::payload::{Compare, RunResult, Stage};
@@ -10,11 +9,7 @@ use agentloop_ledger::{Event, EventKind};
 use agentloop_tests::toy::ToyOptions;
 use agentloop_tests::{check, kill_group, kinds, output, spawn_group, TargetRepo};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agentloop-e2e");
-
-fn target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cargo-target")
-}
+agentloop_tests::e2e_paths!();
 
 fn verdict_runs(events: &[Event]) -> Vec<RunResult> {
     kinds(events, EventKind::RunResult)
