@@ -1,7 +1,8 @@
 //! Holdout audits in the loop, on the toy target (whose weight-decay change helps validation
 //! and hurts holdout): a gain that does not hold up is flagged, bisected and its culprit rolled
 //! back; a gain that holds up is recorded `held` and nothing moves; a session killed in the
-//! middle of an audit resumes without repeating a recorded audit run and ends the same way.
+//! middle of an audit resumes without repeating a recorded audit run and ends the same way;
+//! with two slots the two arms of each audit pair run side by side.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -174,6 +175,57 @@ fn gains_that_hold_up_on_holdout_are_recorded_held_and_nothing_is_rolled_back() 
     assert!(kinds(&events, EventKind::Rollback).is_empty());
     assert_eq!(audit_runs(&events).len(), 6);
     assert!(trunk_config(&repo, &summary.session).contains("lr = 0.01\n"));
+}
+
+#[test]
+fn with_two_slots_each_audit_pair_runs_side_by_side() {
+    // Runs of 0.3 s, so two at once overlap measurably.
+    let repo = TargetRepo::toy(&ToyOptions {
+        offline_values: vec![0.03, 0.01],
+        audit: "every_merges = 2\npairs = 3\n".into(),
+        executor: "[executor]\nslots = 2\n".into(),
+        run_sleep_s: 0.3,
+        ..ToyOptions::default()
+    })
+    .unwrap();
+    // One change at a time, so the two merges the audit waits for come in order.
+    let mut args = ARGS.to_vec();
+    args.extend(["--workers", "1"]);
+    let (code, _, err) = repo
+        .run_agentloop(BIN.as_ref(), &target_dir(), &args)
+        .unwrap();
+    assert_eq!(code, 0, "agentloop start failed: {err}");
+    let events = repo.events().unwrap();
+    assert_eq!(audits(&events).len(), 1);
+    let runs = audit_runs(&events);
+    assert_eq!(runs.len(), 6, "three pairs");
+    let interval = |e: &Event| {
+        let end = chrono::DateTime::parse_from_rfc3339(&e.ts)
+            .unwrap()
+            .timestamp_millis() as f64
+            / 1000.0;
+        (end - e.payload["wall_s"].as_f64().unwrap(), end)
+    };
+    for seed in runs.iter().map(|e| e.payload["seed"].as_u64().unwrap()) {
+        let arms: Vec<&&Event> = runs
+            .iter()
+            .filter(|e| e.payload["seed"].as_u64() == Some(seed))
+            .collect();
+        assert_eq!(arms.len(), 2, "one run per arm for seed {seed}");
+        assert_eq!(arms[0].payload["arm"], "baseline", "recorded in arm order");
+        assert_ne!(
+            arms[0].payload["worker"], arms[1].payload["worker"],
+            "each arm on its own slot"
+        );
+        let ((a0, a1), (b0, b1)) = (interval(arms[0]), interval(arms[1]));
+        assert!(
+            a0 < b1 - 0.05 && b0 < a1 - 0.05,
+            "seed {seed}: the arms ran one after the other: {:?} {:?}",
+            (a0, a1),
+            (b0, b1)
+        );
+    }
+    repo.verify_with_cli(BIN.as_ref(), &target_dir()).unwrap();
 }
 
 fn reply(description: &str, blocks: &[(&str, &str)]) -> CannedReply {

@@ -1,4 +1,5 @@
-//! The build cache: a build's outputs are kept per git *tree*, so each tree is built once,
+//! The build cache: a build's outputs are kept per build key (the git *tree*, less the target's
+//! `[build] runtime_only` files: `build::build_key`), so each set of build inputs is built once,
 //! whichever worktree or commit (candidate or squashed trunk commit) holds it.
 //!
 //! By the target contract the build command leaves what the train command needs in

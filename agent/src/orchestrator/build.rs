@@ -1,6 +1,6 @@
 //! Building a tree: the target's build command, run in the one build worktree (so the build
 //! tool sees the same paths every time and rebuilds only what changed), its outputs cached by
-//! git tree and restored into whichever worktree needs them.
+//! build key (`build_key`) and restored into whichever worktree needs them.
 
 use std::path::{Path, PathBuf};
 

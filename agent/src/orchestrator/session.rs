@@ -53,7 +53,7 @@ pub fn run(
     if stop_on_signals {
         setup.on_signals();
     }
-    let (history, resumed) = begin(ws, target, ledger, opts, &config, (&env, &setup))?;
+    let (history, resumed) = begin(ws, target, ledger, opts, &config, &env, &setup)?;
     let workers = workers_for(opts, &history, &config);
     let session = history.session.clone();
     let left = (history.start.budget_s - history.spent_s).max(0.0);
@@ -202,14 +202,15 @@ pub fn run(
 }
 
 /// The session to work on: the last one if it can be resumed, else a new one, its base commit
-/// built before its clock starts (`build` holds the builds' environment and the Ctrl-C stop).
+/// built (with the builds' `env`, stopped by Ctrl-C through `setup`) before its clock starts.
 fn begin(
     ws: &Workspace,
     target: &TargetSpec,
     ledger: Ledger,
     opts: &Options,
     config: &ExecutorConfig,
-    build: (&[(String, String)], &Stop),
+    env: &[(String, String)],
+    setup: &Stop,
 ) -> Result<(SessionState, bool)> {
     // A missing input is refused here, named, before anything is recorded.
     let inputs = crate::inputs::fingerprint_target(target)?;
@@ -246,7 +247,7 @@ fn begin(
     // Set-up, like the user's first `cargo build`: the budget pays for experiments, and the
     // first build at the build worktree's path would leave every slot idle. Timed in the ledger.
     tracing::info!("building the base commit {base} before the budget starts");
-    let base_build_s = super::build::prebuild(ws, target, build.0, build.1, base)?;
+    let base_build_s = super::build::prebuild(ws, target, env, setup, base)?;
     let trunk = trunk_branch(&session);
     let workers = opts.workers.unwrap_or(config.default_workers()).max(1);
     let run_config = config.clone().with_workers(workers)?;

@@ -269,7 +269,8 @@ struct Holdout<'a> {
 }
 
 /// The two arms of an audit pair run at once (each slot busy, both under the same load), their
-/// runs recorded afterwards in arm order; `None` when the loop was stopped.
+/// runs recorded afterwards in arm order (a stopped arm's finished runs too); `None` when the
+/// loop was stopped.
 fn side_by_side(
     trunk: &Trunk,
     history: &SessionState,
@@ -285,46 +286,40 @@ fn side_by_side(
             .unwrap_or_else(|_| Err(anyhow::anyhow!("an audit run's thread panicked")));
         [first, second]
     });
-    let mut values = [0.0; 2];
-    for (slot, attempts) in [a?, b?].into_iter().enumerate() {
-        let Some((runs, value)) = attempts else {
-            return Ok(None);
-        };
-        for r in &runs {
-            trunk.rec.append(None, r)?;
-        }
-        values[slot] = pair[slot].or_failed(value, trunk)?;
+    let (a, b) = (a?, b?);
+    let values = [pair[0].record(a, trunk)?, pair[1].record(b, trunk)?];
+    match values {
+        [Some(x), Some(y)] => Ok(Some([x, y])),
+        _ => Ok(None),
     }
-    Ok(Some(values))
+}
+
+/// What a holdout run's attempts came to, not yet recorded.
+struct Attempts {
+    runs: Vec<RunResult>,
+    /// The metric of the run that gave one (or of the one recorded earlier).
+    value: Option<f64>,
+    /// The loop was stopped during an attempt.
+    stopped: bool,
 }
 
 impl Holdout<'_> {
     /// The metric value; `None` when the loop was stopped. A run that fails is retried on the
     /// same seed (each attempt recorded), as calibration does.
     fn value(&self, trunk: &Trunk, history: &SessionState, number: u64) -> Result<Option<f64>> {
-        let Some((runs, value)) = self.attempts(&Runner::of(trunk), history, number)? else {
-            return Ok(None);
-        };
-        for r in &runs {
-            trunk.rec.append(None, r)?;
-        }
-        self.or_failed(value, trunk).map(Some)
+        let attempts = self.attempts(&Runner::of(trunk), history, number)?;
+        self.record(attempts, trunk)
     }
 
-    /// The recorded value, or up to three runs (unrecorded) until one gives a value; `None`
-    /// when the loop was stopped.
-    fn attempts(
-        &self,
-        runner: &Runner,
-        history: &SessionState,
-        number: u64,
-    ) -> Result<Option<(Vec<RunResult>, Option<f64>)>> {
-        if let Some(v) = recorded_value(history, self.commit, self.seed) {
-            return Ok(Some((Vec::new(), Some(v))));
-        }
+    /// The recorded value, or up to three runs until one gives a value (or the loop stops).
+    fn attempts(&self, runner: &Runner, history: &SessionState, number: u64) -> Result<Attempts> {
+        let mut done = Attempts {
+            runs: Vec::new(),
+            value: recorded_value(history, self.commit, self.seed),
+            stopped: false,
+        };
         let target = runner.target;
-        let mut runs = Vec::new();
-        for _ in 0..3 {
+        while done.value.is_none() && done.runs.len() < 3 {
             let spec = RunSpec {
                 arm: self.arm,
                 stage: Stage::Audit,
@@ -341,31 +336,34 @@ impl Holdout<'_> {
             };
             let Some(mut r) = runs::run(target, &spec, runner.env, runner.exec, runner.stop)?
             else {
-                return Ok(None);
+                done.stopped = true;
+                break;
             };
             if let Value::Object(tag) = self.tag {
                 r.extra.extend(tag.clone());
             }
-            let value = value_of(&r);
-            runs.push(r);
-            if value.is_some() {
-                return Ok(Some((runs, value)));
-            }
+            done.value = value_of(&r);
+            done.runs.push(r);
         }
-        Ok(Some((runs, None)))
+        Ok(done)
     }
 
-    /// The value, or the error naming a run that failed all three attempts.
-    fn or_failed(&self, value: Option<f64>, trunk: &Trunk) -> Result<f64> {
-        let Some(v) = value else {
-            bail!(
+    /// Records the attempts' runs: the value, `None` when the loop was stopped, or the error
+    /// naming a run that failed all three attempts.
+    fn record(&self, attempts: Attempts, trunk: &Trunk) -> Result<Option<f64>> {
+        for r in &attempts.runs {
+            trunk.rec.append(None, r)?;
+        }
+        match attempts {
+            Attempts { stopped: true, .. } => Ok(None),
+            Attempts { value: Some(v), .. } => Ok(Some(v)),
+            Attempts { .. } => bail!(
                 "holdout run of {} (seed {}) failed 3 times; see the run logs under {}",
                 self.commit,
                 self.seed,
-                trunk.ws.state.join("runs").join(&trunk.session).display()
-            )
-        };
-        Ok(v)
+                Runner::of(trunk).runs_dir.display()
+            ),
+        }
     }
 }
 
